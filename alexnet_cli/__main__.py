@@ -1,0 +1,3 @@
+from alexnet_cli.cli import app
+
+app(prog_name="alexnet")

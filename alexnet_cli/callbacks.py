@@ -1,0 +1,78 @@
+"""Lightning callbacks of the tool: throughput and data-wait measurement, best-metric tracking."""
+
+import time
+
+import lightning as L
+
+
+class ThroughputMeter(L.Callback):
+    """Images/s of training and the fraction of time spent waiting for data.
+
+    Data wait is the gap between the end of one training step and the start of
+    the next, which is where the loop blocks on the loader (as NVIDIA's
+    DeepLearningExamples report it).
+    """
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.busy = 0.0
+        self.wait = 0.0
+        self._epoch_images = 0
+        self._epoch_busy = 0.0
+        self._epoch_wait = 0.0
+        self._batch_start: float | None = None
+        self._batch_end: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_images, self._epoch_busy, self._epoch_wait = 0, 0.0, 0.0
+        self._batch_end = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._batch_end is not None:
+            self._epoch_wait += now - self._batch_end
+        self._batch_start = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self._epoch_busy += now - self._batch_start
+        self._epoch_images += len(batch[1]) * trainer.world_size
+        self._batch_end = now
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        total = self._epoch_busy + self._epoch_wait
+        self.images += self._epoch_images
+        self.busy += self._epoch_busy
+        self.wait += self._epoch_wait
+        if total > 0:
+            pl_module.log("train/img_per_s", self._epoch_images / total)
+            pl_module.log("train/data_wait_frac", self._epoch_wait / total)
+
+    @property
+    def images_per_second(self) -> float:
+        total = self.busy + self.wait
+        return self.images / total if total else 0.0
+
+    @property
+    def data_wait_fraction(self) -> float:
+        total = self.busy + self.wait
+        return self.wait / total if total else 0.0
+
+
+class BestMetrics(L.Callback):
+    """Remembers the epoch with the best val/top1 and its top-5."""
+
+    def __init__(self) -> None:
+        self.top1: float | None = None
+        self.top5: float | None = None
+        self.epoch: int | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        if "val/top1" not in metrics:
+            return
+        top1 = float(metrics["val/top1"])
+        if self.top1 is None or top1 > self.top1:
+            self.top1, self.top5, self.epoch = top1, float(metrics["val/top5"]), trainer.current_epoch

@@ -1,0 +1,76 @@
+"""One image in, one clean baseline RGB JPEG out — or a reason why not.
+
+ILSVRC2012 holds CMYK JPEGs, a PNG named .JPEG, greyscale and EXIF-rotated
+images, and the odd truncated file; DALI and PIL must both read every output.
+"""
+
+import io
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ResizeMode = Literal["paper", "shorter"]
+JPEG_QUALITY = 90  # visually lossless at 256 px; ~25 KB per image
+
+
+class BadImage(Exception):
+    """The file cannot be turned into an image; the message says why."""
+
+
+@dataclass(frozen=True)
+class Converted:
+    jpeg: bytes
+    rgb: np.ndarray  # what the JPEG encodes, before compression: for the statistics
+    fixes: tuple[str, ...]  # what was converted: cmyk, png, grey, exif-rotated, ...
+
+
+def convert_image(data: bytes, size: int, mode: ResizeMode, quality: int = JPEG_QUALITY) -> Converted:
+    """Decode any image, fix it up and resize it as the paper did (§2).
+
+    ``paper``: shorter side to ``size``, then the central ``size``×``size`` crop.
+    ``shorter``: shorter side to ``size``, aspect kept. Resampling is PIL's
+    antialiased bicubic; JPEG's DCT scaling (draft mode) does the first
+    factors of 2 when shrinking by 2× or more, which is both faster and sound.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        fixes = []
+        if image.format != "JPEG":
+            fixes.append(image.format.lower() if image.format else "not-jpeg")
+        if image.mode == "CMYK":
+            fixes.append("cmyk")
+        elif image.mode in ("L", "LA", "I", "I;16", "1"):
+            fixes.append("grey")
+        width, height = image.size
+        if image.format == "JPEG":
+            scale = size / min(width, height)
+            image.draft("RGB", (int(width * scale) + 1, int(height * scale) + 1))
+        orientation = image.getexif().get(0x0112, 1)
+        image.load()
+        if orientation not in (1, None):
+            image = ImageOps.exif_transpose(image)
+            fixes.append("exif-rotated")
+        image = image.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"unreadable or truncated ({exc})") from None
+    image = _resize(image, size, mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)  # baseline, 4:2:0, no EXIF
+    return Converted(buffer.getvalue(), np.asarray(image), tuple(fixes))
+
+
+def _resize(image: Image.Image, size: int, mode: ResizeMode) -> Image.Image:
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    if mode == "shorter":
+        return image
+    left = int(round((new_w - size) / 2.0))  # torchvision's CenterCrop arithmetic
+    top = int(round((new_h - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))

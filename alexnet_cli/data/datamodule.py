@@ -1,0 +1,103 @@
+"""The Lightning DataModule: a prepared dataset → DALI loaders sharded by data-parallel rank."""
+
+from pathlib import Path
+
+import lightning as L
+
+from alexnet_cli.data.layout import ClassInfo, SplitFiles, list_split, read_classes, read_dataset_info
+from alexnet_cli.data.loader import DaliLoader, Normalization
+from alexnet_cli.data.sampling import Augmentation, ShardPlan
+from alexnet_cli.data.stats import DatasetStats, load_stats
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.recipes import DataConfig
+
+
+class DaliDataModule(L.LightningDataModule):
+    """Reads ``root`` (see ``layout``) with the pipelines of ``pipelines``.
+
+    The shard is the data-parallel rank: the Trainer's global rank under DDP,
+    the tower pair's index under the two-GPU split (both towers of a pair read
+    the same batch).
+    """
+
+    def __init__(self, root: Path, config: DataConfig, *, crop: int, seed: int = 0,
+                 normalization: Normalization | None = None) -> None:
+        super().__init__()
+        self.root, self.config, self.crop, self.seed = Path(root), config, crop, seed
+        self.classes: list[ClassInfo] = read_classes(self.root)
+        self.info = read_dataset_info(self.root)
+        self.stats: DatasetStats = load_stats(self.root)
+        self.normalization = normalization or self._normalization()
+        self._splits: dict[str, SplitFiles] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def stored_square_size(self) -> int | None:
+        """The side of the stored images if they are all square at the pipeline's resize size."""
+        if self.info.get("mode") == "paper" and self.info.get("size") == self.config.resize_size:
+            return self.config.resize_size
+        return None
+
+    @property
+    def resize_size(self) -> int | None:
+        """Resize in the pipeline only if the dataset is not stored at the wanted size."""
+        return None if self.info.get("size") == self.config.resize_size else self.config.resize_size
+
+    def _normalization(self) -> Normalization:
+        stats = self.stats
+        if self.crop > self.config.resize_size:
+            raise AlexnetError(f"data.crop_size {self.crop} exceeds data.resize_size {self.config.resize_size}")
+        if self.config.normalize == "channel":
+            return Normalization(stats.channel_mean, stats.channel_std)
+        if stats.mean_image is None or self.stored_square_size is None:
+            raise AlexnetError(
+                f"data.normalize=image needs a mean image of a dataset prepared with --mode paper --size "
+                f"{self.config.resize_size}; {self.root} has none (use data.normalize=channel)"
+            )
+        return Normalization(stats.channel_mean, stats.channel_std, stats.mean_image)
+
+    def split(self, name: str) -> SplitFiles:
+        if name not in self._splits:
+            self._splits[name] = list_split(self.root, name, self.classes)
+        return self._splits[name]
+
+    def shard(self) -> tuple[int, int]:
+        """(data-parallel rank, data-parallel world size) of this process."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        strategy = trainer.strategy
+        if hasattr(strategy, "data_parallel_shard"):
+            return strategy.data_parallel_shard()
+        return trainer.global_rank, trainer.world_size
+
+    def _device_id(self) -> int | None:
+        if self.config.device != "gpu":
+            return None
+        trainer = self.trainer
+        return trainer.strategy.root_device.index if trainer is not None else 0
+
+    def loader(self, split: str, kind: str, *, batch_size: int | None = None,
+               shard: tuple[int, int] | None = None) -> DaliLoader:
+        files = self.split(split)
+        shard_id, num_shards = shard or self.shard()
+        train = kind == "train"
+        plan = ShardPlan(len(files), batch_size or self.config.batch_size, shard_id, num_shards,
+                         train=train, seed=self.seed)
+        augmentation = None
+        if train:
+            augmentation = Augmentation(self.crop, self.stored_square_size, self.config.mirror,
+                                        self.config.pca_std, self.stats.eigval, self.stats.eigvec, self.seed)
+        return DaliLoader(kind, files.files, files.labels, plan, normalization=self.normalization,
+                          augmentation=augmentation, crop=self.crop, resize_size=self.resize_size,
+                          device=self.config.device, device_id=self._device_id(),
+                          num_threads=self.config.num_threads, prefetch=self.config.prefetch, seed=self.seed)
+
+    def train_dataloader(self) -> DaliLoader:
+        return self.loader("train", "train")
+
+    def val_dataloader(self) -> DaliLoader:
+        return self.loader("val", "val")

@@ -1,0 +1,88 @@
+"""The prepared dataset on disk, as every other part of the tool reads it.
+
+    DIR/classes.json         [{"index": 0, "wnid": "n01440764", "words": "tench, ..."}, ...]
+    DIR/dataset.json         {"size": 256, "mode": "paper", "quality": 90, "counts": {...}}
+    DIR/stats.npz            mean image, channel mean/std, RGB eigen decomposition
+    DIR/train/<wnid>/*.JPEG  DIR/val/<wnid>/*.JPEG
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from alexnet_cli.errors import AlexnetError
+
+SPLITS = ("train", "val")
+IMAGE_SUFFIXES = {".jpeg", ".jpg"}
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    index: int
+    wnid: str
+    words: str
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """One split's images in a fixed order (sorted by class index, then name) and their labels."""
+
+    files: list[Path]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def read_classes(root: Path) -> list[ClassInfo]:
+    path = root / "classes.json"
+    if not path.is_file():
+        raise AlexnetError(
+            f"{path} not found: {root} is not a prepared dataset (run 'alexnet prepare-imagenet' first)"
+        )
+    try:
+        entries = json.loads(path.read_text())
+        classes = [ClassInfo(int(e["index"]), str(e["wnid"]), str(e.get("words", ""))) for e in entries]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AlexnetError(f"{path} is malformed ({exc}); prepare the dataset again") from None
+    if [c.index for c in classes] != list(range(len(classes))):
+        raise AlexnetError(f"{path}: class indices must run 0..N-1 in order")
+    if len(classes) < 2:
+        raise AlexnetError(f"{path} lists {len(classes)} class; classification needs at least 2")
+    return classes
+
+
+def write_classes(root: Path, classes: list[ClassInfo]) -> None:
+    from alexnet_cli.atomic import write_text_atomic
+
+    payload = [{"index": c.index, "wnid": c.wnid, "words": c.words} for c in classes]
+    write_text_atomic(root / "classes.json", json.dumps(payload, indent=1) + "\n")
+
+
+def read_dataset_info(root: Path) -> dict:
+    """``dataset.json`` if the dataset was prepared by this tool, else an empty dict."""
+    path = root / "dataset.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def list_split(root: Path, split: str, classes: list[ClassInfo]) -> SplitFiles:
+    """Every image of ``split``, labelled by the class order of ``classes.json``."""
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise AlexnetError(f"{split_dir} not found: a prepared dataset has train/ and val/ folders")
+    known = {c.wnid for c in classes}
+    strangers = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and p.name not in known)
+    if strangers:
+        raise AlexnetError(f"{split_dir}/{strangers[0]} is not listed in classes.json; prepare the dataset again")
+    files: list[Path] = []
+    labels: list[int] = []
+    for info in classes:
+        class_dir = split_dir / info.wnid
+        if not class_dir.is_dir():
+            continue
+        names = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += names
+        labels += [info.index] * len(names)
+    if not files:
+        raise AlexnetError(f"{split_dir} holds no JPEG images")
+    return SplitFiles(files, labels)

@@ -1,0 +1,169 @@
+"""Feeding DALI from a ``ShardPlan`` and handing its outputs to PyTorch as an iterable loader.
+
+DALI prefetches: it asks the feed for batches before the model asks the loader.
+The feed records the (epoch, step) of each batch it hands out; the loader pops
+them in the same order, so it always knows which batch it is returning, can
+skip stale prefetched batches when an epoch was cut short, and can restart at
+any (epoch, step) after a resume.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+
+from alexnet_cli.data.pipelines import build_pipeline
+from alexnet_cli.data.sampling import Augmentation, ShardPlan
+
+Kind = Literal["train", "val", "ten_crop"]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Subtract ``channel_mean`` and divide by ``channel_std`` (0–255 units), or, in the paper's
+    way (§2), subtract a per-pixel ``mean_image`` of the stored size and divide by nothing."""
+
+    channel_mean: np.ndarray
+    channel_std: np.ndarray
+    mean_image: np.ndarray | None = None
+
+
+class _Feed:
+    """The external source: turns the next scheduled (epoch, step) into a batch of inputs."""
+
+    def __init__(self, loader: "DaliLoader") -> None:
+        self.loader = loader
+
+    def __call__(self, batch_info) -> tuple:
+        loader = self.loader
+        epoch, step = next(loader._schedule)
+        indices = loader.plan.batch_indices(epoch, step)
+        jpegs = [np.fromfile(loader.files[i], dtype=np.uint8) for i in indices]
+        labels = [np.array(loader.labels[i], dtype=np.int64) for i in indices]
+        count = len(indices)
+        norm = loader.normalization
+        mean = np.zeros(3, np.float32) if norm.mean_image is not None else norm.channel_mean.astype(np.float32)
+        std = np.ones(3, np.float32) if norm.mean_image is not None else norm.channel_std.astype(np.float32)
+        if loader.kind != "train":
+            loader._pending.append((epoch, step, None))
+            return jpegs, labels, [mean] * count, [std] * count
+        aug = loader.augmentation.draw(epoch, step, loader.plan.shard_id, count)
+        loader._pending.append((epoch, step, aug))
+        return (jpegs, labels, list(aug["position"][:, 0]), list(aug["position"][:, 1]),
+                list(aug["mirror"]), [mean - shift for shift in aug["shift"]], [std] * count)
+
+
+class DaliLoader:
+    """An iterable of ``(images, labels)`` batches for one split on one rank.
+
+    ``len()`` is the number of batches per epoch; each ``iter()`` is one epoch.
+    Images are float32 CHW on ``torch_device``; ten-crop batches are ``[B, 10, 3, H, W]``.
+    """
+
+    def __init__(self, kind: Kind, files: list[Path], labels: list[int], plan: ShardPlan, *,
+                 normalization: Normalization, augmentation: Augmentation | None, crop: int,
+                 resize_size: int | None, device: Literal["cpu", "gpu"], device_id: int | None,
+                 num_threads: int, prefetch: int, seed: int) -> None:
+        self.kind, self.files, self.labels, self.plan = kind, [str(f) for f in files], labels, plan
+        self.normalization, self.augmentation = normalization, augmentation
+        self.crop, self.resize_size = crop, resize_size
+        self.device, self.device_id = device, device_id
+        self.num_threads, self.prefetch, self.seed = num_threads, prefetch, seed
+        self.torch_device = torch.device("cuda", device_id or 0) if device == "gpu" else torch.device("cpu")
+        self.epoch, self.step = 0, 0  # the next batch to return
+        self._pipe = None
+        self._pending: deque = deque()
+        self._schedule = iter(())
+        self._mean_image = None
+        if normalization.mean_image is not None:
+            self._mean_image = torch.as_tensor(normalization.mean_image).permute(2, 0, 1).contiguous()
+
+    def __len__(self) -> int:
+        return self.plan.steps_per_epoch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        steps = len(self)
+        if self.step >= steps:
+            self.epoch, self.step = self.epoch + 1, 0
+        if steps == 0:
+            return
+        self._ensure_pipeline()
+        self._skip_stale(self.epoch, self.step)
+        while self.step < steps:
+            batch = self._next_batch()
+            self.step += 1
+            yield batch
+        self.epoch, self.step = self.epoch + 1, 0
+
+    def _keys_from(self, epoch: int, step: int):
+        while True:
+            for s in range(step, len(self)):
+                yield epoch, s
+            epoch, step = epoch + 1, 0
+
+    def _ensure_pipeline(self) -> None:
+        if self._pipe is None:
+            self._schedule = self._keys_from(self.epoch, self.step)
+            self._pipe = build_pipeline(
+                self.kind, _Feed(self), device=self.device, batch_size=self.plan.batch_size,
+                num_threads=self.num_threads, device_id=self.device_id, crop=self.crop,
+                resize_size=self.resize_size, prefetch=self.prefetch, seed=self.seed,
+            )
+
+    def _skip_stale(self, epoch: int, step: int) -> None:
+        """Drop prefetched batches that an interrupted epoch left behind."""
+        if not self._pending or self._pending[0][:2] == (epoch, step):
+            return
+        self._schedule = self._keys_from(epoch, step)
+        stale = len(self._pending)
+        for _ in range(stale):
+            self._pipe.run()
+            self._pending.popleft()
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self._pipe.run()
+        epoch, step, aug = self._pending.popleft()
+        assert (epoch, step) == (self.epoch, self.step), "DALI returned batches out of order"
+        images = _to_torch(images, self.torch_device)
+        labels = _to_torch(labels, self.torch_device).reshape(-1)
+        if self._mean_image is not None:
+            images = self._subtract_mean_image(images, aug)
+        return images, labels
+
+    def _subtract_mean_image(self, images: torch.Tensor, aug: dict | None) -> torch.Tensor:
+        """The paper's per-pixel mean (§2), cropped and mirrored exactly like each image."""
+        mean = self._mean_image.to(images.device, non_blocking=True)
+        c = self.crop
+        if aug is not None:
+            crops = [mean[:, y : y + c, x : x + c] for x, y in aug["offsets"]]
+            crops = [m.flip(-1) if flip else m for m, flip in zip(crops, aug["mirror"])]
+            return images - torch.stack(crops)
+        h, w = mean.shape[1:]
+        top, left = int(round((h - c) / 2.0)), int(round((w - c) / 2.0))
+        anchors = [(0, 0), (w - c, 0), (0, h - c), (w - c, h - c), (left, top)]
+        if images.dim() == 4:  # centre crop only
+            return images - mean[:, top : top + c, left : left + c]
+        crops = [mean[:, y : y + c, x : x + c] for x, y in anchors]
+        ten = torch.stack([m for crop in crops for m in (crop, crop.flip(-1))])
+        return images - ten
+
+
+_TORCH_DTYPES = {"float": torch.float32, "int64": torch.int64, "int32": torch.int32, "uint8": torch.uint8}
+
+
+def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
+    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+    tensor = tensor_list.as_tensor()
+    out = torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device=device)
+    stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+    return feed_ndarray(tensor, out, cuda_stream=stream)

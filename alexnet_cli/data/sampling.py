@@ -1,0 +1,82 @@
+"""Which images make each batch, and every random choice about them, from (seed, epoch, step).
+
+Training: each epoch is a fresh permutation of the whole set (seeded by epoch), cut
+into ``num_shards`` equal slices, so every rank runs the same number of full
+batches and data-parallel ranks never share an image. Evaluation: rank r takes
+images r, r + shards, r + 2·shards, ... in order, and the last batch is short:
+every image is counted exactly once, whatever the counts.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from alexnet_cli.errors import AlexnetError
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    num_samples: int
+    batch_size: int
+    shard_id: int = 0
+    num_shards: int = 1
+    train: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard_id < self.num_shards:
+            raise ValueError(f"shard {self.shard_id} of {self.num_shards}")
+        if self.train and self.steps_per_epoch == 0:
+            raise AlexnetError(
+                f"{self.num_samples} training images cannot fill one batch of {self.batch_size} on each of "
+                f"{self.num_shards} devices; lower data.batch_size"
+            )
+
+    @property
+    def shard_size(self) -> int:
+        if self.train:
+            return self.num_samples // self.num_shards
+        return len(range(self.shard_id, self.num_samples, self.num_shards))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.train:
+            return self.shard_size // self.batch_size  # drop the ragged end: equal steps on all ranks
+        return -(-self.shard_size // self.batch_size)
+
+    def batch_indices(self, epoch: int, step: int) -> np.ndarray:
+        if self.train:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+            shard = order[self.shard_id * self.shard_size : (self.shard_id + 1) * self.shard_size]
+        else:
+            shard = np.arange(self.shard_id, self.num_samples, self.num_shards)
+        return shard[step * self.batch_size : (step + 1) * self.batch_size]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The random choices of §4.1 for one batch, drawn from (seed, epoch, step, shard)."""
+
+    crop: int
+    image_size: int | None  # square stored size when known: offsets are then whole pixels
+    mirror: bool
+    pca_std: float
+    eigval: np.ndarray
+    eigvec: np.ndarray
+    seed: int = 0
+
+    def draw(self, epoch: int, step: int, shard_id: int, count: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch, step, shard_id, 1])
+        if self.image_size is not None:
+            slack = self.image_size - self.crop
+            offsets = rng.integers(0, slack + 1, size=(count, 2))
+            position = offsets / max(slack, 1)
+        else:
+            offsets = None
+            position = rng.uniform(0.0, 1.0, size=(count, 2))
+        flips = rng.integers(0, 2, size=count) if self.mirror else np.zeros(count, np.int64)
+        alpha = rng.normal(0.0, self.pca_std, size=(count, 3)) if self.pca_std > 0 else np.zeros((count, 3))
+        # §4.1: add [p1 p2 p3][α1λ1 α2λ2 α3λ3]ᵀ to every pixel; λ, p for RGB in [0, 1], so ×255.
+        shift = (alpha * self.eigval) @ self.eigvec.T * 255.0
+        return {"position": position.astype(np.float32), "offsets": offsets, "mirror": flips.astype(np.int32),
+                "shift": shift.astype(np.float32)}

@@ -1,0 +1,65 @@
+"""The model zoo: one table from arch name to builder, input size and description."""
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+from torch import nn
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models import paper, variants
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What the tool needs to know about an architecture besides its modules."""
+
+    builder: Callable[..., nn.Module]
+    input_size: int  # the crop the network is built for
+    description: str
+    default_dropout: float = 0.5
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "paper": ArchSpec(paper.PaperAlexNet, paper.INPUT_SIZE, "the 2012 paper's network: 2 towers, LRN, 227 input"),
+    "owt": ArchSpec(variants.owt, 224, "torchvision's 'one weird trick' AlexNet (64-192-384-256-256)"),
+    "d2l": ArchSpec(variants.d2l, 224, "Dive into Deep Learning's AlexNet (96-256-384-384-256, no LRN)"),
+    "keras-v1": ArchSpec(variants.keras_v1, 224, "Keras notes' AlexNet_v1: one tower, FC 2048-2048", 0.2),
+    "keras-v2": ArchSpec(variants.keras_v2, 224, "Keras notes' AlexNet_v2: one tower, FC 1024-128", 0.2),
+    "tf1-bench": ArchSpec(variants.tf1_bench, 224, "TF1 benchmark's AlexNet: 64-192-384-256-256, LRN, SAME"),
+    **{
+        f"vgg{depth}": ArchSpec(partial(variants.vgg, depth), 224, f"torchvision's VGG-{depth} (fc_width option)")
+        for depth in (11, 13, 16, 19)
+    },
+}
+
+
+def build_model(
+    arch: str,
+    num_classes: int = 1000,
+    dropout: float | None = None,
+    *,
+    init: paper.InitScheme | None = None,
+    fc_width: int | None = None,
+) -> nn.Module:
+    """Build a network of the zoo.
+
+    Args:
+        arch: a name from ``ARCHS``.
+        num_classes: width of the last layer.
+        dropout: dropout probability of the hidden FC layers (the arch's own default if None).
+        init: ``paper`` or ``kaiming`` to re-initialise; None keeps the builder's own init.
+        fc_width: hidden FC width, VGG only (the Keras notes used 2048).
+    """
+    if arch not in ARCHS:
+        raise AlexnetError(f"unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")
+    spec = ARCHS[arch]
+    kwargs: dict = {"num_classes": num_classes, "dropout": spec.default_dropout if dropout is None else dropout}
+    if fc_width is not None:
+        if not arch.startswith("vgg"):
+            raise AlexnetError(f"model.fc_width only applies to the vgg archs, not {arch!r}")
+        kwargs["fc_width"] = fc_width
+    model = spec.builder(**kwargs)
+    if init is not None:
+        paper.initialize(model, init)
+    return model

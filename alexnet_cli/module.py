@@ -1,0 +1,81 @@
+"""The LightningModule: cross-entropy, the paper's SGD (§5), top-1/top-5 metrics."""
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from alexnet_cli.recipes import OptimConfig
+
+
+class AlexNetModule(L.LightningModule):
+    """Trains any network of the zoo. ``meta`` is stored in every checkpoint (see ``checkpoints``)."""
+
+    def __init__(self, model: nn.Module, optim: OptimConfig, *, num_classes: int, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.meta = meta
+        top5 = min(5, num_classes)
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        loss = F.cross_entropy(self.model(images), labels)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self.model(images)
+        # Sum, not mean: with short last batches and uneven shards only a sum weights every image once.
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        self.val_top1.update(logits, labels)
+        self.val_top5.update(logits, labels)
+        self._val_loss_sum += loss_sum.detach()
+        self._val_count += labels.numel()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_loss_sum = torch.zeros((), device=self.device)
+        self._val_count = torch.zeros((), device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        loss_sum = self.all_gather(self._val_loss_sum).sum()
+        count = self.all_gather(self._val_count).sum()
+        top1 = self.val_top1.compute()
+        self.log("val/loss", loss_sum / count.clamp(min=1), sync_dist=False)
+        self.log("val/top1", top1, prog_bar=True)
+        self.log("val/top5", self.val_top5.compute())
+        self.log("val/top1_error", 1.0 - top1)
+        self.log("val/images", count.float())
+        self.val_top1.reset()
+        self.val_top5.reset()
+
+    def configure_optimizers(self) -> dict:
+        cfg = self.optim
+        optimizer = torch.optim.SGD(self.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        if cfg.schedule == "constant":
+            return {"optimizer": optimizer}
+        if cfg.schedule == "plateau":
+            # §5: "divide the learning rate by 10 when the validation error rate stopped improving".
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.gamma, patience=cfg.plateau_patience, min_lr=cfg.min_lr)
+            return {"optimizer": optimizer, "lr_scheduler": {
+                "scheduler": scheduler, "monitor": "val/top1_error", "interval": "epoch", "strict": False}}
+        if cfg.schedule == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        else:
+            epochs = max(1, self.trainer.max_epochs or 1)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["alexnet_cli"] = self.meta

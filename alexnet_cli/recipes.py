@@ -1,0 +1,216 @@
+"""Recipes: YAML files with the sections ``model``, ``data``, ``optim`` and ``trainer``.
+
+A recipe is data (``yaml.safe_load``), validated into typed dataclasses; every
+unknown key or wrong type is an ``AlexnetError`` naming the key. ``--set
+section.key=value`` overrides are parsed as YAML scalars and validated the same way.
+"""
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from alexnet_cli.errors import AlexnetError
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "paper"
+    num_classes: int | None = None  # None: as many as the dataset's classes.json lists
+    dropout: float | None = None  # None: the arch's own default
+    init: Literal["paper", "kaiming"] | None = "paper"
+    fc_width: int | None = None  # vgg only
+
+
+@dataclass
+class DataConfig:
+    device: Literal["cpu", "gpu"] = "gpu"  # where DALI decodes and augments
+    batch_size: int = 128  # per device
+    num_threads: int = 4  # DALI worker threads per process
+    crop_size: int | None = None  # None: the arch's input size
+    resize_size: int = 256  # shorter side before cropping (§2)
+    normalize: Literal["image", "channel"] = "channel"
+    pca_std: float = 0.1  # σ of the PCA colour augmentation's α (§4.1); 0 turns it off
+    mirror: bool = True  # random horizontal flips (§4.1)
+    prefetch: int = 2  # DALI prefetch queue depth
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: Literal["plateau", "cosine", "step", "constant"] = "plateau"
+    plateau_patience: int = 1  # epochs without val improvement before ÷10
+    step_size: int = 30  # epochs between ÷10 for schedule=step
+    gamma: float = 0.1  # the paper's ÷10
+    min_lr: float = 1e-5  # the paper reduced three times: 0.01 → 1e-5
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_train_steps: int | None = None  # also save mid-epoch, for long epochs
+    keep_last: int = 1  # how many periodic checkpoints besides last.ckpt and best.ckpt
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    description: str = ""
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)  # lightning.Trainer keyword arguments
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "checkpoint": CheckpointConfig}
+_TOP_LEVEL = {"name": str, "description": str, "seed": int}
+
+
+def recipes_dir() -> Path:
+    """The shipped recipes: package data in a wheel, the repo's ``recipes/`` in a checkout."""
+    packaged = Path(str(resources.files("alexnet_cli"))) / "recipes"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def available_recipes() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(recipes_dir().glob("*.yaml"))}
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise AlexnetError(f"recipe file {path} does not exist")
+        return path
+    known = available_recipes()
+    if name_or_path not in known:
+        raise AlexnetError(f"unknown recipe {name_or_path!r}: available are {', '.join(known)} (or a path to a .yaml)")
+    return known[name_or_path]
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe by name or path, apply ``section.key=value`` overrides, validate it."""
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise AlexnetError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise AlexnetError(f"recipe {path} must be a mapping of sections, not {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    for override in overrides or []:
+        _apply_override(raw, override)
+    return recipe_from_dict(raw, source=str(path))
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    recipe = Recipe()
+    for key, value in raw.items():
+        if key in _TOP_LEVEL:
+            setattr(recipe, key, _coerce(value, _TOP_LEVEL[key], f"{source}: {key}"))
+        elif key in _SECTIONS:
+            setattr(recipe, key, _section(_SECTIONS[key], value, f"{source}: {key}"))
+        elif key == "trainer":
+            recipe.trainer = _trainer_section(value, source)
+        else:
+            allowed = ", ".join([*_TOP_LEVEL, *_SECTIONS, "trainer"])
+            raise AlexnetError(f"{source}: unknown key {key!r} (allowed: {allowed})")
+    return recipe
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    if "=" not in override or "." not in override.split("=", 1)[0]:
+        if "=" in override and override.split("=", 1)[0] in _TOP_LEVEL:
+            key, text = override.split("=", 1)
+            raw[key] = yaml.safe_load(text)
+            return
+        raise AlexnetError(f"--set {override!r}: expected section.key=value, e.g. --set optim.lr=0.02")
+    dotted, text = override.split("=", 1)
+    section, key = dotted.split(".", 1)
+    if section not in (*_SECTIONS, "trainer"):
+        raise AlexnetError(f"--set {override!r}: unknown section {section!r} (use model, data, optim, checkpoint, trainer)")
+    try:
+        value = yaml.safe_load(text) if text != "" else None
+    except yaml.YAMLError:
+        value = text
+    raw.setdefault(section, {})
+    if not isinstance(raw[section], dict):
+        raise AlexnetError(f"recipe section {section!r} must be a mapping")
+    raw[section][key] = value
+
+
+def _section(cls: type, values: Any, where: str) -> Any:
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise AlexnetError(f"{where} must be a mapping of keys, not {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise AlexnetError(f"{where}.{key}: unknown key (allowed: {', '.join(sorted(known))})")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _trainer_section(values: Any, source: str) -> dict[str, Any]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise AlexnetError(f"{source}: trainer must be a mapping of lightning.Trainer arguments")
+    import lightning
+
+    accepted = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+    accepted.add("logger")  # a name here (csv, tensorboard, wandb); the train module builds it
+    for key in values:
+        if key not in accepted:
+            raise AlexnetError(f"{source}: trainer.{key} is not a lightning.Trainer argument")
+    return dict(values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a type hint, allowing int → float; raise naming ``where``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except AlexnetError as exc:
+                errors.append(str(exc))
+        raise AlexnetError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise AlexnetError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if isinstance(value, bool) and hint is not bool:
+            raise AlexnetError(f"{where}: expected {hint.__name__}, got {value!r}")
+        if not isinstance(value, hint):
+            raise AlexnetError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    return value

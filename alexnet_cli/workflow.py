@@ -1,0 +1,55 @@
+"""``alexnet demo``: prepare → train → ten-crop eval → filters, on the synthetic demo data."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from alexnet_cli.atomic import write_text_atomic
+from alexnet_cli.data.demo import DemoSpec, write_demo_source
+from alexnet_cli.data.prepare import PrepareOptions, PrepareSummary, prepare_imagenet
+from alexnet_cli.evaluate import EvalResult, evaluate
+from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.train import TrainResult, run
+
+
+@dataclass
+class DemoResult:
+    source: Path
+    data: Path
+    prepare: PrepareSummary
+    train: TrainResult
+    eval: EvalResult
+    eval_json: Path
+    filters: Path
+
+
+def prepare_demo(out: Path, *, workers: int | None = None, spec: DemoSpec = DemoSpec(),
+                 progress: Progress | None = None) -> PrepareSummary:
+    """Write the demo in the official ILSVRC2012 format to OUT/source and prepare it into OUT."""
+    source = Path(out) / "source"
+    write_demo_source(source, spec)
+    return prepare_imagenet(PrepareOptions(source=source, out=Path(out), workers=workers, seed=spec.seed),
+                            progress)
+
+
+def run_demo(out: Path, *, overrides: list[str] | None = None, quiet: bool = False,
+             progress: Progress | None = None) -> DemoResult:
+    from alexnet_cli.checkpoints import load_model
+    from alexnet_cli.filters import save_filter_grid
+
+    progress = progress or SilentProgress()
+    out = Path(out)
+    data = out / "data"
+    progress.note(f"[bold]1/4[/] demo dataset in the official ILSVRC2012 format → {data}")
+    prepared = prepare_demo(data, progress=progress)
+    progress.note("[bold]2/4[/] training recipe cpu-demo")
+    trained = run("cpu-demo", data, out=out / "run", overrides=overrides, quiet=quiet)
+    checkpoint = trained.best_checkpoint or trained.last_checkpoint
+    progress.note("[bold]3/4[/] ten-crop evaluation")
+    result = evaluate(data, checkpoint=checkpoint, ten_crop=True, progress=progress)
+    eval_json = out / "eval.json"
+    write_text_atomic(eval_json, json.dumps(result.to_json(), indent=1) + "\n")
+    progress.note("[bold]4/4[/] conv1 filters (Figure 3)")
+    filters = out / "filters.png"
+    save_filter_grid(load_model(checkpoint), filters)
+    return DemoResult(data / "source", data, prepared, trained, result, eval_json, filters)
