@@ -6,6 +6,7 @@ the tool version, arch, classes, recipe and normalisation.
 """
 
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,9 @@ def read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise AlexnetError(f"{path} not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about old pickle protocols; we report below
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
         raise AlexnetError(

@@ -122,7 +122,8 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
     callbacks = [
         *extra_callbacks,
         ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/top1" if validating else None,
-                        mode="max", save_top_k=1 if validating else 0, save_last=True),
+                        mode="max", save_top_k=1 if validating else 0,
+                        save_last="link" if validating else True),  # link: no second 0.5 GB write
         LearningRateMonitor(logging_interval="epoch"),
     ]
     if recipe.checkpoint.every_n_train_steps:

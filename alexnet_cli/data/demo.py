@@ -132,6 +132,8 @@ def write_demo_source(out: Path, spec: DemoSpec = DemoSpec()) -> Path:
     wnids = [demo_wnid(index) for index in range(spec.classes)]
     # Shuffled ILSVRC2012_IDs: the devkit's order differs from sorted WNID order, as in the real one.
     ids = rng.permutation(spec.classes) + 1
+    if spec.classes > 1 and np.array_equal(ids, np.arange(1, spec.classes + 1)):
+        ids = np.roll(ids, 1)  # a shuffle that happens to be sorted would hide label-mapping bugs
     id_of = dict(zip(wnids, (int(i) for i in ids)))
 
     inner_tars = []

@@ -14,6 +14,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 import torch
+import torchvision.transforms.functional as TF
 
 from alexnet_cli.data.pipelines import build_pipeline
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
@@ -74,6 +75,7 @@ class DaliLoader:
         self.num_threads, self.prefetch, self.seed = num_threads, prefetch, seed
         self.torch_device = torch.device("cuda", device_id or 0) if device == "gpu" else torch.device("cpu")
         self.epoch, self.step = 0, 0  # the next batch to return
+        self._iterating = False  # an epoch is under way (or was abandoned part-way)
         self._pipe = None
         self._pending: deque = deque()
         self._schedule = iter(())
@@ -88,20 +90,25 @@ class DaliLoader:
         return {"epoch": self.epoch, "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue at a saved position: the next ``iter()`` resumes that epoch mid-way."""
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self._iterating = False
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         steps = len(self)
-        if self.step >= steps:
+        if self._iterating or self.step >= steps:
+            # The last epoch was cut short (e.g. limit_train_batches): start the next one.
             self.epoch, self.step = self.epoch + 1, 0
         if steps == 0:
             return
         self._ensure_pipeline()
         self._skip_stale(self.epoch, self.step)
+        self._iterating = True
         while self.step < steps:
             batch = self._next_batch()
             self.step += 1
             yield batch
+        self._iterating = False
         self.epoch, self.step = self.epoch + 1, 0
 
     def _keys_from(self, epoch: int, step: int):
@@ -147,14 +154,9 @@ class DaliLoader:
             crops = [mean[:, y : y + c, x : x + c] for x, y in aug["offsets"]]
             crops = [m.flip(-1) if flip else m for m, flip in zip(crops, aug["mirror"])]
             return images - torch.stack(crops)
-        h, w = mean.shape[1:]
-        top, left = int(round((h - c) / 2.0)), int(round((w - c) / 2.0))
-        anchors = [(0, 0), (w - c, 0), (0, h - c), (w - c, h - c), (left, top)]
         if images.dim() == 4:  # centre crop only
-            return images - mean[:, top : top + c, left : left + c]
-        crops = [mean[:, y : y + c, x : x + c] for x, y in anchors]
-        ten = torch.stack([m for crop in crops for m in (crop, crop.flip(-1))])
-        return images - ten
+            return images - TF.center_crop(mean, [c, c])
+        return images - torch.stack(TF.ten_crop(mean, [c, c]))
 
 
 _TORCH_DTYPES = {"float": torch.float32, "int64": torch.int64, "int32": torch.int32, "uint8": torch.uint8}

@@ -74,8 +74,8 @@ def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None
 
 @pipeline_def(enable_conditionals=False)
 def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None, ten_crop: bool):
-    """Centre crop, or the paper's ten crops (four corners, centre, and their mirrors) stacked
-    as ``[10, 3, crop, crop]`` per image, in the order of ``TEN_CROP_ORDER`` × (plain, mirrored)."""
+    """Centre crop, or the paper's ten crops stacked as ``[10, 3, crop, crop]`` per image in
+    torchvision's ``TenCrop`` order: the ``TEN_CROP_ORDER`` crops, then the same mirrored."""
     jpegs, labels, mean, std = fn.external_source(
         source=source, num_outputs=4, batch=True, batch_info=True
     )
@@ -85,12 +85,16 @@ def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None,
     positions = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (centre_x, centre_y)]
     if not ten_crop:
         positions = positions[-1:]
+    # torchvision mirrors the whole image and then takes the five crops, so each mirrored crop
+    # comes from the horizontally opposite position (1 − x) of the unmirrored image.
+    placements = [(x, y, 0) for x, y in positions]
+    if ten_crop:
+        placements += [(1.0 - x, y, 1) for x, y in positions]
     crops = [
         fn.crop_mirror_normalize(images, device=device, dtype=types.FLOAT, output_layout="CHW",
                                  crop=(crop, crop), crop_pos_x=x, crop_pos_y=y, mean=mean, std=std,
                                  mirror=flip)
-        for x, y in positions
-        for flip in ((0, 1) if ten_crop else (0,))
+        for x, y, flip in placements
     ]
     return (fn.stack(*crops) if ten_crop else crops[0]), labels
 

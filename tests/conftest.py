@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny dataset in the official ILSVRC2012 format, prepared once per session."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alexnet_cli.data.demo import DemoSpec, write_demo_source
+from alexnet_cli.data.prepare import PrepareOptions, prepare_imagenet
+
+TINY = DemoSpec(classes=4, train_per_class=6, val_per_class=3, min_side=120, max_side=200, seed=1)
+
+
+@pytest.fixture(scope="session")
+def official_source(tmp_path_factory) -> Path:
+    """The three official files for 4 classes, hazards included."""
+    return write_demo_source(tmp_path_factory.mktemp("source"), TINY)
+
+
+@pytest.fixture(scope="session")
+def prepared(official_source, tmp_path_factory) -> Path:
+    """``official_source`` prepared at 256×256, as the paper stored images."""
+    out = tmp_path_factory.mktemp("prepared")
+    prepare_imagenet(PrepareOptions(official_source, out, workers=1))
+    return out
+
+
+def run_alexnet(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real command line in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "alexnet_cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)

@@ -1,0 +1,98 @@
+"""The command line's surface: help that teaches, a version, and one-line errors."""
+
+import json
+import pickle
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from alexnet_cli import __version__
+from alexnet_cli.cli import app
+
+from conftest import run_alexnet
+
+runner = CliRunner()
+COMMANDS = ["prepare-imagenet", "train", "eval", "viz-filters", "summary", "demo", "recipes"]
+
+
+def test_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "recipes"])
+def test_every_command_help_shows_an_example(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output and "alexnet " in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_summary_prints_the_papers_parameter_total():
+    result = runner.invoke(app, ["summary", "--arch", "paper"])
+    assert result.exit_code == 0
+    assert "total parameters: 60,965,224" in result.output
+    assert "total neurons: 659,272" in result.output
+
+
+def test_recipes_list_and_show():
+    listed = runner.invoke(app, ["recipes"])
+    assert "cpu-demo" in listed.output and "single-gpu" in listed.output
+    shown = runner.invoke(app, ["recipes", "show", "single-gpu"])
+    assert shown.exit_code == 0 and "weight_decay: 0.0005" in shown.output and "pca_std: 0.1" in shown.output
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_dataset_is_one_line(tmp_path):
+    one_line_error(run_alexnet("train", "--recipe", "cpu-demo", "--data", tmp_path / "nope"), "classes.json")
+
+
+def test_bad_set_value_is_one_line(prepared):
+    one_line_error(run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--set", "data.batch_size=x"),
+                   "data.batch_size")
+
+
+def test_missing_checkpoint_is_one_line(prepared, tmp_path):
+    one_line_error(run_alexnet("eval", "--checkpoint", tmp_path / "none.ckpt", "--data", prepared), "none.ckpt")
+
+
+def test_checkpoint_carrying_a_pickle_payload_is_refused_and_never_runs(prepared, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.ckpt"
+    with open(evil, "wb") as handle:
+        pickle.dump({"state_dict": {}, "alexnet_cli": Payload()}, handle)
+    torch.save({"x": 1}, tmp_path / "fine.pt")  # torch's own format must still be accepted as a file type
+    one_line_error(run_alexnet("eval", "--checkpoint", evil, "--data", prepared), "refused")
+    assert not marker.exists()
+
+
+def test_one_class_dataset_is_one_line(tmp_path):
+    (tmp_path / "classes.json").write_text(json.dumps([{"index": 0, "wnid": "n00000001", "words": "x"}]))
+    one_line_error(run_alexnet("train", "--recipe", "cpu-demo", "--data", tmp_path), "at least 2")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_alexnet("--debug", "train", "--recipe", "cpu-demo", "--data", tmp_path)
+    assert result.returncode != 0 and "Traceback" in result.stderr

@@ -1,0 +1,83 @@
+"""Recipes: every shipped file validates and builds; overrides and errors name the key."""
+
+import pytest
+import torch
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models import build_model
+from alexnet_cli.module import AlexNetModule
+from alexnet_cli.recipes import available_recipes, load_recipe
+from alexnet_cli.train import crop_size
+
+
+@pytest.mark.parametrize("name", sorted(available_recipes()))
+def test_every_shipped_recipe_validates_and_builds_its_model_and_optimizer(name):
+    recipe = load_recipe(name)
+    assert recipe.name == name and recipe.description
+    model = build_model(recipe.model.arch, 10, recipe.model.dropout, init=recipe.model.init)
+    module = AlexNetModule(model, recipe.optim, num_classes=10, meta={})
+    optimizer = torch.optim.SGD(module.parameters(), lr=recipe.optim.lr)
+    assert optimizer.param_groups[0]["lr"] == recipe.optim.lr
+    assert crop_size(recipe) == 227
+
+
+def test_every_recipe_key_carries_a_comment():
+    from alexnet_cli.recipes import available_recipes
+
+    for name, path in available_recipes().items():
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            if stripped and not stripped.startswith("#") and not stripped.endswith(":") and ":" in stripped:
+                assert "#" in line or stripped.startswith("description"), f"{name}: {line!r} has no comment"
+
+
+def test_single_gpu_recipe_holds_the_papers_section_5_settings():
+    recipe = load_recipe("single-gpu")
+    assert recipe.model.arch == "paper" and recipe.model.init == "paper"
+    assert recipe.data.batch_size == 128
+    assert (recipe.optim.lr, recipe.optim.momentum, recipe.optim.weight_decay) == (0.01, 0.9, 0.0005)
+    assert recipe.optim.schedule == "plateau" and recipe.optim.gamma == 0.1
+    assert recipe.trainer["max_epochs"] == 90 and recipe.trainer["precision"] == "bf16-mixed"
+
+
+def test_overrides_are_parsed_as_yaml_values_and_validated():
+    recipe = load_recipe("cpu-demo", ["optim.lr=0.02", "data.batch_size=8", "trainer.precision=32-true",
+                                      "model.dropout=0", "seed=5"])
+    assert recipe.optim.lr == 0.02 and recipe.data.batch_size == 8
+    assert recipe.trainer["precision"] == "32-true"
+    assert recipe.model.dropout == 0.0 and recipe.seed == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lrr=0.1", "optim.lrr: unknown key"),
+        ("data.batch_size=eight", "data.batch_size: expected int"),
+        ("data.device=tpu", "data.device: 'tpu' is not one of cpu, gpu"),
+        ("trainer.max_epoch=3", "trainer.max_epoch is not a lightning.Trainer argument"),
+        ("lr=0.1", "expected section.key=value"),
+        ("optimizer.lr=0.1", "unknown section 'optimizer'"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(AlexnetError, match=message.replace(".", r"\.")):
+        load_recipe("cpu-demo", [override])
+
+
+def test_unknown_recipe_lists_the_available_ones():
+    with pytest.raises(AlexnetError, match="available are .*cpu-demo"):
+        load_recipe("three-gpu")
+
+
+def test_recipe_file_with_unknown_section_is_refused(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model:\n  arch: paper\nschedule:\n  lr: 1\n")
+    with pytest.raises(AlexnetError, match="unknown key 'schedule'"):
+        load_recipe(str(path))
+
+
+def test_recipe_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("seed: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(AlexnetError, match="not valid YAML"):
+        load_recipe(str(path))

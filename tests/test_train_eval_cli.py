@@ -1,0 +1,103 @@
+"""The real command line end to end on a tiny dataset: train a few steps, eval, filters, load_model."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import alexnet_cli
+from alexnet_cli.checkpoints import load_checkpoint
+from alexnet_cli.evaluate import evaluate
+
+from conftest import run_alexnet
+
+FAST = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3", "--set", "data.batch_size=4", "--set", "trainer.log_every_n_steps=1",
+        "--set", "model.num_classes=4"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_train_writes_the_run_directory(trained_run):
+    out, result = trained_run
+    assert (out / "recipe.yaml").is_file()
+    assert (out / "checkpoints" / "last.ckpt").exists()
+    assert (out / "checkpoints" / "best.ckpt").is_file()
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    val = [r for r in rows if r.get("val/top1")]
+    assert val and float(val[-1]["val/images"]) == 12  # every val image counted once
+    assert "img/s" in result.stdout
+
+
+def test_checkpoint_records_version_arch_classes_and_recipe(trained_run, prepared):
+    out, _ = trained_run
+    loaded = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert loaded.meta["version"] == alexnet_cli.__version__
+    assert loaded.arch == "paper" and loaded.meta["num_classes"] == 4
+    assert loaded.wnids == sorted(p.name for p in (prepared / "train").iterdir())
+    assert loaded.meta["recipe"]["optim"]["lr"] == 0.003
+
+
+def test_load_model_gives_an_eval_mode_model_with_the_trained_weights(trained_run):
+    out, _ = trained_run
+    model = alexnet_cli.load_model(out / "checkpoints" / "last.ckpt")
+    assert not model.training
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    torch.testing.assert_close(model.features.conv1.weight, state["model.features.conv1.weight"])
+
+
+def test_eval_json_has_the_documented_fields(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    report = tmp_path / "eval.json"
+    result = run_alexnet("eval", "--checkpoint", out / "checkpoints" / "last.ckpt", "--data", prepared,
+                         "--ten-crop", "--json", report, "--quiet", "--batch-size", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["images"] == 12 and data["ten_crop"] is True and data["arch"] == "paper"
+    assert 0 <= data["top1"] <= data["top5"] <= 1
+    assert data["top1_error"] == pytest.approx(1 - data["top1"])
+    assert set(data["per_class_top1"]) == {p.name for p in (prepared / "val").iterdir()}
+    assert "paper, 1 CNN" in result.stdout
+
+
+def test_ten_crop_eval_equals_an_independent_torchvision_ten_crop(trained_run, prepared):
+    import torchvision.transforms.functional as TF
+
+    out, _ = trained_run
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    ours = evaluate(prepared, checkpoint=checkpoint, ten_crop=True, batch_size=6)
+    loaded = load_checkpoint(checkpoint)
+    mean = torch.tensor(loaded.meta["normalization"]["channel_mean"])[:, None, None]
+    std = torch.tensor(loaded.meta["normalization"]["channel_std"])[:, None, None]
+    wnids = loaded.wnids
+    hits = 0
+    images = sorted((prepared / "val").glob("*/*.JPEG"))
+    with torch.no_grad():
+        for path in images:
+            pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1).float()
+            crops = torch.stack(TF.ten_crop(pixels, [227, 227]))
+            probabilities = loaded.model((crops - mean) / std).softmax(1).mean(0)
+            hits += int(probabilities.argmax() == wnids.index(path.parent.name))
+    assert ours.images == len(images)
+    assert abs(ours.top1 - hits / len(images)) <= 1 / len(images)
+
+
+def test_viz_filters_writes_a_png_of_two_tower_blocks(trained_run, tmp_path):
+    out, _ = trained_run
+    png = tmp_path / "filters.png"
+    result = run_alexnet("viz-filters", "--checkpoint", out / "checkpoints" / "last.ckpt", "--out", png,
+                         "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    with Image.open(png) as image:
+        # 16 columns of 22-px tiles with 2-px gaps; 2 blocks of 3 rows with an 8-px gap between blocks
+        assert image.size == (2 + 16 * 24, 2 + 6 * 24 + 8)
