@@ -81,7 +81,7 @@ _TOP_LEVEL = {"name": str, "description": str, "seed": int}
 
 def recipes_dir() -> Path:
     """The shipped recipes: package data in a wheel, the repo's ``recipes/`` in a checkout."""
-    packaged = Path(str(resources.files("alexnet_cli"))) / "recipes"
+    packaged = Path(str(resources.files("alexnet_cli"))) / "recipe_files"
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "recipes"
