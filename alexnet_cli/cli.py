@@ -23,6 +23,9 @@ app = typer.Typer(
 )
 recipes_app = typer.Typer(help="List the shipped recipes, or show one fully resolved.", no_args_is_help=False)
 app.add_typer(recipes_app, name="recipes")
+benchmark_app = typer.Typer(help="Measure speed: the data pipeline and the model, each beside a baseline.",
+                            no_args_is_help=True)
+app.add_typer(benchmark_app, name="benchmark")
 console = Console()
 errors = Console(stderr=True)
 _options = {"debug": False}  # set by the top-level callback, read by user_errors
@@ -230,6 +233,33 @@ def viz_filters(
 
 @app.command()
 @user_errors
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files (any format PIL reads)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint from 'alexnet train'."),
+    top: int = typer.Option(5, "--top", help="How many classes to list."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the predictions as JSON."),
+) -> None:
+    """The most probable classes of each image, with names and probabilities.
+
+    Example: [cyan]alexnet predict --checkpoint runs/demo/checkpoints/best.ckpt photo.jpg[/]
+    """
+    from dataclasses import asdict
+
+    from alexnet_cli.predict import predict as predict_images
+
+    predictions = predict_images(checkpoint, images, top=top)
+    for prediction in predictions:
+        table = Table(title=prediction.image)
+        for column in ("#", "wnid", "class", "probability"):
+            table.add_column(column, justify="right" if column in ("#", "probability") else "left")
+        for rank, item in enumerate(prediction.classes, start=1):
+            table.add_row(str(rank), item["wnid"], item["words"], f"{item['probability']:.1%}")
+        console.print(table)
+    _write_json(json_out, {"predictions": [asdict(p) for p in predictions]})
+
+
+@app.command()
+@user_errors
 def summary(
     arch: str = typer.Option("paper", "--arch", help="An arch of the zoo."),
     num_classes: int = typer.Option(1000, "--num-classes", help="Width of the last layer."),
@@ -308,6 +338,85 @@ def recipes_show(name: str = typer.Argument(..., help="Recipe name or .yaml path
     from alexnet_cli.recipes import load_recipe
 
     console.print(yaml.safe_dump(load_recipe(name).to_dict(), sort_keys=False), highlight=False)
+
+
+@benchmark_app.command("data")
+@user_errors
+def benchmark_data_command(
+    data: Path = typer.Option(..., "--data", help="A prepared dataset (real photos give real figures)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
+    threads: int = typer.Option(2, "--threads", help="DALI threads, and DataLoader workers for the baseline."),
+    device: str = typer.Option("cpu", "--device", help="cpu or gpu (DALI side)."),
+    batches: int = typer.Option(20, "--batches", help="Timed batches, after the warm-up."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed batches first (worker start-up, caches)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """img/s of the DALI training pipeline vs torchvision ImageFolder + DataLoader doing the same work.
+
+    Example: [cyan]alexnet benchmark data --data /data/imagenet --batch-size 128 --threads 8 --device gpu[/]
+    """
+    from alexnet_cli.benchmark import as_dict, benchmark_data
+
+    if device not in ("cpu", "gpu"):
+        raise AlexnetError(f"--device {device!r}: use cpu or gpu")
+    result = benchmark_data(data, batch_size=batch_size, threads=threads, device=device, batches=batches,
+                            warmup=warmup, progress=_progress(quiet))
+    table = Table(title=f"training input pipeline, batch {batch_size}, {threads} threads/workers, {device}")
+    for column in ("loader", "img/s", "ratio"):
+        table.add_column(column, justify="left" if column == "loader" else "right")
+    table.add_row("DALI (this tool)", f"{result.dali_img_s:,.0f}", f"{result.ratio:.2f}×")
+    table.add_row("torchvision ImageFolder + DataLoader", f"{result.torchvision_img_s:,.0f}", "1.00×")
+    console.print(table)
+    _write_json(json_out, as_dict(result))
+
+
+@benchmark_app.command("model")
+@user_errors
+def benchmark_model_command(
+    arch: str = typer.Option("paper", "--arch", help="An arch of the zoo, or 'all'."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
+    device: str = typer.Option("cpu", "--device", help="cpu or gpu."),
+    precision: str = typer.Option("32", "--precision", help="32, bf16-mixed or 16-mixed."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile (inductor)."),
+    compare: bool = typer.Option(False, "--compare", help="Also time channels_last, bf16 and compile, as ratios "
+                                 "against plain fp32 eager in the same run."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed batches first."),
+    batches: int = typer.Option(100, "--batches", help="Timed batches."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Forward and forward+backward+SGD step on synthetic batches: ms/batch mean ± std, img/s, memory.
+
+    Example: [cyan]alexnet benchmark model --arch paper --batch-size 128 --device gpu --precision bf16-mixed[/]
+    """
+    from alexnet_cli.benchmark import as_dict, benchmark_model
+    from alexnet_cli.models import ARCHS
+
+    if device not in ("cpu", "gpu"):
+        raise AlexnetError(f"--device {device!r}: use cpu or gpu")
+    if precision not in ("32", "bf16-mixed", "16-mixed"):
+        raise AlexnetError(f"--precision {precision!r}: use 32, bf16-mixed or 16-mixed")
+    archs = list(ARCHS) if arch == "all" else [arch]
+    variants = [(precision, channels_last, compile)]
+    if compare:
+        variants = [("32", False, False), ("32", True, False), ("bf16-mixed", False, False), ("32", False, True)]
+    results = [benchmark_model(a, batch_size=batch_size, device=device, precision=p, channels_last=cl,
+                               compile=c, warmup=warmup, batches=batches, progress=_progress(quiet))
+               for a in archs for p, cl, c in variants]
+    table = Table(title=f"model speed, batch {batch_size}, {device}")
+    for column in ("arch", "variant", "forward ms", "train step ms", "fwd img/s", "train img/s", "vs first",
+                   "peak MB"):
+        table.add_column(column, justify="left" if column in ("arch", "variant") else "right")
+    baselines = {}
+    for r in results:
+        base = baselines.setdefault(r.arch, r.train_img_s)
+        table.add_row(r.arch, r.variant, f"{r.forward_ms:.1f} ± {r.forward_ms_std:.1f}",
+                      f"{r.train_ms:.1f} ± {r.train_ms_std:.1f}", f"{r.forward_img_s:,.1f}",
+                      f"{r.train_img_s:,.1f}", f"{r.train_img_s / base:.2f}×", f"{r.peak_memory_mb:,.0f}")
+    console.print(table)
+    _write_json(json_out, {"results": [as_dict(r) for r in results]})
 
 
 if __name__ == "__main__":

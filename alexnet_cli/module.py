@@ -14,11 +14,13 @@ from alexnet_cli.recipes import OptimConfig
 class AlexNetModule(L.LightningModule):
     """Trains any network of the zoo. ``meta`` is stored in every checkpoint (see ``checkpoints``)."""
 
-    def __init__(self, model: nn.Module, optim: OptimConfig, *, num_classes: int, meta: dict[str, Any]) -> None:
+    def __init__(self, model: nn.Module, optim: OptimConfig, *, num_classes: int, meta: dict[str, Any],
+                 batch_size: int = 128) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
         self.meta = meta
+        self.batch_size = batch_size  # per data-parallel rank
         top5 = min(5, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
@@ -58,9 +60,18 @@ class AlexNetModule(L.LightningModule):
         self.val_top1.reset()
         self.val_top5.reset()
 
+    def learning_rate(self) -> float:
+        """The recipe's lr, scaled linearly with the global batch if ``optim.reference_batch`` is set
+        (Goyal et al. 2017: keeps large-batch data parallelism on the small-batch curve)."""
+        cfg = self.optim
+        if cfg.reference_batch is None:
+            return cfg.lr
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return cfg.lr * self.batch_size * world / cfg.reference_batch
+
     def configure_optimizers(self) -> dict:
         cfg = self.optim
-        optimizer = torch.optim.SGD(self.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.learning_rate(), momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         if cfg.schedule == "constant":
             return {"optimizer": optimizer}

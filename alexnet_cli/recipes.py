@@ -52,6 +52,7 @@ class OptimConfig:
     step_size: int = 30  # epochs between ÷10 for schedule=step
     gamma: float = 0.1  # the paper's ÷10
     min_lr: float = 1e-5  # the paper reduced three times: 0.01 → 1e-5
+    reference_batch: int | None = None  # linear scaling: lr × global batch / reference_batch
 
 
 @dataclass

@@ -64,6 +64,7 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     from alexnet_cli.models import build_model
     from alexnet_cli.module import AlexNetModule
 
+    _quiet_lightning(quiet)
     if isinstance(recipe, str):
         recipe = load_recipe(recipe, overrides)
     data = Path(data)
@@ -77,7 +78,8 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     model = build_model(recipe.model.arch, num_classes, recipe.model.dropout, init=recipe.model.init,
                         fc_width=recipe.model.fc_width)
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
-    module = AlexNetModule(model, recipe.optim, num_classes=num_classes, meta=meta)
+    module = AlexNetModule(model, recipe.optim, num_classes=num_classes, meta=meta,
+                           batch_size=recipe.data.batch_size)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
@@ -156,6 +158,18 @@ def make_logger(name: str | None, run_dir: Path):
 
         return [csv, WandbLogger(save_dir=str(run_dir))]
     raise AlexnetError(f"trainer.logger {name!r}: use csv, tensorboard or wandb")
+
+
+def _quiet_lightning(quiet: bool) -> None:
+    """Hide Lightning's internal deprecation chatter always, and its banner lines with --quiet."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+    if quiet:
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
 
 
 def _existing(path: Path) -> Path | None:

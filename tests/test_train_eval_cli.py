@@ -101,3 +101,28 @@ def test_viz_filters_writes_a_png_of_two_tower_blocks(trained_run, tmp_path):
     with Image.open(png) as image:
         # 16 columns of 22-px tiles with 2-px gaps; 2 blocks of 3 rows with an 8-px gap between blocks
         assert image.size == (2 + 16 * 24, 2 + 6 * 24 + 8)
+
+
+def test_predict_names_the_top_classes_of_an_image(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    image = sorted((prepared / "val").glob("*/*.JPEG"))[0]
+    report = tmp_path / "p.json"
+    result = run_alexnet("predict", "--checkpoint", out / "checkpoints" / "last.ckpt", image, "--top", "3",
+                         "--json", report)
+    assert result.returncode == 0, result.stderr
+    top = json.loads(report.read_text())["predictions"][0]["classes"]
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    assert top[0]["words"].startswith("demo ")
+
+
+def test_torchvision_weights_load_into_owt_and_give_torchvisions_logits(tmp_path):
+    import torchvision
+
+    from alexnet_cli.checkpoints import load_torchvision_weights
+
+    reference = torchvision.models.alexnet(num_classes=4).eval()
+    torch.save(reference.state_dict(), tmp_path / "alexnet.pth")
+    loaded = load_torchvision_weights(tmp_path / "alexnet.pth", [])
+    x = torch.randn(2, 3, 224, 224)
+    torch.testing.assert_close(loaded.model(x), reference(x))
+    assert loaded.arch == "owt" and loaded.meta["crop"] == 224

@@ -78,21 +78,6 @@ def read_member(handle, member: TarMember) -> bytes:
     return handle.read(member.size)
 
 
-def iter_inner_tar(outer: Path, member: TarMember):
-    """Yield (name, bytes) for each image of a per-class tar stored inside the train tar."""
-    with open(outer, "rb") as handle:
-        inner = io.BytesIO(read_member(handle, member))  # one class, ~140 MB at most
-    label = f"{outer}:{member.name}"
-    try:
-        with tarfile.open(fileobj=inner, mode="r:") as tar:
-            for info in tar:
-                check_member(label, info)
-                data = tar.extractfile(info)
-                yield info.name, data.read() if data else b""
-    except tarfile.TarError as exc:
-        raise AlexnetError(f"{label} is not a readable tar archive ({exc})") from None
-
-
 def read_devkit(path: Path) -> Devkit:
     """Parse ``meta.mat`` and the validation ground truth from the devkit tar.gz or folder."""
     if path.is_dir():

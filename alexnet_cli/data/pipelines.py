@@ -11,7 +11,6 @@ reproducible, shardable exactly, and resumable mid-epoch.
 
 from typing import Literal
 
-import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
@@ -113,6 +112,3 @@ def build_pipeline(kind: Literal["train", "val", "ten_crop"], source, *, device:
     pipe.build()
     return pipe
 
-
-def as_float_array(values) -> np.ndarray:
-    return np.asarray(values, dtype=np.float32)

@@ -1,0 +1,53 @@
+"""``alexnet predict``: the top-k classes of a few image files, with names and probabilities."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+
+from alexnet_cli.checkpoints import load_checkpoint
+from alexnet_cli.data.convert import BadImage, convert_image
+from alexnet_cli.errors import AlexnetError
+
+
+@dataclass
+class Prediction:
+    image: str
+    classes: list[dict]  # [{"wnid", "words", "probability"}], most probable first
+
+
+def predict(checkpoint: Path, images: list[Path], *, top: int = 5) -> list[Prediction]:
+    """Centre-crop each image as evaluation does (shorter side to the resize size) and classify it."""
+    loaded = load_checkpoint(Path(checkpoint))
+    meta = loaded.meta
+    crop, resize = meta["crop"], meta.get("resize_size", 256)
+    norm = meta["normalization"]
+    mean = torch.tensor(norm["channel_mean"], dtype=torch.float32)[:, None, None]
+    std = torch.tensor(norm["channel_std"], dtype=torch.float32)[:, None, None]
+    mean_image = norm.get("mean_image")
+    batch = []
+    for path in images:
+        path = Path(path)
+        if not path.is_file():
+            raise AlexnetError(f"{path} not found")
+        try:
+            rgb = convert_image(path.read_bytes(), resize, "shorter").rgb
+        except BadImage as exc:
+            raise AlexnetError(f"{path}: {exc}") from None
+        pixels = TF.center_crop(torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float(), [crop, crop])
+        if mean_image is not None:
+            batch.append(pixels - TF.center_crop(torch.as_tensor(mean_image).permute(2, 0, 1), [crop, crop]))
+        else:
+            batch.append((pixels - mean) / std)
+    with torch.inference_mode():
+        probabilities = loaded.model(torch.stack(batch)).softmax(dim=1)
+    k = min(top, probabilities.shape[1])
+    values, indices = probabilities.topk(k, dim=1)
+    classes = meta["classes"]
+    return [
+        Prediction(str(path), [{"wnid": classes[i]["wnid"], "words": classes[i]["words"], "probability": float(p)}
+                               for p, i in zip(row_values.tolist(), row_indices.tolist())])
+        for path, row_values, row_indices in zip(images, values, indices)
+    ]
