@@ -182,18 +182,26 @@ def test_two_ranks_of_the_val_loader_together_see_every_image_once(prepared):
 
 def test_a_loader_restarted_at_a_saved_position_continues_with_the_same_batches(prepared):
     uninterrupted, _ = make_loader(prepared, "train", batch_size=4, pca_std=0.1)
-    reference = [images for _ in range(2) for images, _ in uninterrupted]
+    reference = [images.clone() for _ in range(2) for images, _ in uninterrupted]  # buffers are reused
     first, _ = make_loader(prepared, "train", batch_size=4, pca_std=0.1)
     iterator = iter(first)
-    head = [next(iterator)[0] for _ in range(2)]
+    head = [next(iterator)[0].clone() for _ in range(2)]
     state = first.state_dict()
     resumed, _ = make_loader(prepared, "train", batch_size=4, pca_std=0.1)
     resumed.load_state_dict(state)
-    tail = [images for images, _ in resumed] + [images for images, _ in resumed]
+    tail = [images.clone() for images, _ in resumed] + [images.clone() for images, _ in resumed]
     got = head + tail
     assert len(got) == len(reference)
     for a, b in zip(got, reference):
         torch.testing.assert_close(a, b)
+
+
+def test_image_buffers_are_reused_only_after_several_batches(prepared):
+    loader, _ = make_loader(prepared, "train", batch_size=2)
+    seen = [images for images, _ in loader]
+    assert len(seen) >= 5
+    assert seen[0].data_ptr() != seen[1].data_ptr() != seen[2].data_ptr() != seen[3].data_ptr()
+    assert seen[4].data_ptr() == seen[0].data_ptr()
 
 
 def test_an_epoch_cut_short_does_not_leak_stale_batches_into_the_next(prepared):
