@@ -48,9 +48,14 @@ class AlexNetModule(L.LightningModule):
         self._val_loss_sum = torch.zeros((), device=self.device)
         self._val_count = torch.zeros((), device=self.device)
 
+    def on_fit_start(self) -> None:
+        # Metrics reduce over data-parallel ranks only: the two towers of a pair score the same images.
+        group = data_parallel_group(self.trainer)
+        self.val_top1.process_group = self.val_top5.process_group = group
+
     def on_validation_epoch_end(self) -> None:
-        loss_sum = self.all_gather(self._val_loss_sum).sum()
-        count = self.all_gather(self._val_count).sum()
+        loss_sum = _sum_over(self._val_loss_sum, data_parallel_group(self.trainer))
+        count = _sum_over(self._val_count, data_parallel_group(self.trainer))
         top1 = self.val_top1.compute()
         self.log("val/loss", loss_sum / count.clamp(min=1), sync_dist=False)
         self.log("val/top1", top1, prog_bar=True)
@@ -66,7 +71,7 @@ class AlexNetModule(L.LightningModule):
         cfg = self.optim
         if cfg.reference_batch is None:
             return cfg.lr
-        world = self.trainer.world_size if self._trainer is not None else 1
+        world = data_parallel_size(self.trainer) if self._trainer is not None else 1
         return cfg.lr * self.batch_size * world / cfg.reference_batch
 
     def configure_optimizers(self) -> dict:
@@ -90,3 +95,29 @@ class AlexNetModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["alexnet_cli"] = self.meta
+        from alexnet_cli.parallel.towers import TowerParallelAlexNet, full_optimizer_state
+
+        if isinstance(self.model, TowerParallelAlexNet):
+            # Save the single-device layout: any recipe can load, evaluate or resume it.
+            checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}
+            checkpoint["optimizer_states"] = [full_optimizer_state(self.model, state)
+                                              for state in checkpoint["optimizer_states"]]
+
+
+def data_parallel_size(trainer) -> int:
+    strategy = trainer.strategy
+    return strategy.data_parallel_shard()[1] if hasattr(strategy, "data_parallel_shard") else trainer.world_size
+
+
+def data_parallel_group(trainer):
+    """The process group over which data-parallel ranks reduce (None: the whole world)."""
+    return getattr(trainer.strategy, "data_parallel_group", None)
+
+
+def _sum_over(value: torch.Tensor, group) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value, group=group)
+    return value

@@ -134,6 +134,10 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
                                          save_top_k=recipe.checkpoint.keep_last, monitor="step", mode="max"))
     if not quiet:
         callbacks.append(RichProgressBar(refresh_rate=1, leave=True))
+    if args.get("strategy") == "towers":
+        from alexnet_cli.parallel.strategy import TowerParallelStrategy
+
+        args["strategy"] = TowerParallelStrategy()
     args.setdefault("num_sanity_val_steps", 0)
     args.update(
         default_root_dir=str(run_dir), logger=make_logger(logger_name, run_dir), callbacks=callbacks,

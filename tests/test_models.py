@@ -105,14 +105,24 @@ def test_lrn_computes_the_papers_formula_with_alpha_not_divided_by_n():
     for i in range(channels):
         lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)
         expected[:, i] = a[:, i] / (k + alpha * (a[:, lo : hi + 1] ** 2).sum(1)) ** beta
-    torch.testing.assert_close(paper_lrn()(a), expected)
+    torch.testing.assert_close(paper_lrn(groups=1)(a), expected)
     torch.testing.assert_close(nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(a), expected)
+
+
+def test_lrn_of_the_paper_arch_normalises_each_tower_on_its_own():
+    torch.manual_seed(0)
+    a = torch.randn(2, 96, 3, 3) * 30
+    towers = build_model("paper").features.norm1(a)
+    one_tower = paper_lrn(groups=1)
+    torch.testing.assert_close(towers[:, :48], one_tower(a[:, :48]))
+    torch.testing.assert_close(towers[:, 48:], one_tower(a[:, 48:]))
+    assert not torch.allclose(towers[:, 47], one_tower(a)[:, 47])  # the GPUs did not share this sum
 
 
 def test_lrn_gradient_matches_pytorchs_layer():
     a = (torch.randn(2, 8, 4, 4) * 20).requires_grad_()
     b = a.detach().clone().requires_grad_()
-    paper_lrn()(a).square().sum().backward()
+    paper_lrn(groups=1)(a).square().sum().backward()
     nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(b).square().sum().backward()
     torch.testing.assert_close(a.grad, b.grad)
 

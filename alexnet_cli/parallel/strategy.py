@@ -1,0 +1,61 @@
+"""``TowerParallelStrategy``: Lightning's DDP launcher with the paper's towers inside each pair of devices.
+
+Ranks 2k and 2k+1 form a tower pair (tensor parallel: they hold the two halves of
+one network and see the same batch); ranks of the same tower index across pairs
+form a data-parallel group, whose gradients DDP averages. Two devices is the
+paper's ``two-gpu`` layout; 2×N devices is the ``hybrid`` one.
+"""
+
+from typing import Any, Mapping
+
+import torch.distributed as dist
+from lightning.pytorch.strategies import DDPStrategy
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.parallel.towers import TowerParallelAlexNet, shard_optimizer_state
+
+TENSOR_PARALLEL = 2  # the paper's two GPUs
+
+
+class TowerParallelStrategy(DDPStrategy):
+    strategy_name = "towers"
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        world = self.world_size
+        if world % TENSOR_PARALLEL:
+            raise AlexnetError(f"the two-GPU split needs an even number of devices, not {world}")
+        # Every rank must create every group, in the same order.
+        pairs = [dist.new_group([2 * k, 2 * k + 1]) for k in range(world // 2)]
+        replicas = [dist.new_group(list(range(tower, world, 2))) for tower in range(TENSOR_PARALLEL)]
+        self.tensor_parallel_group = pairs[self.global_rank // 2]
+        self.data_parallel_group = replicas[self.global_rank % 2]
+
+    @property
+    def tower_index(self) -> int:
+        return self.global_rank % TENSOR_PARALLEL
+
+    def data_parallel_shard(self) -> tuple[int, int]:
+        """(data-parallel rank, data-parallel size): both towers of a pair read the same batch."""
+        return self.global_rank // TENSOR_PARALLEL, self.world_size // TENSOR_PARALLEL
+
+    def setup(self, trainer) -> None:
+        module = self.lightning_module
+        if not isinstance(module.model, TowerParallelAlexNet):
+            if type(module.model).__name__ != "PaperAlexNet":
+                raise AlexnetError("the two-GPU split (trainer.strategy=towers) needs model.arch=paper")
+            module.model = TowerParallelAlexNet(module.model, rank=self.tower_index, size=TENSOR_PARALLEL,
+                                                group=self.tensor_parallel_group)
+        super().setup(trainer)
+
+    def configure_ddp(self) -> None:
+        if self.world_size == TENSOR_PARALLEL:
+            return  # one pair: no parameter lives on two devices, nothing to all-reduce
+        self._ddp_kwargs["process_group"] = self.data_parallel_group
+        super().configure_ddp()
+
+    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
+        """Checkpoints hold the single-device optimizer state; take this tower's rows of it."""
+        towers = self.lightning_module.model
+        states = [shard_optimizer_state(towers, state) for state in checkpoint["optimizer_states"]]
+        super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})

@@ -1,0 +1,129 @@
+"""``TowerParallelAlexNet``: one of the paper's two towers, on one device (§3.2, Figure 2).
+
+Each rank of a tensor-parallel group of two holds half of every layer's kernels
+(conv1 48, conv2 128, conv3 192, conv4 192, conv5 128, fc6 2048, fc7 2048) and half
+of fc8's rows (500 of 1000). The towers talk only where the paper's GPUs did:
+conv3 reads both towers' conv2 maps, fc6 both towers' pool5 maps, fc7 all of fc6
+and fc8 all of fc7; the class scores are gathered so both ranks compute the loss.
+fc8 is split rather than replicated so that the two halves hold exactly the
+60,965,224 parameters of the single-device model, with no weights duplicated.
+
+Every shard is rows [r·n/2, (r+1)·n/2) of the single-device ``paper`` layer of the
+same name, so the full state dict is the shards concatenated along dim 0: the
+checkpoints of both layouts are the same file format.
+"""
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from alexnet_cli.models.paper import PaperAlexNet, paper_lrn
+from alexnet_cli.parallel.collectives import CommunicationLog, gather, gather_rows
+
+
+def shard_sizes(total: int, parts: int) -> list[int]:
+    """``torch.tensor_split`` sizes: the first ranks take the remainder."""
+    return [len(chunk) for chunk in torch.arange(total).tensor_split(parts)]
+
+
+class TowerParallelAlexNet(nn.Module):
+    """This rank's tower of the paper's network; forward needs the other tower's rank running too."""
+
+    def __init__(self, full: PaperAlexNet, *, rank: int, size: int, group) -> None:
+        super().__init__()
+        if size != 2:
+            raise ValueError("the paper's split has exactly two towers")
+        self.rank, self.size, self.group = rank, size, group
+        self.log = CommunicationLog()
+        f, c = full.features, full.classifier
+        self.num_classes = c.fc8.out_features
+        self.features = nn.Sequential(OrderedDict(
+            conv1=self._shard(f.conv1, nn.Conv2d(3, 48, kernel_size=11, stride=4)),
+            relu1=nn.ReLU(inplace=True), norm1=paper_lrn(groups=1), pool1=nn.MaxPool2d(3, 2),
+            conv2=self._shard(f.conv2, nn.Conv2d(48, 128, kernel_size=5, padding=2)),
+            relu2=nn.ReLU(inplace=True), norm2=paper_lrn(groups=1), pool2=nn.MaxPool2d(3, 2),
+            conv3=self._shard(f.conv3, nn.Conv2d(256, 192, kernel_size=3, padding=1)),  # reads both towers
+            relu3=nn.ReLU(inplace=True),
+            conv4=self._shard(f.conv4, nn.Conv2d(192, 192, kernel_size=3, padding=1)),
+            relu4=nn.ReLU(inplace=True),
+            conv5=self._shard(f.conv5, nn.Conv2d(192, 128, kernel_size=3, padding=1)),
+            relu5=nn.ReLU(inplace=True), pool5=nn.MaxPool2d(3, 2),
+        ))
+        dropout = c.drop6.p
+        self.fc8_sizes = shard_sizes(self.num_classes, size)
+        self.classifier = nn.Sequential(OrderedDict(
+            fc6=self._shard(c.fc6, nn.Linear(256 * 6 * 6, 2048)), relu6=nn.ReLU(inplace=True),
+            drop6=nn.Dropout(dropout),
+            fc7=self._shard(c.fc7, nn.Linear(4096, 2048)), relu7=nn.ReLU(inplace=True), drop7=nn.Dropout(dropout),
+            fc8=self._shard(c.fc8, nn.Linear(4096, self.fc8_sizes[rank])),
+        ))
+
+    def _shard(self, full_layer: nn.Module, layer: nn.Module) -> nn.Module:
+        with torch.no_grad():
+            for name, tensor in layer.named_parameters():
+                tensor.copy_(getattr(full_layer, name).tensor_split(self.size, dim=0)[self.rank])
+        return layer
+
+    def _gather(self, x: torch.Tensor, point: str, sizes: list[int] | None = None, replicated: bool = False):
+        sizes = sizes or [x.shape[1]] * self.size
+        return gather(x, group=self.group, rank=self.rank, sizes=sizes, replicated=replicated, log=self.log,
+                      point=point)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name, layer in self.features.named_children():
+            x = layer(x)
+            if name == "pool2":
+                x = self._gather(x, "conv3 reads both towers' conv2")
+        x = torch.flatten(self._gather(x, "fc6 reads both towers' pool5"), 1)
+        for name, layer in self.classifier.named_children():
+            x = layer(x)
+            if name == "drop6":
+                x = self._gather(x, "fc7 reads all of fc6")
+            elif name == "drop7":
+                x = self._gather(x, "fc8 reads all of fc7")
+        return self._gather(x, "class scores to both ranks", self.fc8_sizes, replicated=True)
+
+    def row_sizes(self, name: str) -> list[int]:
+        """Per-rank rows of parameter ``name`` (all ranks hold the same shapes but fc8's)."""
+        tensor = dict(self.named_parameters())[name]
+        if name.startswith("classifier.fc8"):
+            return self.fc8_sizes
+        return [tensor.shape[0]] * self.size
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The single-device ``paper`` state dict, assembled from both towers (collective)."""
+        return {name: gather_rows(tensor, group=self.group, sizes=self.row_sizes(name)).cpu()
+                for name, tensor in self.named_parameters()}
+
+    def shard_of(self, name: str, full: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a single-device tensor (``name`` is for error messages)."""
+        return full.tensor_split(self.size, dim=0)[self.rank]
+
+
+def _parameter_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_parameters()]
+
+
+def full_optimizer_state(towers: TowerParallelAlexNet, state: dict) -> dict:
+    """Momentum buffers of both towers joined into the single-device layout (collective).
+
+    The optimizer's parameter indices follow ``named_parameters()`` order, which is the
+    same in both layouts, so a state saved here resumes a single-device run and back.
+    """
+    names = _parameter_names(towers)
+    joined = {}
+    for index, entry in state["state"].items():
+        sizes = towers.row_sizes(names[index])
+        joined[index] = {key: gather_rows(value, group=towers.group, sizes=sizes).cpu()
+                         if torch.is_tensor(value) and value.dim() > 0 else value for key, value in entry.items()}
+    return {**state, "state": joined}
+
+
+def shard_optimizer_state(towers: TowerParallelAlexNet, state: dict) -> dict:
+    """This tower's rows of a single-device optimizer state."""
+    sharded = {}
+    for index, entry in state["state"].items():
+        sharded[index] = {key: towers.shard_of("", value).clone() if torch.is_tensor(value) and value.dim() > 0
+                          else value for key, value in entry.items()}
+    return {**state, "state": sharded}

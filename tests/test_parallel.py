@@ -1,0 +1,115 @@
+"""The paper's two-GPU split against the single-device network, in real gloo processes."""
+
+import csv
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from alexnet_cli.models import build_model
+from alexnet_cli.parallel.towers import TowerParallelAlexNet
+
+from conftest import run_alexnet
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _split_worker(rank: int, port: int, results_file: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    full = build_model("paper", num_classes=10, dropout=0.0, init="paper")
+    images, labels = torch.randn(3, 3, 227, 227) * 50, torch.tensor([1, 7, 3])
+    towers = TowerParallelAlexNet(full, rank=rank, size=2, group=dist.group.WORLD)
+    logits = towers(images)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    grads = {name: p.grad for name, p in towers.named_parameters()}
+    gathered = {}
+    for name, grad in grads.items():
+        parts = [torch.empty_like(grad) if not name.startswith("classifier.fc8") else torch.empty(5, *grad.shape[1:])
+                 for _ in range(2)]
+        dist.all_gather(parts, grad)
+        gathered[name] = torch.cat(parts)
+    state = towers.full_state_dict()
+    if rank == 0:
+        torch.save((logits.detach(), loss.detach(), gathered, state, dict(towers.log.bytes_by_point)), results_file)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def split_results(tmp_path_factory):
+    results_file = tmp_path_factory.mktemp("split") / "results.pt"
+    mp.spawn(_split_worker, args=(free_port(), str(results_file)), nprocs=2, join=True)
+    return torch.load(results_file, weights_only=True)
+
+
+def _single_reference():
+    torch.manual_seed(0)
+    full = build_model("paper", num_classes=10, dropout=0.0, init="paper")
+    images, labels = torch.randn(3, 3, 227, 227) * 50, torch.tensor([1, 7, 3])
+    logits = full(images)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    return full, logits.detach(), loss.detach()
+
+
+def test_two_towers_give_the_single_devices_logits_loss_and_gradients(split_results):
+    logits, loss, grads, _, _ = split_results
+    full, expected_logits, expected_loss = _single_reference()
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-6)
+    for name, param in full.named_parameters():
+        torch.testing.assert_close(grads[name], param.grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_the_towers_together_are_the_papers_60965224_parameters(split_results):
+    _, _, _, state, _ = split_results
+    full = build_model("paper", num_classes=10)
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in full.state_dict().items()}
+    assert sum(build_model("paper").state_dict()[k].numel() for k in state) == 60_965_224
+
+
+def test_towers_communicate_only_where_the_papers_gpus_did(split_results):
+    *_, log = split_results
+    points = {key.rsplit(" ", 1)[0] for key in log}
+    assert points == {"conv3 reads both towers' conv2", "fc6 reads both towers' pool5", "fc7 reads all of fc6",
+                      "fc8 reads all of fc7", "class scores to both ranks"}
+    assert "class scores to both ranks backward" not in log  # replicated loss: no gradient exchange
+
+
+def _train(recipe: str, data, out, devices: int):
+    return run_alexnet(
+        "train", "--recipe", recipe, "--data", data, "--set", "trainer.accelerator=cpu",
+        "--set", f"trainer.devices={devices}", "--set", "trainer.max_steps=4", "--set", "trainer.precision=32-true",
+        "--set", "trainer.log_every_n_steps=1", "--set", "trainer.limit_val_batches=0", "--set", "model.dropout=0",
+        "--set", "data.device=cpu", "--set", "data.batch_size=8", "--out", out, "--quiet", timeout=900)
+
+
+def _losses(out) -> list[float]:
+    return [float(r["train/loss"]) for r in csv.DictReader(open(out / "metrics.csv")) if r.get("train/loss")]
+
+
+def test_two_gpu_recipe_reproduces_the_single_gpu_losses_step_by_step(prepared, tmp_path):
+    single, split = tmp_path / "A", tmp_path / "B"
+    for recipe, out, devices in (("single-gpu", single, 1), ("two-gpu", split, 2)):
+        result = _train(recipe, prepared, out, devices)
+        assert result.returncode == 0, result.stderr[-3000:]
+    a, b = _losses(single), _losses(split)
+    assert len(a) == len(b) == 4
+    for x, y in zip(a, b):
+        assert abs(x - y) <= 1e-4 * abs(x), (a, b)
+    # the two-GPU checkpoint is a single-device checkpoint: same keys, same shapes, loadable
+    from alexnet_cli import load_model
+
+    model = load_model(split / "checkpoints" / "last.ckpt")
+    assert model.features.conv1.weight.shape == (96, 3, 11, 11)
