@@ -419,5 +419,30 @@ def benchmark_model_command(
     _write_json(json_out, {"results": [as_dict(r) for r in results]})
 
 
+@benchmark_app.command("comms")
+@user_errors
+def benchmark_comms_command(
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per step (per tower pair / per DDP pair)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+) -> None:
+    """Bytes per device per step: the paper's two-GPU split vs DDP's gradient all-reduce (2 CPU processes).
+
+    Example: [cyan]alexnet benchmark comms --batch-size 128[/]
+    """
+    from alexnet_cli.parallel.communication import measure_communication
+
+    report = measure_communication(batch_size)
+    table = Table(title=f"communication per device per training step, batch {batch_size}, fp32")
+    table.add_column("layout / exchange point")
+    table.add_column("MB", justify="right")
+    for point, count in report.split_bytes.items():
+        table.add_row(f"two-gpu: {point}", f"{count / 1e6:,.2f}")
+    table.add_row("[bold]two-gpu total[/]", f"[bold]{report.split_total / 1e6:,.2f}[/]")
+    table.add_row("[bold]ddp: gradient all-reduce[/]", f"[bold]{report.ddp_bytes / 1e6:,.2f}[/]")
+    console.print(table)
+    _write_json(json_out, {"batch_size": batch_size, "split_bytes": report.split_bytes,
+                           "split_total": report.split_total, "ddp_bytes": report.ddp_bytes})
+
+
 if __name__ == "__main__":
     app()

@@ -113,3 +113,23 @@ def test_two_gpu_recipe_reproduces_the_single_gpu_losses_step_by_step(prepared, 
 
     model = load_model(split / "checkpoints" / "last.ckpt")
     assert model.features.conv1.weight.shape == (96, 3, 11, 11)
+
+
+def test_hybrid_on_four_ranks_equals_ddp_over_the_single_device_model(prepared, tmp_path):
+    common = ["--set", "trainer.accelerator=cpu", "--set", "trainer.max_steps=3", "--set", "trainer.precision=32-true",
+              "--set", "trainer.log_every_n_steps=1", "--set", "trainer.limit_val_batches=0",
+              "--set", "model.dropout=0", "--set", "data.device=cpu", "--set", "data.batch_size=2",
+              "--set", "data.num_threads=1", "--quiet"]
+    hybrid, ddp = tmp_path / "hybrid", tmp_path / "ddp"
+    for recipe, out, devices in (("hybrid", hybrid, 4), ("ddp", ddp, 2)):
+        result = run_alexnet("train", "--recipe", recipe, "--data", prepared, "--out", out,
+                             "--set", f"trainer.devices={devices}", *common, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+    a, b = _losses(hybrid), _losses(ddp)
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert abs(x - y) <= 1e-4 * abs(x), (a, b)
+    weights_hybrid = torch.load(hybrid / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    weights_ddp = torch.load(ddp / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name, value in weights_ddp.items():
+        torch.testing.assert_close(weights_hybrid[name], value, rtol=1e-4, atol=1e-6, msg=name)
