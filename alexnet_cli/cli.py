@@ -147,15 +147,18 @@ def train(
     data: Path = typer.Option(..., "--data", help="A prepared dataset (from prepare-imagenet)."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint or a run directory's "
+                                          "last.ckpt (any recipe's, if arch and classes agree)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or model summary."),
 ) -> None:
     """Train a recipe with Lightning, fed by the DALI pipeline.
 
     Example: [cyan]alexnet train --recipe cpu-demo --data demo-data --set trainer.max_epochs=2[/]
+    Resume:  [cyan]alexnet train --recipe cpu-demo --data demo-data --resume runs/cpu-demo-20261125-101500[/]
     """
     from alexnet_cli.train import run
 
-    result = run(recipe, data, out=out, overrides=set_, quiet=quiet)
+    result = run(recipe, data, out=out, overrides=set_, quiet=quiet, resume=resume)
     table = Table(title=f"run {result.run_dir}", show_header=False)
     if result.best_top1 is not None:
         table.add_row("best val top-1 / top-5", f"{result.best_top1:.2%} / {result.best_top5:.2%} "

@@ -54,9 +54,40 @@ def crop_size(recipe: Recipe) -> int:
     return crop
 
 
+def resolve_resume(resume: Path) -> tuple[Path, Path]:
+    """A checkpoint file, or a run directory meaning its checkpoints/last.ckpt → (checkpoint, run dir)."""
+    resume = Path(resume)
+    if resume.is_dir():
+        checkpoint = resume / "checkpoints" / "last.ckpt"
+        if not checkpoint.exists():
+            raise AlexnetError(f"--resume {resume}: no checkpoints/last.ckpt in that run directory")
+        return checkpoint.resolve(), resume
+    if not resume.is_file():
+        raise AlexnetError(f"--resume {resume}: no such checkpoint or run directory")
+    return resume.resolve(), resume.resolve().parent.parent
+
+
+def _check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> None:
+    """Refuse what cannot change across a resume: the arch and the classes."""
+    from alexnet_cli.checkpoints import read_file
+
+    meta = read_file(checkpoint).get("alexnet_cli")
+    if not isinstance(meta, dict):
+        raise AlexnetError(f"{checkpoint} was not written by 'alexnet train'; it cannot be resumed")
+    if meta["arch"] != recipe.model.arch:
+        raise AlexnetError(f"{checkpoint} holds arch {meta['arch']!r}; the recipe says {recipe.model.arch!r}")
+    if [c["wnid"] for c in meta["classes"]] != [c.wnid for c in classes]:
+        raise AlexnetError(f"{checkpoint} was trained on other classes than this dataset's")
+
+
 def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides: list[str] | None = None,
-        quiet: bool = False) -> TrainResult:
-    """Train a recipe on a prepared dataset; returns where everything went and the best metrics."""
+        quiet: bool = False, resume: Path | None = None) -> TrainResult:
+    """Train a recipe on a prepared dataset; returns where everything went and the best metrics.
+
+    ``resume``: a checkpoint (or a run directory's last.ckpt) to continue from, whatever
+    recipe wrote it, as long as arch and classes agree (a single-gpu checkpoint resumes
+    as two-gpu and back).
+    """
     import lightning as L
 
     from alexnet_cli.callbacks import BestMetrics, ThroughputMeter
@@ -68,6 +99,10 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     if isinstance(recipe, str):
         recipe = load_recipe(recipe, overrides)
     data = Path(data)
+    checkpoint = None
+    if resume is not None:
+        checkpoint, resumed_dir = resolve_resume(resume)
+        out = out if out is not None else resumed_dir
     run_dir = Path(out) if out is not None else default_run_dir(recipe)
     crop = crop_size(recipe)
     L.seed_everything(recipe.seed, workers=False, verbose=False)
@@ -80,13 +115,19 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     module = AlexNetModule(model, recipe.optim, num_classes=num_classes, meta=meta,
                            batch_size=recipe.data.batch_size)
+    if checkpoint is not None:
+        _check_resumable(checkpoint, recipe, datamodule.classes)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     throughput, best = ThroughputMeter(), BestMetrics()
-    trainer = L.Trainer(**trainer_arguments(recipe, run_dir, quiet, [throughput, best]))
+    arguments = trainer_arguments(recipe, run_dir, quiet, [throughput, best])
+    if checkpoint is not None:
+        _keep_previous_metrics(arguments["logger"], run_dir)
+    trainer = L.Trainer(**arguments)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None,
+                weights_only=True)
     checkpoints = run_dir / "checkpoints"
     return TrainResult(
         run_dir=run_dir, best_top1=best.top1, best_top5=best.top5, best_epoch=best.epoch,
@@ -162,6 +203,21 @@ def make_logger(name: str | None, run_dir: Path):
 
         return [csv, WandbLogger(save_dir=str(run_dir))]
     raise AlexnetError(f"trainer.logger {name!r}: use csv, tensorboard or wandb")
+
+
+def _keep_previous_metrics(loggers, run_dir: Path) -> None:
+    """A resumed run appends to metrics.csv (Lightning's CSV writer would start it afresh)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    path = run_dir / "metrics.csv"
+    csv_logger = next(l for l in (loggers if isinstance(loggers, list) else [loggers]) if isinstance(l, CSVLogger))
+    if not path.is_file():
+        return
+    previous = path.read_text()
+    writer = csv_logger.experiment  # creating the writer deletes metrics.csv on rank 0
+    if hasattr(writer, "metrics_keys"):
+        write_text_atomic(path, previous)
+        writer.metrics_keys = previous.splitlines()[0].split(",") if previous else []
 
 
 def _quiet_lightning(quiet: bool) -> None:

@@ -133,3 +133,22 @@ def test_hybrid_on_four_ranks_equals_ddp_over_the_single_device_model(prepared, 
     weights_ddp = torch.load(ddp / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for name, value in weights_ddp.items():
         torch.testing.assert_close(weights_hybrid[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_single_gpu_checkpoint_resumes_as_two_gpu_on_the_same_trajectory(prepared, tmp_path):
+    straight, first = tmp_path / "straight", tmp_path / "first"
+    assert _train("single-gpu", prepared, straight, 1).returncode == 0
+    common = ["--set", "trainer.accelerator=cpu", "--set", "trainer.precision=32-true",
+              "--set", "trainer.log_every_n_steps=1", "--set", "trainer.limit_val_batches=0",
+              "--set", "model.dropout=0", "--set", "data.device=cpu", "--set", "data.batch_size=8", "--quiet"]
+    # 23 images in batches of 8: one epoch is 2 steps; stop after one, resume for a second
+    result = run_alexnet("train", "--recipe", "single-gpu", "--data", prepared, "--out", first,
+                         "--set", "trainer.devices=1", "--set", "trainer.max_epochs=1", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_alexnet("train", "--recipe", "two-gpu", "--data", prepared, "--resume", first,
+                         "--set", "trainer.devices=2", "--set", "trainer.max_epochs=2", *common, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected, resumed = _losses(straight), _losses(first)
+    assert len(resumed) == 4, "metrics.csv keeps the first run's rows"
+    for x, y in zip(expected, resumed):  # steps 3 and 4 ran as two towers, resumed with sliced momentum
+        assert abs(x - y) <= 1e-4 * abs(x), (expected, resumed)

@@ -186,9 +186,9 @@ def test_a_loader_restarted_at_a_saved_position_continues_with_the_same_batches(
     first, _ = make_loader(prepared, "train", batch_size=4, pca_std=0.1)
     iterator = iter(first)
     head = [next(iterator)[0].clone() for _ in range(2)]
-    state = first.state_dict()
+    position = first.position()
     resumed, _ = make_loader(prepared, "train", batch_size=4, pca_std=0.1)
-    resumed.load_state_dict(state)
+    resumed.seek(**position)
     tail = [images.clone() for images, _ in resumed] + [images.clone() for images, _ in resumed]
     got = head + tail
     assert len(got) == len(reference)
@@ -214,3 +214,16 @@ def test_an_epoch_cut_short_does_not_leak_stale_batches_into_the_next(prepared):
             break
     got = [labels for _, labels in cut]
     assert [l.tolist() for l in got] == [l.tolist() for l in expected]
+
+
+def test_a_file_damaged_after_preparation_does_not_stop_the_epoch(prepared, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    victim = sorted((copy / "train").glob("*/*.JPEG"))[3]
+    victim.write_bytes(victim.read_bytes()[:500])  # truncated
+    loader, files = make_loader(copy, "train", batch_size=4)
+    with pytest.warns(UserWarning, match="not a whole JPEG"):
+        batches = [labels.clone() for _, labels in loader]
+    assert len(batches) == len(loader) and all(len(b) == 4 for b in batches)

@@ -163,3 +163,8 @@ def test_a_prepare_killed_mid_run_resumes_to_an_identical_result(tmp_path):
     assert got.keys() == expected.keys()
     assert {k: v for k, v in got.items() if k != "report.json"} == {k: v for k, v in expected.items()
                                                                       if k != "report.json"}
+
+
+def test_verify_md5_names_the_file_that_is_not_the_official_one(official_source, tmp_path):
+    with pytest.raises(AlexnetError, match=f"{official.TRAIN_TAR}: MD5 .* is not the official"):
+        prepare_imagenet(PrepareOptions(official_source, tmp_path / "out", workers=1, verify_md5=True))

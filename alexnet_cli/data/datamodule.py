@@ -97,7 +97,12 @@ class DaliDataModule(L.LightningDataModule):
                           num_threads=self.config.num_threads, prefetch=self.config.prefetch, seed=self.seed)
 
     def train_dataloader(self) -> DaliLoader:
-        return self.loader("train", "train")
+        loader = self.loader("train", "train")
+        if self.trainer is not None:
+            # A resumed run continues the epoch sequence, mid-epoch if it was saved mid-epoch.
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            loader.seek(self.trainer.current_epoch, done if 0 < done < len(loader) else 0)
+        return loader
 
     def val_dataloader(self) -> DaliLoader:
         return self.loader("val", "val")

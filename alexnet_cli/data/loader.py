@@ -7,6 +7,7 @@ skip stale prefetched batches when an epoch was cut short, and can restart at
 any (epoch, step) after a resume.
 """
 
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torchvision.transforms.functional as TF
 
 from alexnet_cli.data.pipelines import build_pipeline
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
+from alexnet_cli.errors import AlexnetError
 
 Kind = Literal["train", "val", "ten_crop"]
 
@@ -42,7 +44,11 @@ class _Feed:
         loader = self.loader
         epoch, step = next(loader._schedule)
         indices = loader.plan.batch_indices(epoch, step)
-        jpegs = [np.fromfile(loader.files[i], dtype=np.uint8) for i in indices]
+        jpegs = [loader._read_jpeg(i) for i in indices]
+        if any(data is None for data in jpegs):
+            readable = {i: data for i, data in zip(indices, jpegs) if data is not None}
+            indices = _replace_unreadable(indices, jpegs)
+            jpegs = [readable[i] for i in indices]
         labels = [np.array(loader.labels[i], dtype=np.int64) for i in indices]
         count = len(indices)
         norm = loader.normalization
@@ -76,6 +82,7 @@ class DaliLoader:
         self.num_threads, self.prefetch, self.seed = num_threads, prefetch, seed
         self.torch_device = torch.device("cuda", device_id or 0) if device == "gpu" else torch.device("cpu")
         self.epoch, self.step = 0, 0  # the next batch to return
+        self.damaged: set[str] = set()  # files found unreadable, each reported once
         self._iterating = False  # an epoch is under way (or was abandoned part-way)
         self._pipe = None
         self._ring: list[torch.Tensor | None] = [None] * _RING
@@ -89,12 +96,37 @@ class DaliLoader:
     def __len__(self) -> int:
         return self.plan.steps_per_epoch
 
-    def state_dict(self) -> dict:
+    def _read_jpeg(self, index: int) -> np.ndarray | None:
+        """The file's bytes, or None (once warned) if it is unreadable or not a whole JPEG.
+
+        The prepared data is clean; this keeps one file damaged since then from killing a
+        long run mid-epoch. A whole JPEG starts with SOI (FF D8) and ends with EOI (FF D9).
+        """
+        path = self.files[index]
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError:
+            data = None
+        if data is not None and len(data) > 4 and data[0] == 0xFF and data[1] == 0xD8 \
+                and (data[-2] == 0xFF and data[-1] == 0xD9):
+            return data
+        if path not in self.damaged:
+            self.damaged.add(path)
+            warnings.warn(f"{path} is unreadable or not a whole JPEG; another image of the batch stands in "
+                          "for it (run 'alexnet prepare-imagenet' again to repair the dataset)", stacklevel=2)
+        return None
+
+    def position(self) -> dict:
+        """Where the next batch comes from: ``{"epoch", "step"}``."""
         return {"epoch": self.epoch, "step": self.step}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue at a saved position: the next ``iter()`` resumes that epoch mid-way."""
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+    def seek(self, epoch: int, step: int = 0) -> None:
+        """Continue at (epoch, step): the next ``iter()`` resumes that epoch mid-way.
+
+        Not named ``load_state_dict`` on purpose: Lightning would then save the loader's
+        own position, which runs one batch ahead of training because of its prefetch.
+        """
+        self.epoch, self.step = int(epoch), int(step)
         self._iterating = False
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -176,6 +208,16 @@ class DaliLoader:
 
 
 _RING = 4  # reused image buffers per loader
+
+
+def _replace_unreadable(indices: np.ndarray, jpegs: list) -> np.ndarray:
+    """Stand a readable image of the same batch in for each unreadable one (keeps shapes and counts)."""
+    good = [i for i, data in zip(indices, jpegs) if data is not None]
+    if not good:
+        raise AlexnetError(f"no image of a whole batch could be read (e.g. sample {indices[0]}); "
+                           "check the dataset's disk")
+    return np.array([i if data is not None else good[k % len(good)]
+                     for k, (i, data) in enumerate(zip(indices, jpegs))])
 
 
 def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:

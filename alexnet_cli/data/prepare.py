@@ -307,6 +307,10 @@ def _finish(options: PrepareOptions, plan: SourcePlan, work: Path) -> PrepareSum
     per_class = {c.wnid: 0 for c in plan.classes}
     for image in (out / "train").glob("*/*.JPEG"):
         per_class[image.parent.name] += 1
+    empty = [wnid for wnid, count in per_class.items() if count == 0]
+    if empty:
+        raise AlexnetError(f"class {empty[0]} has no readable training image ({len(empty)} such classes); "
+                           f"see the skipped files in {out}/.work/done/")
     report = {
         "source": str(options.source), "source_kind": plan.kind, "size": options.size, "mode": options.mode,
         "quality": options.quality, "classes": len(plan.classes), "counts": counts,
