@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from alexnet_cli import __version__
@@ -56,7 +57,7 @@ def user_errors(command: Callable) -> Callable:
         except AlexnetError as exc:
             if debug:
                 raise
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             errors.print("[bold red]interrupted[/]")
@@ -66,12 +67,20 @@ def user_errors(command: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             if debug:
                 raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            errors.print(f"[bold red]error:[/] {type(exc).__name__}: {message} (rerun with --debug for details)",
-                         highlight=False, soft_wrap=True)
+            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            if _is_lost_peer(message):
+                message = f"another training process stopped, so this one cannot go on ({message})"
+            errors.print(f"[bold red]error:[/] {escape(type(exc).__name__)}: {escape(message)} "
+                         "(rerun with --debug for details)", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _is_lost_peer(message: str) -> bool:
+    """gloo and NCCL errors that mean a peer process died (a killed rank)."""
+    return any(sign in message for sign in ("Connection closed by peer", "Connection reset by peer",
+                                            "NCCL communicator was aborted", "Broken pipe"))
 
 
 def _progress(quiet: bool):
