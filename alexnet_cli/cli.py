@@ -192,6 +192,7 @@ def eval_command(
     batch_size: int = typer.Option(32, "--batch-size", help="Images per batch (×10 crops)."),
     device: str = typer.Option("cpu", "--device", help="cpu or gpu."),
     threads: int = typer.Option(2, "--threads", help="DALI threads."),
+    devices: int = typer.Option(1, "--devices", help="Processes (one per GPU); each image is counted once."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -204,7 +205,8 @@ def eval_command(
     if device not in ("cpu", "gpu"):
         raise AlexnetError(f"--device {device!r}: use cpu or gpu")
     result = evaluate(data, checkpoint=checkpoint, weights=weights, split=split, ten_crop=ten_crop,
-                      batch_size=batch_size, device=device, num_threads=threads, progress=_progress(quiet))
+                      batch_size=batch_size, device=device, num_threads=threads, devices=devices,
+                      progress=_progress(quiet))
     table = Table(title=f"{result.arch} on {data} / {split}: {result.images:,} images, "
                   f"{'10 crops' if ten_crop else 'centre crop'}")
     for column in ("", "top-1 acc", "top-5 acc", "top-1 err", "top-5 err"):
@@ -268,6 +270,36 @@ def predict(
             table.add_row(str(rank), item["wnid"], item["words"], f"{item['probability']:.1%}")
         console.print(table)
     _write_json(json_out, {"predictions": [asdict(p) for p in predictions]})
+
+
+@app.command()
+@user_errors
+def neighbors(
+    query: list[Path] = typer.Option(..., "--query", help="Query image file(s); repeat for several."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint from 'alexnet train'."),
+    data: Path = typer.Option(..., "--data", help="The prepared dataset whose training images are searched."),
+    k: int = typer.Option(6, "--k", help="Neighbours per query."),
+    out: Path = typer.Option(Path("neighbors.png"), "--out", help="PNG grid: a row per query, query first."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Figure 4: the training images nearest to each query by fc7 activations (Euclidean).
+
+    The training set's codes are cached beside the checkpoint, so the next query is fast.
+
+    Example: [cyan]alexnet neighbors --checkpoint best.ckpt --data demo/data --query photo.jpg --k 6[/]
+    """
+    from alexnet_cli.neighbors import find_neighbours
+
+    results = find_neighbours(checkpoint, data, query, k=k, out=out, progress=_progress(quiet))
+    for result in results:
+        table = Table(title=f"nearest to {result.query}")
+        table.add_column("#", justify="right")
+        table.add_column("training image")
+        table.add_column("distance", justify="right")
+        for rank, (path, distance) in enumerate(result.neighbours, start=1):
+            table.add_row(str(rank), path, f"{distance:,.2f}")
+        console.print(table)
+    console.print(f"wrote {out}")
 
 
 @app.command()

@@ -47,52 +47,123 @@ class EvalResult:
 
 def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None = None, split: str = "val",
              ten_crop: bool = True, batch_size: int = 32, device: Literal["cpu", "gpu"] = "cpu",
-             num_threads: int = 2, progress: Progress | None = None) -> EvalResult:
-    """Evaluate a training checkpoint (or torchvision weights) on a prepared split."""
-    from alexnet_cli.data.datamodule import DaliDataModule
+             num_threads: int = 2, devices: int = 1, progress: Progress | None = None) -> EvalResult:
+    """Evaluate a training checkpoint (or torchvision weights) on a prepared split.
 
-    progress = progress or SilentProgress()
+    ``devices`` > 1 runs one process per device (gloo on CPU, NCCL on GPU), each over its own
+    shard of the split; the counts are summed, so every image is counted exactly once.
+    """
     data = Path(data)
     if (checkpoint is None) == (weights is None):
         raise AlexnetError("give exactly one of --checkpoint and --weights")
+    if devices < 1:
+        raise AlexnetError("--devices must be at least 1")
+    loaded = _load(data, checkpoint, weights)
+    job = _EvalJob(data, checkpoint, weights, split, ten_crop, batch_size, device, num_threads)
+    started = time.perf_counter()
+    if devices == 1:
+        counts = _evaluate_shard(job, loaded, (0, 1), progress or SilentProgress())
+    else:
+        counts = _evaluate_in_processes(job, devices)
+    seconds = time.perf_counter() - started
+    seen = int(counts["seen"])
+    wnids = [c["wnid"] for c in loaded.meta["classes"]]
+    per_class = {w: float(counts["class_hits"][i] / counts["class_seen"][i])
+                 for i, w in enumerate(wnids) if counts["class_seen"][i]}
+    return EvalResult(seen, counts["top1"] / seen, counts["top5"] / seen, ten_crop, str(checkpoint or weights),
+                      loaded.arch, per_class, seconds, seen / seconds if seconds else 0.0)
+
+
+@dataclass(frozen=True)
+class _EvalJob:
+    data: Path
+    checkpoint: Path | None
+    weights: Path | None
+    split: str
+    ten_crop: bool
+    batch_size: int
+    device: str
+    num_threads: int
+
+
+def _load(data: Path, checkpoint: Path | None, weights: Path | None) -> LoadedCheckpoint:
     classes = read_classes(data)
     if checkpoint is not None:
         loaded = load_checkpoint(Path(checkpoint))
         _check_classes(loaded, [c.wnid for c in classes], data)
-    else:
-        loaded = load_torchvision_weights(Path(weights), [vars(c) for c in classes])
-        if loaded.meta["num_classes"] != len(classes):
-            raise AlexnetError(f"{weights} has {loaded.meta['num_classes']} outputs but {data} has "
-                               f"{len(classes)} classes")
-    torch_device = torch.device("cuda") if device == "gpu" else torch.device("cpu")
+        return loaded
+    loaded = load_torchvision_weights(Path(weights), [vars(c) for c in classes])
+    if loaded.meta["num_classes"] != len(classes):
+        raise AlexnetError(f"{weights} has {loaded.meta['num_classes']} outputs but {data} has "
+                           f"{len(classes)} classes")
+    return loaded
+
+
+def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, int], progress: Progress,
+                    device_index: int = 0) -> dict:
+    """Top-1/top-5 hits and per-class counts over one shard of the split."""
+    from alexnet_cli.data.datamodule import DaliDataModule
+
+    torch_device = torch.device("cuda", device_index) if job.device == "gpu" else torch.device("cpu")
     model = loaded.model.to(torch_device)
-    config = DataConfig(device=device, batch_size=batch_size, num_threads=num_threads,
+    config = DataConfig(device=job.device, batch_size=job.batch_size, num_threads=job.num_threads,
                         resize_size=loaded.meta.get("resize_size", 256), normalize="channel")
-    module = DaliDataModule(data, config, crop=loaded.meta["crop"], normalization=_normalization(loaded.meta))
-    loader = module.loader(split, "ten_crop" if ten_crop else "val", batch_size=batch_size, shard=(0, 1))
+    module = DaliDataModule(job.data, config, crop=loaded.meta["crop"], normalization=_normalization(loaded.meta))
+    loader = module.loader(job.split, "ten_crop" if job.ten_crop else "val", batch_size=job.batch_size, shard=shard,
+                           device_id=device_index if job.device == "gpu" else None)
     num_classes = loaded.meta["num_classes"]
     k = min(5, num_classes)
-    correct1 = correct5 = seen = 0
-    per_class_hits = np.zeros(num_classes)
-    per_class_seen = np.zeros(num_classes)
-    started = time.perf_counter()
-    with progress.task(f"eval {split} ({'10 crops' if ten_crop else 'centre crop'})", len(module.split(split))) as task, \
-            torch.inference_mode():
+    counts = {"top1": 0, "top5": 0, "seen": 0, "class_hits": np.zeros(num_classes), "class_seen": np.zeros(num_classes)}
+    label = f"eval {job.split} ({'10 crops' if job.ten_crop else 'centre crop'})"
+    with progress.task(label, loader.plan.shard_size) as task, torch.inference_mode():
         for images, labels in loader:
-            probabilities = _probabilities(model, images)
-            topk = probabilities.topk(k, dim=1).indices
+            topk = _probabilities(model, images).topk(k, dim=1).indices
             hits1 = (topk[:, 0] == labels).cpu().numpy()
-            correct1 += int(hits1.sum())
-            correct5 += int((topk == labels[:, None]).any(dim=1).sum())
-            seen += len(labels)
-            np.add.at(per_class_hits, labels.cpu().numpy(), hits1)
-            np.add.at(per_class_seen, labels.cpu().numpy(), 1)
+            counts["top1"] += int(hits1.sum())
+            counts["top5"] += int((topk == labels[:, None]).any(dim=1).sum())
+            counts["seen"] += len(labels)
+            np.add.at(counts["class_hits"], labels.cpu().numpy(), hits1)
+            np.add.at(counts["class_seen"], labels.cpu().numpy(), 1)
             task.advance(len(labels))
-    seconds = time.perf_counter() - started
-    wnids = [c["wnid"] for c in loaded.meta["classes"]]
-    per_class = {w: float(per_class_hits[i] / per_class_seen[i]) for i, w in enumerate(wnids) if per_class_seen[i]}
-    return EvalResult(seen, correct1 / seen, correct5 / seen, ten_crop, str(checkpoint or weights),
-                      loaded.arch, per_class, seconds, seen / seconds if seconds else 0.0)
+    return counts
+
+
+def _evaluate_in_processes(job: _EvalJob, devices: int) -> dict:
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    from alexnet_cli.parallel.communication import _free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "counts.pt"
+        mp.spawn(_eval_worker, args=(devices, _free_port(), job, str(out)), nprocs=devices, join=True)
+        totals = torch.load(out, weights_only=True)
+    return {key: value.numpy() if key.startswith("class_") else float(value) for key, value in totals.items()}
+
+
+def _eval_worker(rank: int, world: int, port: int, job: _EvalJob, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    backend = "nccl" if job.device == "gpu" else "gloo"
+    if job.device == "gpu":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, rank=rank, world_size=world)
+    loaded = _load(job.data, job.checkpoint, job.weights)
+    counts = _evaluate_shard(job, loaded, (rank, world), SilentProgress(), device_index=rank)
+    device = torch.device("cuda", rank) if job.device == "gpu" else torch.device("cpu")
+    totals = {}
+    for key, value in counts.items():
+        tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), device=device)
+        dist.all_reduce(tensor)  # sums: each image was counted by exactly one rank
+        totals[key] = tensor.cpu()
+    if rank == 0:
+        torch.save(totals, out)
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:

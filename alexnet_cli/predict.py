@@ -18,10 +18,8 @@ class Prediction:
     classes: list[dict]  # [{"wnid", "words", "probability"}], most probable first
 
 
-def predict(checkpoint: Path, images: list[Path], *, top: int = 5) -> list[Prediction]:
-    """Centre-crop each image as evaluation does (shorter side to the resize size) and classify it."""
-    loaded = load_checkpoint(Path(checkpoint))
-    meta = loaded.meta
+def preprocess(meta: dict, images: list[Path]) -> torch.Tensor:
+    """Image files → the centre-crop batch evaluation would feed (shorter side to the resize size)."""
     crop, resize = meta["crop"], meta.get("resize_size", 256)
     norm = meta["normalization"]
     mean = torch.tensor(norm["channel_mean"], dtype=torch.float32)[:, None, None]
@@ -41,11 +39,17 @@ def predict(checkpoint: Path, images: list[Path], *, top: int = 5) -> list[Predi
             batch.append(pixels - TF.center_crop(torch.as_tensor(mean_image).permute(2, 0, 1), [crop, crop]))
         else:
             batch.append((pixels - mean) / std)
+    return torch.stack(batch)
+
+
+def predict(checkpoint: Path, images: list[Path], *, top: int = 5) -> list[Prediction]:
+    """Centre-crop each image as evaluation does (shorter side to the resize size) and classify it."""
+    loaded = load_checkpoint(Path(checkpoint))
     with torch.inference_mode():
-        probabilities = loaded.model(torch.stack(batch)).softmax(dim=1)
+        probabilities = loaded.model(preprocess(loaded.meta, images)).softmax(dim=1)
     k = min(top, probabilities.shape[1])
     values, indices = probabilities.topk(k, dim=1)
-    classes = meta["classes"]
+    classes = loaded.meta["classes"]
     return [
         Prediction(str(path), [{"wnid": classes[i]["wnid"], "words": classes[i]["words"], "probability": float(p)}
                                for p, i in zip(row_values.tolist(), row_indices.tolist())])

@@ -96,3 +96,17 @@ def test_one_class_dataset_is_one_line(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     result = run_alexnet("--debug", "train", "--recipe", "cpu-demo", "--data", tmp_path)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_eval_on_a_dataset_with_other_classes_is_one_line(prepared, official_source, tmp_path):
+    from alexnet_cli.data.prepare import PrepareOptions, prepare_imagenet
+    from alexnet_cli.models import build_model
+
+    other = tmp_path / "other"
+    prepare_imagenet(PrepareOptions(official_source, other, workers=1, classes=2))
+    checkpoint = tmp_path / "c.ckpt"
+    classes = [{"index": i, "wnid": p.name, "words": ""} for i, p in enumerate(sorted((prepared / "train").iterdir()))]
+    state = {f"model.{k}": v for k, v in build_model("keras-v2", 4).state_dict().items()}
+    torch.save({"state_dict": state, "alexnet_cli": {"arch": "keras-v2", "num_classes": 4, "classes": classes,
+                                                     "crop": 224}}, checkpoint)
+    one_line_error(run_alexnet("eval", "--checkpoint", checkpoint, "--data", other), "other classes")

@@ -1,6 +1,7 @@
 """The real command line end to end on a tiny dataset: train a few steps, eval, filters, load_model."""
 
 import csv
+from pathlib import Path
 import json
 
 import numpy as np
@@ -126,3 +127,30 @@ def test_torchvision_weights_load_into_owt_and_give_torchvisions_logits(tmp_path
     x = torch.randn(2, 3, 224, 224)
     torch.testing.assert_close(loaded.model(x), reference(x))
     assert loaded.arch == "owt" and loaded.meta["crop"] == 224
+
+
+def test_neighbors_finds_a_training_query_first_and_caches_the_codes(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    query = sorted((prepared / "train").glob("*/*.JPEG"))[5]
+    grid = tmp_path / "grid.png"
+    result = run_alexnet("neighbors", "--checkpoint", checkpoint, "--data", prepared, "--query", query,
+                         "--k", "3", "--out", grid, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Path(f"{checkpoint}.train-fc7.npy").is_file()
+    from alexnet_cli.neighbors import find_neighbours
+
+    [found] = find_neighbours(checkpoint, prepared, [query], k=3)
+    assert found.neighbours[0][0] == str(query)
+    with Image.open(grid) as image:
+        assert image.size == (4 + 4 * (96 + 4), 4 + 96 + 4)
+
+
+def test_eval_on_two_processes_counts_each_image_once_and_agrees(trained_run, prepared):
+    out, _ = trained_run
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    one = evaluate(prepared, checkpoint=checkpoint, ten_crop=False, batch_size=5)
+    two = evaluate(prepared, checkpoint=checkpoint, ten_crop=False, batch_size=5, devices=2)
+    assert two.images == one.images == 12
+    assert two.top1 == one.top1 and two.top5 == one.top5
+    assert two.per_class_top1 == one.per_class_top1

@@ -81,7 +81,7 @@ class DaliDataModule(L.LightningDataModule):
         return trainer.strategy.root_device.index if trainer is not None else 0
 
     def loader(self, split: str, kind: str, *, batch_size: int | None = None,
-               shard: tuple[int, int] | None = None) -> DaliLoader:
+               shard: tuple[int, int] | None = None, device_id: int | None = None) -> DaliLoader:
         files = self.split(split)
         shard_id, num_shards = shard or self.shard()
         train = kind == "train"
@@ -93,7 +93,8 @@ class DaliDataModule(L.LightningDataModule):
                                         self.config.pca_std, self.stats.eigval, self.stats.eigvec, self.seed)
         return DaliLoader(kind, files.files, files.labels, plan, normalization=self.normalization,
                           augmentation=augmentation, crop=self.crop, resize_size=self.resize_size,
-                          device=self.config.device, device_id=self._device_id(),
+                          device=self.config.device,
+                          device_id=device_id if device_id is not None else self._device_id(),
                           num_threads=self.config.num_threads, prefetch=self.config.prefetch, seed=self.seed)
 
     def train_dataloader(self) -> DaliLoader:
