@@ -78,3 +78,23 @@ class BestMetrics(L.Callback):
         top1 = float(metrics["val/top1"])
         if self.top1 is None or top1 > self.top1:
             self.top1, self.top5, self.epoch = top1, float(metrics["val/top5"]), trainer.current_epoch
+
+
+class FilterImageLogger(L.Callback):
+    """At each epoch's end, conv1's kernels as an image for TensorBoard or W&B: Figure 3 as it forms."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+        image_loggers = [lg for lg in trainer.loggers if isinstance(lg, (TensorBoardLogger, WandbLogger))]
+        if not image_loggers or trainer.global_rank != 0:
+            return
+        from alexnet_cli.filters import conv_weights, filter_grid
+
+        weights = conv_weights(pl_module.model, "conv1")
+        canvas, _ = filter_grid(weights, scale=3, groups=2 if weights.shape[0] == 96 else 1)
+        for logger in image_loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("conv1_filters", canvas, trainer.current_epoch, dataformats="HWC")
+            else:
+                logger.log_image("conv1_filters", [canvas], step=trainer.global_step)

@@ -159,6 +159,9 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint or a run directory's "
                                           "last.ckpt (any recipe's, if arch and classes agree)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or model summary."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and the run's shape; train nothing."),
+    benchmark_json: Optional[Path] = typer.Option(None, "--benchmark-json", help="With --dry-run: estimate the "
+                                                  "time from 'alexnet benchmark model --json' figures."),
 ) -> None:
     """Train a recipe with Lightning, fed by the DALI pipeline.
 
@@ -167,6 +170,9 @@ def train(
     """
     from alexnet_cli.train import run
 
+    if dry_run:
+        _print_dry_run(recipe, data, set_, benchmark_json)
+        return
     result = run(recipe, data, out=out, overrides=set_, quiet=quiet, resume=resume)
     table = Table(title=f"run {result.run_dir}", show_header=False)
     if result.best_top1 is not None:
@@ -178,6 +184,31 @@ def train(
     table.add_row("metrics", str(result.run_dir / "metrics.csv"))
     table.add_row("checkpoints", str(result.last_checkpoint or "-") + ("  " + str(result.best_checkpoint)
                                                                          if result.best_checkpoint else ""))
+    console.print(table)
+
+
+def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark_json: Optional[Path]) -> None:
+    import yaml
+
+    from alexnet_cli.dryrun import plan_run
+    from alexnet_cli.recipes import load_recipe
+    from alexnet_cli.train import crop_size
+
+    recipe = load_recipe(recipe_name, overrides)
+    crop_size(recipe)  # validates arch and crop
+    plan = plan_run(recipe, data, benchmark_json=benchmark_json)
+    console.print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), highlight=False)
+    table = Table(title=f"dry run: {recipe.name} on {data}", show_header=False)
+    table.add_row("devices", f"{plan.devices} ({plan.data_parallel} data-parallel)")
+    table.add_row("global batch", f"{plan.global_batch:,}")
+    table.add_row("training images", f"{plan.train_images:,}")
+    table.add_row("steps per epoch", f"{plan.steps_per_epoch:,}")
+    table.add_row("epochs / total steps", f"{plan.epochs} / {plan.total_steps:,}" if plan.total_steps else str(plan.epochs))
+    if plan.estimated_hours is not None:
+        table.add_row("estimated time", f"{plan.estimated_hours:,.1f} h at {plan.images_per_second:,.0f} img/s per "
+                      "device (model only: assumes the pipeline keeps up)")
+    else:
+        table.add_row("estimated time", "pass --benchmark-json from 'alexnet benchmark model --json' for one")
     console.print(table)
 
 

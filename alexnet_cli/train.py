@@ -158,6 +158,8 @@ def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> 
 def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callbacks: list) -> dict[str, Any]:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
+    from alexnet_cli.callbacks import FilterImageLogger
+
     args = dict(recipe.trainer)
     logger_name = args.pop("logger", "csv")
     validating = args.get("limit_val_batches", 1) != 0
@@ -168,6 +170,7 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
                         mode="max", save_top_k=1 if validating else 0,
                         save_last="link" if validating else True),  # link: no second 0.5 GB write
         LearningRateMonitor(logging_interval="epoch"),
+        FilterImageLogger(),
     ]
     if recipe.checkpoint.every_n_train_steps:
         callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="step-{step:08d}",

@@ -110,3 +110,15 @@ def test_eval_on_a_dataset_with_other_classes_is_one_line(prepared, official_sou
     torch.save({"state_dict": state, "alexnet_cli": {"arch": "keras-v2", "num_classes": 4, "classes": classes,
                                                      "crop": 224}}, checkpoint)
     one_line_error(run_alexnet("eval", "--checkpoint", checkpoint, "--data", other), "other classes")
+
+
+def test_train_dry_run_prints_the_plan_and_trains_nothing(prepared, tmp_path):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"results": [{"arch": "paper", "train_img_s": 100.0}]}))
+    result = runner.invoke(app, ["train", "--recipe", "ddp", "--data", str(prepared), "--dry-run",
+                                 "--set", "trainer.devices=2", "--set", "data.batch_size=4",
+                                 "--benchmark-json", str(bench), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "global batch" in result.output and "8" in result.output
+    assert "steps per epoch" in result.output and "estimated time" in result.output
+    assert not (tmp_path / "run").exists()

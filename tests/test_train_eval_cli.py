@@ -154,3 +154,19 @@ def test_eval_on_two_processes_counts_each_image_once_and_agrees(trained_run, pr
     assert two.images == one.images == 12
     assert two.top1 == one.top1 and two.top5 == one.top5
     assert two.per_class_top1 == one.per_class_top1
+
+
+def test_tensorboard_logger_gets_the_conv1_filter_image_each_epoch(prepared, tmp_path):
+    pytest.importorskip("tensorboard")  # optional: not a dependency of the tool
+    out = tmp_path / "tb"
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet",
+                         "--set", "trainer.logger=tensorboard", "--set", "trainer.max_epochs=1",
+                         "--set", "trainer.limit_train_batches=1", "--set", "trainer.limit_val_batches=1",
+                         "--set", "data.batch_size=4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert "conv1_filters" in events.Tags()["images"]
+    assert (out / "metrics.csv").is_file()  # CSV stays on beside TensorBoard

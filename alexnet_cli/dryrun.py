@@ -1,0 +1,57 @@
+"""``alexnet train --dry-run``: what a run would do, without doing it."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.recipes import Recipe
+
+
+@dataclass
+class RunPlan:
+    recipe: Recipe
+    devices: int
+    data_parallel: int  # batch shards: devices, or device pairs for the two-GPU split
+    global_batch: int
+    train_images: int
+    steps_per_epoch: int
+    epochs: int | None
+    total_steps: int | None
+    images_per_second: float | None  # from a `benchmark model --json` file, if given
+    estimated_hours: float | None
+
+
+def plan_run(recipe: Recipe, data: Path, *, benchmark_json: Path | None = None) -> RunPlan:
+    from alexnet_cli.data.layout import list_split, read_classes
+
+    classes = read_classes(Path(data))
+    train_images = len(list_split(Path(data), "train", classes))
+    trainer = recipe.trainer
+    devices = trainer.get("devices", 1)
+    devices = devices if isinstance(devices, int) and devices > 0 else 1  # -1/"auto": say 1 per node here
+    devices *= trainer.get("num_nodes", 1)
+    towers = trainer.get("strategy") == "towers"
+    data_parallel = devices // 2 if towers else devices
+    global_batch = recipe.data.batch_size * max(1, data_parallel)
+    steps = (train_images // max(1, data_parallel)) // recipe.data.batch_size
+    epochs = trainer.get("max_epochs")
+    total = trainer.get("max_steps") if trainer.get("max_steps", -1) not in (-1, None) else (
+        steps * epochs if epochs else None)
+    speed = _benchmark_speed(benchmark_json, recipe.model.arch) if benchmark_json else None
+    hours = None
+    if speed and total:
+        hours = total * global_batch / (speed * max(1, data_parallel)) / 3600
+    return RunPlan(recipe, devices, data_parallel, global_batch, train_images, steps, epochs, total, speed, hours)
+
+
+def _benchmark_speed(path: Path, arch: str) -> float:
+    """train img/s of ``arch`` per device from an ``alexnet benchmark model --json`` file."""
+    try:
+        rows = json.loads(Path(path).read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        raise AlexnetError(f"--benchmark-json {path} is not the output of 'alexnet benchmark model --json'") from None
+    matching = [r["train_img_s"] for r in rows if r.get("arch") == arch]
+    if not matching:
+        raise AlexnetError(f"--benchmark-json {path} has no figures for arch {arch!r}")
+    return max(matching)
