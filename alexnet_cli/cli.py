@@ -162,6 +162,7 @@ def train(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and the run's shape; train nothing."),
     benchmark_json: Optional[Path] = typer.Option(None, "--benchmark-json", help="With --dry-run: estimate the "
                                                   "time from 'alexnet benchmark model --json' figures."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the run's summary as JSON."),
 ) -> None:
     """Train a recipe with Lightning, fed by the DALI pipeline.
 
@@ -185,6 +186,9 @@ def train(
     table.add_row("checkpoints", str(result.last_checkpoint or "-") + ("  " + str(result.best_checkpoint)
                                                                          if result.best_checkpoint else ""))
     console.print(table)
+    from dataclasses import asdict
+
+    _write_json(json_out, asdict(result))
 
 
 def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark_json: Optional[Path]) -> None:

@@ -22,7 +22,8 @@ FAST = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3
 @pytest.fixture(scope="module")
 def trained_run(prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet", *FAST)
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet", *FAST,
+                         "--json", out / "train.json")
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
@@ -38,6 +39,8 @@ def test_train_writes_the_run_directory(trained_run):
     val = [r for r in rows if r.get("val/top1")]
     assert val and float(val[-1]["val/images"]) == 12  # every val image counted once
     assert "img/s" in result.stdout
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["global_step"] == 3 and summary["images_per_second"] > 0 and summary["best_top1"] is not None
 
 
 def test_checkpoint_records_version_arch_classes_and_recipe(trained_run, prepared):
