@@ -213,7 +213,7 @@ def _keep_previous_metrics(loggers, run_dir: Path) -> None:
     from lightning.pytorch.loggers import CSVLogger
 
     path = run_dir / "metrics.csv"
-    csv_logger = next(l for l in (loggers if isinstance(loggers, list) else [loggers]) if isinstance(l, CSVLogger))
+    csv_logger = next(lg for lg in (loggers if isinstance(loggers, list) else [loggers]) if isinstance(lg, CSVLogger))
     if not path.is_file():
         return
     previous = path.read_text()

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from alexnet_cli.models import ARCHS, build_model, initialize, paper_lrn
+from alexnet_cli.models import ARCHS, build_model, paper_lrn
 
 
 def conv(cin, cout, k, groups=1):

@@ -213,7 +213,7 @@ def test_an_epoch_cut_short_does_not_leak_stale_batches_into_the_next(prepared):
         if step == 1:
             break
     got = [labels for _, labels in cut]
-    assert [l.tolist() for l in got] == [l.tolist() for l in expected]
+    assert [batch.tolist() for batch in got] == [batch.tolist() for batch in expected]
 
 
 def test_a_file_damaged_after_preparation_does_not_stop_the_epoch(prepared, tmp_path):

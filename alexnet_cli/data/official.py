@@ -73,11 +73,6 @@ def check_member(tar_path: Path | str, info: tarfile.TarInfo) -> None:
         raise AlexnetError(f"{tar_path}: member {info.name!r} has an unsafe or nested path; refusing this tar")
 
 
-def read_member(handle, member: TarMember) -> bytes:
-    handle.seek(member.offset)
-    return handle.read(member.size)
-
-
 def read_devkit(path: Path) -> Devkit:
     """Parse ``meta.mat`` and the validation ground truth from the devkit tar.gz or folder."""
     if path.is_dir():

@@ -1,10 +1,11 @@
 """AlexNet as published: Krizhevsky, Sutskever & Hinton, NeurIPS 2012 (§3, Figure 2).
 
-The network reads top to bottom like Figure 2. Two details the figure hides:
-the input is 227×227 (224 does not divide: (224 − 11)/4 + 1 is not an integer),
-and conv2, conv4 and conv5 only see the kernel maps of their own GPU, which is
-exactly a grouped convolution with two groups. conv3 and the FC layers read both
-GPUs' maps. With biases that is 60,965,224 parameters for 1000 classes.
+The network reads top to bottom like Figure 2. Three details the figure hides:
+the input is 227×227 (224 does not divide: (224 − 11)/4 + 1 is not an integer);
+conv2, conv4 and conv5 only see the kernel maps of their own GPU, which is exactly
+a grouped convolution with two groups (conv3 and the FC layers read both GPUs'
+maps); and each GPU normalised (LRN) its own maps. With biases that is 60,965,224
+parameters for 1000 classes.
 """
 
 from collections import OrderedDict
