@@ -142,7 +142,8 @@ def prepare_imagenet_command(
     if summary.fixes:
         console.print("converted: " + ", ".join(f"{k} {v}" for k, v in summary.fixes.items()))
     if summary.skipped:
-        console.print(f"[yellow]skipped {len(summary.skipped)} unreadable file(s)[/], listed in {summary.out}/report.json")
+        console.print(f"[yellow]skipped {len(summary.skipped)} unreadable file(s)[/], "
+                      f"listed in {summary.out}/report.json")
     if not summary.already_done and summary.seconds:
         console.print(f"{summary.images_per_second:,.0f} img/s with {summary.workers} worker(s), "
                       f"{summary.seconds:.1f} s")
@@ -159,7 +160,8 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint or a run directory's "
                                           "last.ckpt (any recipe's, if arch and classes agree)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or model summary."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and the run's shape; train nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Print the resolved recipe and the run's shape; train nothing."),
     benchmark_json: Optional[Path] = typer.Option(None, "--benchmark-json", help="With --dry-run: estimate the "
                                                   "time from 'alexnet benchmark model --json' figures."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the run's summary as JSON."),
@@ -207,7 +209,8 @@ def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark
     table.add_row("global batch", f"{plan.global_batch:,}")
     table.add_row("training images", f"{plan.train_images:,}")
     table.add_row("steps per epoch", f"{plan.steps_per_epoch:,}")
-    table.add_row("epochs / total steps", f"{plan.epochs} / {plan.total_steps:,}" if plan.total_steps else str(plan.epochs))
+    steps = f"{plan.epochs} / {plan.total_steps:,}" if plan.total_steps else str(plan.epochs)
+    table.add_row("epochs / total steps", steps)
     if plan.estimated_hours is not None:
         table.add_row("estimated time", f"{plan.estimated_hours:,.1f} h at {plan.images_per_second:,.0f} img/s per "
                       "device (model only: assumes the pipeline keeps up)")

@@ -144,7 +144,8 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     dotted, text = override.split("=", 1)
     section, key = dotted.split(".", 1)
     if section not in (*_SECTIONS, "trainer"):
-        raise AlexnetError(f"--set {override!r}: unknown section {section!r} (use model, data, optim, checkpoint, trainer)")
+        raise AlexnetError(f"--set {override!r}: unknown section {section!r} "
+                           "(use model, data, optim, checkpoint, trainer)")
     try:
         value = yaml.safe_load(text) if text != "" else None
     except yaml.YAMLError:

@@ -27,7 +27,9 @@ def make_loader(root, kind, *, batch_size=4, shard=(0, 1), normalization=RAW, pc
     files = list_split(root, split or ("train" if kind == "train" else "val"), classes)
     plan = ShardPlan(len(files), batch_size, shard[0], shard[1], train=kind == "train", seed=seed)
     stats = load_stats(root)
-    augmentation = Augmentation(CROP, 256, mirror, pca_std, stats.eigval, stats.eigvec, seed) if kind == "train" else None
+    augmentation = None
+    if kind == "train":
+        augmentation = Augmentation(CROP, 256, mirror, pca_std, stats.eigval, stats.eigvec, seed)
     return DaliLoader(kind, files.files, files.labels, plan, normalization=normalization,
                       augmentation=augmentation, crop=CROP, resize_size=None, device="cpu", device_id=None,
                       num_threads=2, prefetch=2, seed=seed), files

@@ -15,7 +15,8 @@ from alexnet_cli.evaluate import evaluate
 
 from conftest import run_alexnet
 
-FAST = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3", "--set", "data.batch_size=4", "--set", "trainer.log_every_n_steps=1",
+FAST = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3", "--set", "data.batch_size=4",
+        "--set", "trainer.log_every_n_steps=1",
         "--set", "model.num_classes=4"]
 
 

@@ -2,7 +2,8 @@
 
 Each class is a shape (circle, square, triangle, ...) in a hue of its own,
 drawn at a random size, position and shade on a random dull background: a
-task a network learns within a few CPU minutes, yet not a trivial one. The devkit numbers classes in a shuffled ILSVRC2012_ID order, like
+task a network learns within a few CPU minutes, yet not a trivial one.
+The devkit numbers classes in a shuffled ILSVRC2012_ID order, like
 the real one, and the train tar carries the real data's hazards (a CMYK JPEG, a
 PNG named .JPEG, a greyscale JPEG, a truncated JPEG), so the demo exercises the
 very code path that prepares real ImageNet.

@@ -67,7 +67,8 @@ def list_tar(path: Path) -> list[TarMember]:
 
 def check_member(tar_path: Path | str, info: tarfile.TarInfo) -> None:
     if not info.isfile():
-        kind = "symlink" if info.issym() else "hard link" if info.islnk() else "directory" if info.isdir() else "special file"
+        kind = ("symlink" if info.issym() else "hard link" if info.islnk()
+                else "directory" if info.isdir() else "special file")
         raise AlexnetError(f"{tar_path}: member {info.name!r} is a {kind}; an ILSVRC2012 tar holds only plain files")
     if not SAFE_NAME.match(info.name):
         raise AlexnetError(f"{tar_path}: member {info.name!r} has an unsafe or nested path; refusing this tar")

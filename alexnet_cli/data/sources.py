@@ -79,7 +79,8 @@ def detect_source(source: Path) -> str:
     if official.TRAIN_TAR in names or official.VAL_TAR in names:
         for required in (official.TRAIN_TAR, official.VAL_TAR, official.DEVKIT_TAR):
             if required not in names:
-                raise AlexnetError(f"{source / required} not found: the official source needs all three ILSVRC2012 files")
+                raise AlexnetError(f"{source / required} not found: "
+                                   "the official source needs all three ILSVRC2012 files")
         return "official"
     if (source / "train").is_dir() and (source / "val").is_dir():
         val_dirs = [p for p in (source / "val").iterdir() if p.is_dir()]
