@@ -77,6 +77,11 @@ def user_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def _check_device(device: str) -> None:
+    if device not in ("cpu", "gpu"):
+        raise AlexnetError(f"--device {device!r}: use cpu or gpu")
+
+
 def _is_lost_peer(message: str) -> bool:
     """gloo and NCCL errors that mean a peer process died (a killed rank)."""
     return any(sign in message for sign in ("Connection closed by peer", "Connection reset by peer",
@@ -240,8 +245,7 @@ def eval_command(
     """
     from alexnet_cli.evaluate import PAPER_VAL_ERROR, evaluate
 
-    if device not in ("cpu", "gpu"):
-        raise AlexnetError(f"--device {device!r}: use cpu or gpu")
+    _check_device(device)
     result = evaluate(data, checkpoint=checkpoint, weights=weights, split=split, ten_crop=ten_crop,
                       batch_size=batch_size, device=device, num_threads=threads, devices=devices,
                       progress=_progress(quiet))
@@ -440,8 +444,7 @@ def benchmark_data_command(
     """
     from alexnet_cli.benchmark import as_dict, benchmark_data
 
-    if device not in ("cpu", "gpu"):
-        raise AlexnetError(f"--device {device!r}: use cpu or gpu")
+    _check_device(device)
     result = benchmark_data(data, batch_size=batch_size, threads=threads, device=device, batches=batches,
                             warmup=warmup, progress=_progress(quiet))
     table = Table(title=f"training input pipeline, batch {batch_size}, {threads} threads/workers, {device}")
@@ -476,8 +479,7 @@ def benchmark_model_command(
     from alexnet_cli.benchmark import as_dict, benchmark_model
     from alexnet_cli.models import ARCHS
 
-    if device not in ("cpu", "gpu"):
-        raise AlexnetError(f"--device {device!r}: use cpu or gpu")
+    _check_device(device)
     if precision not in ("32", "bf16-mixed", "16-mixed"):
         raise AlexnetError(f"--precision {precision!r}: use 32, bf16-mixed or 16-mixed")
     archs = list(ARCHS) if arch == "all" else [arch]
