@@ -36,9 +36,9 @@ class ThroughputMeter(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
         self._epoch_busy += now - self._batch_start
-        from alexnet_cli.module import data_parallel_size
+        from alexnet_cli.parallel.layout import data_parallel_shard
 
-        self._epoch_images += len(batch[1]) * data_parallel_size(trainer)
+        self._epoch_images += len(batch[1]) * data_parallel_shard(trainer)[1]
         self._batch_end = now
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

@@ -32,15 +32,19 @@ class LoadedCheckpoint:
         return [c["wnid"] for c in self.meta["classes"]]
 
 
-def read_file(path: Path) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True`` and one-line errors."""
+def read_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True`` and one-line errors.
+
+    ``mmap=True`` maps the tensors instead of reading them: for a glance at the metadata
+    of a checkpoint that something else loads in full afterwards.
+    """
     path = Path(path)
     if not path.is_file():
         raise AlexnetError(f"{path} not found")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about old pickle protocols; we report below
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
         raise AlexnetError(

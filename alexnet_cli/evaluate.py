@@ -108,7 +108,8 @@ def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, i
     model = loaded.model.to(torch_device)
     config = DataConfig(device=job.device, batch_size=job.batch_size, num_threads=job.num_threads,
                         resize_size=loaded.meta.get("resize_size", 256), normalize="channel")
-    module = DaliDataModule(job.data, config, crop=loaded.meta["crop"], normalization=_normalization(loaded.meta))
+    module = DaliDataModule(job.data, config, crop=loaded.meta["crop"],
+                            normalization=normalization_from_meta(loaded.meta))
     loader = module.loader(job.split, "ten_crop" if job.ten_crop else "val", batch_size=job.batch_size, shard=shard,
                            device_id=device_index if job.device == "gpu" else None)
     num_classes = loaded.meta["num_classes"]
@@ -133,11 +134,11 @@ def _evaluate_in_processes(job: _EvalJob, devices: int) -> dict:
 
     import torch.multiprocessing as mp
 
-    from alexnet_cli.parallel.communication import _free_port
+    from alexnet_cli.parallel.layout import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "counts.pt"
-        mp.spawn(_eval_worker, args=(devices, _free_port(), job, str(out)), nprocs=devices, join=True)
+        mp.spawn(_eval_worker, args=(devices, free_port(), job, str(out)), nprocs=devices, join=True)
         totals = torch.load(out, weights_only=True)
     return {key: value.numpy() if key.startswith("class_") else float(value) for key, value in totals.items()}
 
@@ -175,7 +176,8 @@ def _probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor
     return logits.softmax(dim=1).view(batch, crops, -1).mean(dim=1)
 
 
-def _normalization(meta: dict) -> Normalization:
+def normalization_from_meta(meta: dict) -> Normalization:
+    """The normalisation a checkpoint was trained with (channel mean/std or the mean image)."""
     norm = meta["normalization"]
     mean_image = norm.get("mean_image")
     return Normalization(np.asarray(norm["channel_mean"]), np.asarray(norm["channel_std"]),

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from alexnet_cli.parallel.layout import data_parallel_group, data_parallel_shard
 from alexnet_cli.recipes import OptimConfig
 
 
@@ -54,8 +55,9 @@ class AlexNetModule(L.LightningModule):
         self.val_top1.process_group = self.val_top5.process_group = group
 
     def on_validation_epoch_end(self) -> None:
-        loss_sum = _sum_over(self._val_loss_sum, data_parallel_group(self.trainer))
-        count = _sum_over(self._val_count, data_parallel_group(self.trainer))
+        group = data_parallel_group(self.trainer)
+        loss_sum = _sum_over(self._val_loss_sum, group)
+        count = _sum_over(self._val_count, group)
         top1 = self.val_top1.compute()
         self.log("val/loss", loss_sum / count.clamp(min=1), sync_dist=False)
         self.log("val/top1", top1, prog_bar=True)
@@ -71,7 +73,7 @@ class AlexNetModule(L.LightningModule):
         cfg = self.optim
         if cfg.reference_batch is None:
             return cfg.lr
-        world = data_parallel_size(self.trainer) if self._trainer is not None else 1
+        world = data_parallel_shard(self._trainer)[1]
         return cfg.lr * self.batch_size * world / cfg.reference_batch
 
     def configure_optimizers(self) -> dict:
@@ -102,16 +104,6 @@ class AlexNetModule(L.LightningModule):
             checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}
             checkpoint["optimizer_states"] = [full_optimizer_state(self.model, state)
                                               for state in checkpoint["optimizer_states"]]
-
-
-def data_parallel_size(trainer) -> int:
-    strategy = trainer.strategy
-    return strategy.data_parallel_shard()[1] if hasattr(strategy, "data_parallel_shard") else trainer.world_size
-
-
-def data_parallel_group(trainer):
-    """The process group over which data-parallel ranks reduce (None: the whole world)."""
-    return getattr(trainer.strategy, "data_parallel_group", None)
 
 
 def _sum_over(value: torch.Tensor, group) -> torch.Tensor:

@@ -44,13 +44,13 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
                        batch_size: int = 32, progress: Progress | None = None) -> tuple[np.ndarray, list[str]]:
     """fc7 codes of every image of ``split``, cached as ``<checkpoint>.<split>-fc7.npy`` (+ .json)."""
     from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.evaluate import _normalization
+    from alexnet_cli.evaluate import normalization_from_meta
     from alexnet_cli.recipes import DataConfig
 
     progress = progress or SilentProgress()
     module = DaliDataModule(data, DataConfig(device="cpu", batch_size=batch_size, num_threads=2,
                                              resize_size=loaded.meta.get("resize_size", 256)),
-                            crop=loaded.meta["crop"], normalization=_normalization(loaded.meta))
+                            crop=loaded.meta["crop"], normalization=normalization_from_meta(loaded.meta))
     files = [str(f) for f in module.split(split).files]
     cache = Path(f"{checkpoint}.{split}-fc7.npy")
     index = cache.with_suffix(".json")

@@ -71,7 +71,7 @@ def _check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> None:
     """Refuse what cannot change across a resume: the arch and the classes."""
     from alexnet_cli.checkpoints import read_file
 
-    meta = read_file(checkpoint).get("alexnet_cli")
+    meta = read_file(checkpoint, mmap=True).get("alexnet_cli")  # Lightning reads the weights next
     if not isinstance(meta, dict):
         raise AlexnetError(f"{checkpoint} was not written by 'alexnet train'; it cannot be resumed")
     if meta["arch"] != recipe.model.arch:

@@ -58,13 +58,12 @@ def test_a_killed_rank_makes_the_run_fail_fast_with_a_clear_message(prepared, tm
 
 
 def test_ddp_as_two_nodes_under_torchrun_on_localhost(prepared, tmp_path):
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from alexnet_cli.parallel.layout import free_port
+
+    port = free_port()
     out = tmp_path / "nodes"
     train = ["-m", "alexnet_cli", "train", "--recipe", "ddp", "--data", str(prepared), "--out", str(out), "--quiet",
              "--set", "trainer.accelerator=cpu", "--set", "trainer.num_nodes=2", "--set", "trainer.devices=1",

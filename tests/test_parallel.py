@@ -2,7 +2,6 @@
 
 import csv
 import os
-import socket
 
 import pytest
 import torch
@@ -11,15 +10,10 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from alexnet_cli.models import build_model
+from alexnet_cli.parallel.layout import free_port
 from alexnet_cli.parallel.towers import TowerParallelAlexNet
 
 from conftest import run_alexnet
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _split_worker(rank: int, port: int, results_file: str) -> None:

@@ -9,6 +9,7 @@ from alexnet_cli.data.loader import DaliLoader, Normalization
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 from alexnet_cli.data.stats import DatasetStats, load_stats
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.parallel.layout import data_parallel_shard
 from alexnet_cli.recipes import DataConfig
 
 
@@ -66,13 +67,7 @@ class DaliDataModule(L.LightningDataModule):
 
     def shard(self) -> tuple[int, int]:
         """(data-parallel rank, data-parallel world size) of this process."""
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        strategy = trainer.strategy
-        if hasattr(strategy, "data_parallel_shard"):
-            return strategy.data_parallel_shard()
-        return trainer.global_rank, trainer.world_size
+        return data_parallel_shard(self.trainer)
 
     def _device_id(self) -> int | None:
         if self.config.device != "gpu":

@@ -7,7 +7,6 @@ the single-device model (counting the gradient buckets its all-reduce sends).
 """
 
 import os
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+
+from alexnet_cli.parallel.layout import free_port
 
 
 @dataclass
@@ -27,12 +28,6 @@ class CommunicationReport:
     @property
     def split_total(self) -> int:
         return sum(self.split_bytes.values())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _worker(rank: int, port: int, batch_size: int, out: str) -> None:
@@ -69,6 +64,6 @@ def measure_communication(batch_size: int = 128) -> CommunicationReport:
     """One fp32 training step each way on two CPU processes; bytes per device."""
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "bytes.pt")
-        mp.spawn(_worker, args=(_free_port(), batch_size, out), nprocs=2, join=True)
+        mp.spawn(_worker, args=(free_port(), batch_size, out), nprocs=2, join=True)
         measured = torch.load(out, weights_only=True)
     return CommunicationReport(batch_size, measured["split"], measured["ddp"])
