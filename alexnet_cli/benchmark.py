@@ -94,7 +94,9 @@ def benchmark_data(data: Path, *, batch_size: int = 128, threads: int = 2, devic
     if len(module.split("train")) < batch_size:
         raise AlexnetError(f"{data}/train has fewer than --batch-size {batch_size} images")
     with progress.task("DALI pipeline", warmup + batches) as task:
-        dali = _images_per_second(module.loader("train", "train", shard=(0, 1)), batches, warmup, batch_size, task)
+        loader = module.loader("train", "train", shard=(0, 1))
+        dali = _images_per_second(loader, batches, warmup, batch_size, task)
+        loader.close()  # before the baseline forks its workers
     with progress.task(f"torchvision ImageFolder, {threads} workers", warmup + batches) as task:
         baseline_loader = _torchvision_loader(Path(data), "train", crop=crop, resize=module.resize_size,
                                               batch_size=batch_size, workers=threads, stats=module.stats)
