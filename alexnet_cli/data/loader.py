@@ -96,6 +96,17 @@ class DaliLoader:
     def __len__(self) -> int:
         return self.plan.steps_per_epoch
 
+    def close(self) -> None:
+        """Stop DALI's threads now. A process forked later must not inherit a live pipeline: its
+        destructor, run by the child's garbage collector, would wait for threads the child lacks."""
+        if self._pipe is not None:
+            pipe, self._pipe = self._pipe, None
+            del pipe
+            import gc
+
+            gc.collect()
+        self._pending.clear()
+
     def _read_jpeg(self, index: int) -> np.ndarray | None:
         """The file's bytes, or None (once warned) if it is unreadable or not a whole JPEG.
 
@@ -168,11 +179,41 @@ class DaliLoader:
         self._schedule = self._keys_from(epoch, step)
         stale = len(self._pending)
         for _ in range(stale):
-            self._pipe.run()
+            self._run_pipeline()
             self._pending.popleft()
 
+    def _run_pipeline(self):
+        try:
+            return self._pipe.run()
+        except RuntimeError:
+            misfit = self._find_misfit()  # DALI's message names no file; find the one that broke the batch
+            if misfit:
+                raise AlexnetError(misfit) from None
+            raise
+
+    def _find_misfit(self) -> str | None:
+        """A file of the batches in flight whose size the pipeline cannot take, described for the user."""
+        from PIL import Image
+
+        stored = self.augmentation.image_size if self.augmentation is not None else None
+        for epoch, step, _ in self._pending:
+            for index in self.plan.batch_indices(epoch, step):
+                path = self.files[index]
+                try:
+                    with Image.open(path) as image:
+                        width, height = image.size
+                except OSError:
+                    continue  # unreadable files are stood in for, not fatal
+                if stored is not None and (width, height) != (stored, stored):
+                    return (f"{path} is {width}×{height} pixels, but this dataset's images are {stored}×{stored} "
+                            "as 'alexnet prepare-imagenet' stores them: prepare the dataset again, or remove the file")
+                if self.resize_size is None and min(width, height) < self.crop:
+                    return (f"{path} is {width}×{height} pixels, smaller than the {self.crop}-pixel crop: prepare "
+                            "the dataset again, or remove the file")
+        return None
+
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self._pipe.run()
+        images, labels = self._run_pipeline()
         epoch, step, aug = self._pending.popleft()
         assert (epoch, step) == (self.epoch, self.step), "DALI returned batches out of order"
         images = self._images_to_torch(images)
