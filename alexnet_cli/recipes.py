@@ -7,6 +7,7 @@ section.key=value`` overrides are parsed as YAML scalars and validated the same 
 
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,12 +54,15 @@ class OptimConfig:
     gamma: float = 0.1  # the paper's ÷10
     min_lr: float = 1e-5  # the paper reduced three times: 0.01 → 1e-5
     reference_batch: int | None = None  # linear scaling: lr × global batch / reference_batch
+    log_grad_norm: bool = False  # log train/grad_norm, the gradient's 2-norm before each step
 
 
 @dataclass
 class CheckpointConfig:
-    every_n_train_steps: int | None = None  # also save mid-epoch, for long epochs
-    keep_last: int = 1  # how many periodic checkpoints besides last.ckpt and best.ckpt
+    # last.ckpt is saved at every epoch's end; also save it mid-epoch, every N steps or every M minutes:
+    every_n_train_steps: int | None = None
+    every_minutes: float | None = None
+    keep_last: int = 0  # step-N.ckpt copies kept besides last.ckpt and best.ckpt (0: none)
 
 
 @dataclass
@@ -75,6 +79,8 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "checkpoint": CheckpointConfig}
 _TOP_LEVEL = {"name": str, "description": str, "seed": int}
@@ -209,6 +215,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users write it anyway
     if hint in (int, float, str, bool):
         if isinstance(value, bool) and hint is not bool:
             raise AlexnetError(f"{where}: expected {hint.__name__}, got {value!r}")

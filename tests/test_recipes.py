@@ -46,6 +46,8 @@ def test_overrides_are_parsed_as_yaml_values_and_validated():
     assert recipe.optim.lr == 0.02 and recipe.data.batch_size == 8
     assert recipe.trainer["precision"] == "32-true"
     assert recipe.model.dropout == 0.0 and recipe.seed == 5
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a float key takes it as the number users mean
+    assert load_recipe("cpu-demo", ["optim.lr=1e-3"]).optim.lr == 0.001
 
 
 @pytest.mark.parametrize(
@@ -53,6 +55,7 @@ def test_overrides_are_parsed_as_yaml_values_and_validated():
     [
         ("optim.lrr=0.1", "optim.lrr: unknown key"),
         ("data.batch_size=eight", "data.batch_size: expected int"),
+        ("optim.lr=1e-3x", "optim.lr: expected float"),
         ("data.device=tpu", "data.device: 'tpu' is not one of cpu, gpu"),
         ("trainer.max_epoch=3", "trainer.max_epoch is not a lightning.Trainer argument"),
         ("lr=0.1", "expected section.key=value"),
