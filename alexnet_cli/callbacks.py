@@ -61,6 +61,59 @@ class ThroughputMeter(L.Callback):
         return self.wait / total if total else 0.0
 
 
+class MemoryMeter(L.Callback):
+    """Logs the process's resident memory (and the GPU's) at each epoch's end: a leak shows as a slope."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("sys/rss_mb", resident_megabytes(), rank_zero_only=True)
+        if pl_module.device.type == "cuda":
+            import torch
+
+            free, total = torch.cuda.mem_get_info(pl_module.device)  # DALI's buffers too, not only torch's
+            pl_module.log("sys/gpu_used_mb", (total - free) / 2**20, rank_zero_only=True)
+            pl_module.log("sys/torch_allocated_mb", torch.cuda.memory_allocated(pl_module.device) / 2**20,
+                          rank_zero_only=True)
+
+
+def resident_megabytes() -> float:
+    """Current resident set size of this process (peak size where /proc is missing)."""
+    import os
+    import resource
+
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class DataPosition(L.Callback):
+    """Which batch the training data continues from, saved in every checkpoint.
+
+    Counted here, at the end of each trained batch, rather than read back from Lightning's
+    loop counters, whose meaning depends on the hook that saved the checkpoint. On load it
+    tells the datamodule where the resumed run's first batch is.
+    """
+
+    def __init__(self, datamodule) -> None:
+        self.datamodule = datamodule
+        self.epoch, self.step = 0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        done = batch_idx + 1
+        if done >= trainer.num_training_batches:
+            self.epoch, self.step = trainer.current_epoch + 1, 0
+        else:
+            self.epoch, self.step = trainer.current_epoch, done
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epoch, self.step = int(state_dict["epoch"]), int(state_dict["step"])
+        self.datamodule.resume_at(self.epoch, self.step)
+
+
 class BestMetrics(L.Callback):
     """Remembers the epoch with the best val/top1 and its top-5."""
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from alexnet_cli import __version__
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import AlexnetError, TrainingStopped
 
 app = typer.Typer(
     name="alexnet", no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -24,7 +24,8 @@ app = typer.Typer(
 )
 recipes_app = typer.Typer(help="List the shipped recipes, or show one fully resolved.", no_args_is_help=False)
 app.add_typer(recipes_app, name="recipes")
-benchmark_app = typer.Typer(help="Measure speed: the data pipeline and the model, each beside a baseline.",
+benchmark_app = typer.Typer(help="Measure speed: the data pipeline, the model, the training loop and the "
+                            "communication, each beside a baseline.",
                             no_args_is_help=True)
 app.add_typer(benchmark_app, name="benchmark")
 console = Console()
@@ -54,6 +55,11 @@ def user_errors(command: Callable) -> Callable:
         debug = _options["debug"]
         try:
             return command(*args, **kwargs)
+        except TrainingStopped as exc:
+            if debug:
+                raise
+            errors.print(f"[bold yellow]stopped:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
         except AlexnetError as exc:
             if debug:
                 raise
@@ -501,6 +507,87 @@ def benchmark_model_command(
                       f"{r.train_img_s:,.1f}", f"{r.train_img_s / base:.2f}×", f"{r.peak_memory_mb:,.0f}")
     console.print(table)
     _write_json(json_out, {"results": [as_dict(r) for r in results]})
+
+
+@benchmark_app.command("train")
+@user_errors
+def benchmark_train_command(
+    recipe: str = typer.Option(..., "--recipe", help="A single-process recipe (cpu-demo, single-gpu) or a .yaml."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A prepared dataset: real DALI batches."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="In-memory batches instead of --data."),
+    steps: int = typer.Option(20, "--steps", help="Timed optimizer steps per side."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed steps first."),
+    vs_synthetic: bool = typer.Option(True, "--vs-synthetic/--no-vs-synthetic", help="With --data, also time "
+                                      "Lightning on in-memory batches: is the pipeline the bottleneck?"),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars (the Lightning side then runs "
+                               "without the training progress bar too)."),
+) -> None:
+    """The recipe's Lightning training step vs a plain PyTorch loop doing the same work: img/s, overhead %,
+    data wait.
+
+    Example: [cyan]alexnet benchmark train --recipe cpu-demo --data demo-data --steps 20 --set data.batch_size=32[/]
+    """
+    from dataclasses import asdict
+
+    from alexnet_cli.benchmark_train import benchmark_train
+    from alexnet_cli.recipes import load_recipe
+
+    if synthetic and data is not None:
+        raise AlexnetError("give either --data or --synthetic, not both")
+    result = benchmark_train(load_recipe(recipe, set_), data, steps=steps, warmup=warmup, synthetic=synthetic,
+                             compare_synthetic=vs_synthetic, progress_bar=not quiet, progress=_progress(quiet))
+    source = "synthetic in-memory batches" if synthetic else f"DALI batches from {data}"
+    table = Table(title=f"training loop, {result.recipe}, batch {result.batch_size}, {result.precision}, "
+                  f"{result.device}, {steps} steps after {warmup}, {source}")
+    for column in ("loop", "img/s", "data wait", "vs plain"):
+        table.add_column(column, justify="left" if column == "loop" else "right")
+    table.add_row("plain PyTorch loop", f"{result.plain_img_s:,.1f}", f"{result.plain_data_wait_frac:.1%}", "1.00×")
+    table.add_row("Lightning (alexnet train)", f"{result.lightning_img_s:,.1f}", f"{result.data_wait_frac:.1%}",
+                  f"{result.lightning_img_s / result.plain_img_s:.2f}×")
+    if result.synthetic_img_s is not None:
+        table.add_row("Lightning, synthetic batches", f"{result.synthetic_img_s:,.1f}", "",
+                      f"{result.synthetic_img_s / result.plain_img_s:.2f}×")
+    console.print(table)
+    console.print(f"Lightning overhead: {result.overhead_pct:+.1f}% (goal ≤ 5%)"
+                  + (f"; real data at {result.real_vs_synthetic:.1%} of synthetic (goal ≥ 90%)"
+                     if result.real_vs_synthetic is not None else ""))
+    _write_json(json_out, asdict(result))
+
+
+@benchmark_app.command("soak")
+@user_errors
+def benchmark_soak_command(
+    data: Path = typer.Option(..., "--data", help="A prepared dataset (the demo data will do)."),
+    recipe: str = typer.Option("cpu-demo", "--recipe", help="The recipe to train."),
+    epochs: int = typer.Option(30, "--epochs", help="Epochs to train."),
+    settle: int = typer.Option(2, "--settle", help="Epochs for pools and caches to fill before growth counts."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+) -> None:
+    """Train many epochs and print the process's memory (RSS, and GPU memory on GPUs) after each one.
+
+    Example: [cyan]alexnet benchmark soak --data demo-data --epochs 30 --set data.batch_size=16[/]
+    """
+    from dataclasses import asdict
+
+    from alexnet_cli.soak import soak
+
+    result = soak(recipe, data, epochs=epochs, settle=settle, out=out, overrides=set_)
+    table = Table(title=f"memory per epoch, {recipe}, {result.run_dir}")
+    table.add_column("epoch", justify="right")
+    table.add_column("RSS MB", justify="right")
+    if result.gpu_used_mb:
+        table.add_column("GPU used MB", justify="right")
+    for epoch, rss in enumerate(result.rss_mb):
+        gpu = [f"{result.gpu_used_mb[epoch]:,.0f}"] if result.gpu_used_mb else []
+        table.add_row(str(epoch), f"{rss:,.0f}", *gpu)
+    console.print(table)
+    console.print(f"RSS after epoch {settle - 1} → epoch {len(result.rss_mb) - 1}: {result.rss_growth_mb:+,.1f} MB "
+                  f"({result.rss_growth_mb_per_epoch:+,.2f} MB/epoch); {result.images_per_second:,.1f} img/s")
+    _write_json(json_out, asdict(result))
 
 
 @benchmark_app.command("comms")

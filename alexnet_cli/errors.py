@@ -7,3 +7,16 @@ class AlexnetError(Exception):
     Raised anywhere below the CLI; `alexnet_cli.cli` catches it once and prints
     ``error: <message>`` with exit code 2.
     """
+
+
+class TrainingStopped(AlexnetError):
+    """Training ended before its last step, and the user must know why and how to go on.
+
+    ``exit_code``: 1 for bad numbers (a NaN loss), 128 + N when signal N asked the run
+    to stop (the shell's convention: 143 for SIGTERM, 130 for Ctrl-C), so that a
+    scheduler or a ``&&`` chain never mistakes a stopped run for a finished one.
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from alexnet_cli import rng
+from alexnet_cli.errors import TrainingStopped
 from alexnet_cli.parallel.layout import data_parallel_group, data_parallel_shard
 from alexnet_cli.recipes import OptimConfig
 
@@ -22,6 +24,8 @@ class AlexNetModule(L.LightningModule):
         self.optim = optim
         self.meta = meta
         self.batch_size = batch_size  # per data-parallel rank
+        self._resumed_rng: dict[str, Any] | None = None
+        self._lr_changed = False
         top5 = min(5, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
@@ -32,8 +36,26 @@ class AlexNetModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         loss = F.cross_entropy(self.model(images), labels)
+        if not torch.isfinite(loss):
+            # Stop before backward: the weights (and the checkpoints on disk) stay the last good ones.
+            raise TrainingStopped(
+                f"train/loss is {float(loss.detach())} at step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); the weights were not updated with it", exit_code=1)
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.optim.log_grad_norm:
+            self.log("train/grad_norm", self._gradient_norm())
+
+    def _gradient_norm(self) -> torch.Tensor:
+        """The 2-norm of the whole network's gradient (summed over both towers under the split)."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        squared = torch.nn.utils.get_total_norm(grads).square() if grads else torch.zeros((), device=self.device)
+        pair = getattr(self.trainer.strategy, "tensor_parallel_group", None)
+        if pair is not None:
+            squared = _sum_over(squared, pair)
+        return squared.sqrt()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
@@ -95,8 +117,37 @@ class AlexNetModule(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    def on_train_start(self) -> None:
+        if self._resumed_rng is not None:
+            # Continue the dropout masks where the saved run was, not where model init left them.
+            rng.restore(self._resumed_rng)
+            self._resumed_rng = None
+        if self._lr_changed:
+            self._apply_recipe_lr()
+            self._lr_changed = False
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                config.scheduler.T_max = max(1, self.trainer.max_epochs or 1)  # a resume may change the epochs
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get("alexnet_cli_rng")
+        saved_optim = checkpoint.get("alexnet_cli", {}).get("recipe", {}).get("optim", {})
+        # The optimizer state restores the saved lr; a recipe that changed it must win.
+        self._lr_changed = any(saved_optim.get(key) != getattr(self.optim, key) for key in ("lr", "reference_batch"))
+
+    def _apply_recipe_lr(self) -> None:
+        """The new lr from the resumed step on; the schedule continues from it."""
+        lr = self.learning_rate()
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = lr
+        for config in self.trainer.lr_scheduler_configs:
+            if hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs = [lr] * len(config.scheduler.base_lrs)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["alexnet_cli"] = self.meta
+        checkpoint["alexnet_cli_rng"] = rng.capture()
         from alexnet_cli.parallel.towers import TowerParallelAlexNet, full_optimizer_state
 
         if isinstance(self.model, TowerParallelAlexNet):

@@ -2,13 +2,18 @@
 
     RUN_DIR/recipe.yaml                the resolved recipe
     RUN_DIR/metrics.csv                every logged metric (CSVLogger)
-    RUN_DIR/checkpoints/last.ckpt      the latest state, to resume from
+    RUN_DIR/checkpoints/last.ckpt      the latest state (each epoch, every N steps, on SIGTERM): resume from it
     RUN_DIR/checkpoints/best.ckpt      the best val/top1 so far
+    RUN_DIR/checkpoints/step-N.ckpt    with checkpoint.every_n_train_steps: the newest keep_last of them
+
+Every checkpoint is written to a hidden temporary name and renamed into place.
 """
 
+import signal
+import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,7 @@ import yaml
 
 from alexnet_cli import __version__
 from alexnet_cli.atomic import write_text_atomic
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import AlexnetError, TrainingStopped
 from alexnet_cli.recipes import Recipe, load_recipe
 
 # Archs whose classifier expects a fixed feature map, hence a fixed crop.
@@ -35,6 +40,7 @@ class TrainResult:
     global_step: int
     last_checkpoint: Path | None
     best_checkpoint: Path | None
+    recipe_changes: list[str]  # on resume: the recipe keys that differ from the checkpoint's
 
 
 def default_run_dir(recipe: Recipe) -> Path:
@@ -55,20 +61,36 @@ def crop_size(recipe: Recipe) -> int:
 
 
 def resolve_resume(resume: Path) -> tuple[Path, Path]:
-    """A checkpoint file, or a run directory meaning its checkpoints/last.ckpt → (checkpoint, run dir)."""
+    """A checkpoint file, or a run directory meaning its newest checkpoint → (checkpoint, run dir)."""
     resume = Path(resume)
     if resume.is_dir():
-        checkpoint = resume / "checkpoints" / "last.ckpt"
-        if not checkpoint.exists():
-            raise AlexnetError(f"--resume {resume}: no checkpoints/last.ckpt in that run directory")
+        checkpoint = latest_checkpoint(resume / "checkpoints")
+        if checkpoint is None:
+            raise AlexnetError(f"--resume {resume}: no checkpoint in {resume / 'checkpoints'} to resume from")
         return checkpoint.resolve(), resume
     if not resume.is_file():
         raise AlexnetError(f"--resume {resume}: no such checkpoint or run directory")
     return resume.resolve(), resume.resolve().parent.parent
 
 
-def _check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> None:
-    """Refuse what cannot change across a resume: the arch and the classes."""
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The run's newest state: last.ckpt, unless the run died between writing step-N.ckpt and last.ckpt."""
+    from alexnet_cli.checkpoints import read_file
+
+    candidates = [p for p in [directory / "last.ckpt", *sorted(directory.glob("step-*.ckpt"))] if p.is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: read_file(p, mmap=True).get("global_step", -1))
+
+
+# Recipe keys a resumed run cannot change: they shape the weights or the scheduler state.
+# (The number of classes is checked through the classes themselves.)
+_FIXED_ON_RESUME = ("model.arch", "model.fc_width", "optim.schedule")
+
+
+def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str]:
+    """Refuse what cannot change across a resume; return the recipe keys that did change, as
+    ``key: old → new`` lines (epochs, lr, batch size... are allowed)."""
     from alexnet_cli.checkpoints import read_file
 
     meta = read_file(checkpoint, mmap=True).get("alexnet_cli")  # Lightning reads the weights next
@@ -78,6 +100,24 @@ def _check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> None:
         raise AlexnetError(f"{checkpoint} holds arch {meta['arch']!r}; the recipe says {recipe.model.arch!r}")
     if [c["wnid"] for c in meta["classes"]] != [c.wnid for c in classes]:
         raise AlexnetError(f"{checkpoint} was trained on other classes than this dataset's")
+    before, after = _flatten(meta.get("recipe", {})), _flatten(recipe.to_dict())
+    changed = [key for key in sorted(set(before) | set(after))
+               if key not in ("name", "description") and before.get(key) != after.get(key)]
+    for key in changed:
+        if key in _FIXED_ON_RESUME and before.get(key) is not None:
+            raise AlexnetError(f"{checkpoint} was trained with {key}={before.get(key)!r}; the recipe says "
+                               f"{after.get(key)!r}, which a resumed run cannot change")
+    return [f"{key}: {before.get(key)!r} → {after.get(key)!r}" for key in changed]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides: list[str] | None = None,
@@ -89,11 +129,14 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     as two-gpu and back).
     """
     import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from alexnet_cli.callbacks import BestMetrics, ThroughputMeter
+    from alexnet_cli.callbacks import BestMetrics, DataPosition, MemoryMeter, ThroughputMeter
+    from alexnet_cli.checkpoint_io import remove_unfinished
     from alexnet_cli.data.datamodule import DaliDataModule
     from alexnet_cli.models import build_model
     from alexnet_cli.module import AlexNetModule
+    from alexnet_cli.preemption import GracefulStop, trainer_is_rank_zero
 
     _quiet_lightning(quiet)
     if isinstance(recipe, str):
@@ -115,25 +158,44 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     module = AlexNetModule(model, recipe.optim, num_classes=num_classes, meta=meta,
                            batch_size=recipe.data.batch_size)
-    if checkpoint is not None:
-        _check_resumable(checkpoint, recipe, datamodule.classes)
+    changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
+    rank_zero = trainer_is_rank_zero()
+    if changes and rank_zero:
+        print(f"resuming {checkpoint} with recipe changes: " + "; ".join(changes), file=sys.stderr, flush=True)
 
+    checkpoints = run_dir / "checkpoints"
     run_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero:
+        remove_unfinished(checkpoints)
     write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     throughput, best = ThroughputMeter(), BestMetrics()
-    arguments = trainer_arguments(recipe, run_dir, quiet, [throughput, best])
+    stop = GracefulStop(checkpoints / "last.ckpt")
+    callbacks = [throughput, best, MemoryMeter(), DataPosition(datamodule), stop]
+    arguments = trainer_arguments(recipe, run_dir, quiet, callbacks)
     if checkpoint is not None:
         _keep_previous_metrics(arguments["logger"], run_dir)
     trainer = L.Trainer(**arguments)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None,
-                weights_only=True)
-    checkpoints = run_dir / "checkpoints"
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None,
+                    weights_only=True)
+    except SIGTERMException:
+        raise TrainingStopped(
+            f"{stop.signal_name} received: saved {checkpoints / 'last.ckpt'} at step {stop.saved_step}; resume with: "
+            f"alexnet train --recipe {run_dir / 'recipe.yaml'} --data {data} --resume {run_dir}",
+            exit_code=128 + int(stop.signal or signal.SIGTERM)) from None
+    except TrainingStopped as exc:  # bad numbers: the checkpoints on disk are from before them
+        good = latest_checkpoint(checkpoints) if checkpoints.is_dir() else None
+        advice = (f"resume the last good checkpoint ({good.name}) with a smaller lr: alexnet train --recipe "
+                  f"{run_dir / 'recipe.yaml'} --data {data} --resume {run_dir} --set optim.lr=..."
+                  if good else "start again with a smaller optim.lr")
+        raise TrainingStopped(f"{exc}; {advice}", exc.exit_code) from None
     return TrainResult(
         run_dir=run_dir, best_top1=best.top1, best_top5=best.top5, best_epoch=best.epoch,
         seconds=time.perf_counter() - started, images_per_second=throughput.images_per_second,
         data_wait_fraction=throughput.data_wait_fraction, global_step=trainer.global_step,
         last_checkpoint=_existing(checkpoints / "last.ckpt"), best_checkpoint=_existing(checkpoints / "best.ckpt"),
+        recipe_changes=changes,
     )
 
 
@@ -159,23 +221,34 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
     from alexnet_cli.callbacks import FilterImageLogger
+    from alexnet_cli.checkpoint_io import AtomicCheckpointIO
 
     args = dict(recipe.trainer)
     logger_name = args.pop("logger", "csv")
     validating = args.get("limit_val_batches", 1) != 0
     checkpoint_dir = run_dir / "checkpoints"
+    every_n_steps, every_minutes = recipe.checkpoint.every_n_train_steps, recipe.checkpoint.every_minutes
+    if every_n_steps and every_minutes:
+        raise AlexnetError("checkpoint.every_n_train_steps and checkpoint.every_minutes: set one of them")
     callbacks = [
         *extra_callbacks,
-        ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/top1" if validating else None,
-                        mode="max", save_top_k=1 if validating else 0,
-                        save_last="link" if validating else True),  # link: no second 0.5 GB write
+        # last.ckpt at the end of every epoch...
+        ModelCheckpoint(dirpath=checkpoint_dir, filename="last", every_n_epochs=1, save_top_k=1,
+                        enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
         FilterImageLogger(),
     ]
-    if recipe.checkpoint.every_n_train_steps:
-        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="step-{step:08d}",
-                                         every_n_train_steps=recipe.checkpoint.every_n_train_steps,
-                                         save_top_k=recipe.checkpoint.keep_last, monitor="step", mode="max"))
+    if validating:
+        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/top1", mode="max",
+                                         save_top_k=1, enable_version_counter=False))
+    if every_n_steps or every_minutes:
+        # ...and every N steps or M minutes, beside step-N.ckpt copies, the newest keep_last of them.
+        callbacks.append(ModelCheckpoint(
+            dirpath=checkpoint_dir, filename="step-{step:08d}", auto_insert_metric_name=False,
+            every_n_train_steps=every_n_steps,
+            train_time_interval=timedelta(minutes=every_minutes) if every_minutes else None,
+            save_top_k=recipe.checkpoint.keep_last, monitor="step", mode="max", save_last=True,
+            enable_version_counter=False))
     if not quiet:
         callbacks.append(RichProgressBar(refresh_rate=1, leave=True))
     if args.get("strategy") == "towers":
@@ -186,6 +259,7 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
     args.update(
         default_root_dir=str(run_dir), logger=make_logger(logger_name, run_dir), callbacks=callbacks,
         enable_progress_bar=not quiet, enable_model_summary=not quiet, use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
     )
     return args
 
@@ -230,6 +304,7 @@ def _quiet_lightning(quiet: bool) -> None:
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")  # it is: DataPosition
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # ours are reduced by hand or rank 0's
     if quiet:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -25,3 +25,36 @@ def test_benchmark_model_reports_forward_and_train_step(tmp_path):
     [row] = json.loads(report.read_text())["results"]
     assert row["arch"] == "keras-v2" and row["variant"] == "fp32 eager"
     assert row["forward_ms"] > 0 and row["train_ms"] > 0 and row["train_img_s"] > 0
+
+
+def test_benchmark_train_reports_lightning_beside_the_plain_loop_on_real_data(prepared, tmp_path):
+    report = tmp_path / "train.json"
+    result = run_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--data", prepared, "--set", "data.batch_size=4",
+                         "--steps", "2", "--warmup", "1", "--json", report, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert {"lightning_img_s", "plain_img_s", "overhead_pct", "data_wait_frac", "steps", "synthetic"} <= set(data)
+    assert data["steps"] == 2 and data["synthetic"] is False and data["batch_size"] == 4
+    assert data["lightning_img_s"] > 0 and data["plain_img_s"] > 0 and 0 <= data["data_wait_frac"] < 1
+    plain, lightning = data["plain_img_s"], data["lightning_img_s"]
+    assert abs(data["overhead_pct"] - 100 * (plain - lightning) / plain) < 1e-6
+    assert data["synthetic_img_s"] > 0 and abs(data["real_vs_synthetic"] - lightning / data["synthetic_img_s"]) < 1e-9
+    assert "plain PyTorch loop" in result.stdout and "Lightning overhead" in result.stdout
+
+
+def test_benchmark_train_on_synthetic_batches_needs_no_dataset(tmp_path):
+    report = tmp_path / "train.json"
+    result = run_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--synthetic", "--set", "data.batch_size=2",
+                         "--set", "model.num_classes=10", "--steps", "1", "--warmup", "1", "--json", report, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["synthetic"] is True and data["synthetic_img_s"] is None and data["lightning_img_s"] > 0
+
+
+def test_benchmark_train_refuses_a_multi_process_recipe_in_one_line():
+    from typer.testing import CliRunner
+
+    from alexnet_cli.cli import app
+
+    result = CliRunner().invoke(app, ["benchmark", "train", "--recipe", "two-gpu", "--synthetic"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "benchmark train times one" in result.stderr

@@ -5,12 +5,11 @@ import pickle
 
 import pytest
 import torch
+from conftest import run_alexnet
 from typer.testing import CliRunner
 
 from alexnet_cli import __version__
 from alexnet_cli.cli import app
-
-from conftest import run_alexnet
 
 runner = CliRunner()
 COMMANDS = ["prepare-imagenet", "train", "eval", "viz-filters", "summary", "demo", "recipes"]
@@ -122,3 +121,40 @@ def test_train_dry_run_prints_the_plan_and_trains_nothing(prepared, tmp_path):
     assert "global batch" in result.output and "8" in result.output
     assert "steps per epoch" in result.output and "estimated time" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def _copy_dataset(prepared, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    return copy
+
+
+def test_a_dataset_without_training_images_is_one_line(prepared, tmp_path):
+    empty = _copy_dataset(prepared, tmp_path)
+    for image in (empty / "train").rglob("*.JPEG"):
+        image.unlink()
+    result = runner.invoke(app, ["train", "--recipe", "cpu-demo", "--data", str(empty), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "train holds no JPEG images" in result.stderr
+
+
+@pytest.mark.parametrize("setting, words", [("data.resize_size=200", "exceeds data.resize_size 200"),
+                                            ("data.batch_size=64", "cannot fill one batch of 64")])
+def test_sizes_the_dataset_cannot_serve_are_one_line(prepared, tmp_path, setting, words):
+    result = runner.invoke(app, ["train", "--recipe", "cpu-demo", "--data", str(prepared), "--set", setting,
+                                 "--out", str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert words in result.stderr
+
+
+def test_an_image_of_the_wrong_size_is_named_in_one_line(prepared, tmp_path):
+    from PIL import Image
+
+    broken = _copy_dataset(prepared, tmp_path)
+    misfit = min((broken / "train").rglob("*.JPEG"))
+    Image.new("RGB", (300, 180), (200, 10, 10)).save(misfit, quality=90)
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", broken, "--quiet", "--set", "data.batch_size=23",
+                         "--set", "trainer.max_steps=1", "--set", "trainer.limit_val_batches=0")
+    one_line_error(result, f"{misfit} is 300×180 pixels", "256×256")

@@ -30,6 +30,7 @@ class DaliDataModule(L.LightningDataModule):
         self.stats: DatasetStats = load_stats(self.root)
         self.normalization = normalization or self._normalization()
         self._splits: dict[str, SplitFiles] = {}
+        self._resume_position: tuple[int, int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -92,12 +93,17 @@ class DaliDataModule(L.LightningDataModule):
                           device_id=device_id if device_id is not None else self._device_id(),
                           num_threads=self.config.num_threads, prefetch=self.config.prefetch, seed=self.seed)
 
+    def resume_at(self, epoch: int, step: int) -> None:
+        """The next training loader starts at (epoch, step): where a resumed checkpoint stopped."""
+        self._resume_position = (epoch, step)
+
     def train_dataloader(self) -> DaliLoader:
         loader = self.loader("train", "train")
-        if self.trainer is not None:
-            # A resumed run continues the epoch sequence, mid-epoch if it was saved mid-epoch.
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            loader.seek(self.trainer.current_epoch, done if 0 < done < len(loader) else 0)
+        if self._resume_position is not None:
+            loader.seek(*self._resume_position)
+            self._resume_position = None
+        elif self.trainer is not None:
+            loader.seek(self.trainer.current_epoch)  # a checkpoint without a data position: its epoch's start
         return loader
 
     def val_dataloader(self) -> DaliLoader:

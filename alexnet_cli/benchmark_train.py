@@ -1,0 +1,255 @@
+"""``alexnet benchmark train``: the Lightning training step of a recipe against a plain PyTorch loop
+doing the same work (same model, optimizer, precision and batches) in the same run.
+
+Both sides are timed over the same window: ``steps`` optimizer steps after ``warmup``
+untimed ones, from the end of the last warm-up step to the end of the last step, with
+the device synchronised at both ends. Data wait is the time the loop blocked on the
+loader between steps (NVIDIA's DeepLearningExamples report it the same way).
+"""
+
+import contextlib
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.recipes import Recipe
+
+
+@dataclass
+class TrainBenchmark:
+    recipe: str
+    batch_size: int
+    device: str
+    precision: str
+    steps: int
+    warmup: int
+    synthetic: bool
+    lightning_img_s: float
+    plain_img_s: float
+    overhead_pct: float  # 100 × (plain − lightning) / plain
+    data_wait_frac: float  # of the Lightning run
+    plain_data_wait_frac: float
+    synthetic_img_s: float | None = None  # Lightning on in-memory batches, beside a real-data run
+    real_vs_synthetic: float | None = None  # lightning_img_s / synthetic_img_s
+
+
+class SyntheticBatches:
+    """The same in-memory batch ``steps`` times: the loop's speed with data costing nothing."""
+
+    def __init__(self, batch_size: int, crop: int, num_classes: int, steps: int, device: torch.device) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randn(batch_size, 3, crop, crop, generator=generator).to(device)
+        self.labels = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        for _ in range(self.steps):
+            yield self.images, self.labels
+
+
+class _Window:
+    """Times steps ``warmup`` … ``warmup + steps - 1`` and the data wait between them."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
+        self.warmup, self.steps, self.device = warmup, steps, device
+        self.done = 0
+        self.started = self.ended = None
+        self.wait = 0.0
+        self._last_end: float | None = None
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def step_started(self) -> None:
+        if self.started is not None and self._last_end is not None and self.ended is None:
+            self.wait += time.perf_counter() - self._last_end
+
+    def step_ended(self) -> None:
+        self.done += 1
+        if self.done == self.warmup:
+            self.started = self._now()
+        elif self.done == self.warmup + self.steps:
+            self.ended = self._now()
+        self._last_end = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        if self.started is None or self.ended is None:
+            raise AlexnetError("the benchmark ended before its timed steps did (the data ran out?)")
+        return self.ended - self.started
+
+
+class _WindowCallback(L.Callback):
+    def __init__(self, window: _Window) -> None:
+        self.window = window
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.window.step_started()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.window.step_ended()
+
+
+class _LoaderDataModule(L.LightningDataModule):
+    def __init__(self, make_loader) -> None:
+        super().__init__()
+        self.make_loader = make_loader
+
+    def train_dataloader(self):
+        return self.make_loader()
+
+
+def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmup: int = 5,
+                    synthetic: bool = False, compare_synthetic: bool = True, progress_bar: bool = False,
+                    progress: Progress | None = None) -> TrainBenchmark:
+    """Lightning vs plain loop on the recipe's data (or ``synthetic`` batches); img/s, overhead, data wait.
+
+    ``progress_bar``: the Lightning side shows (and pays for) the progress bar of ``alexnet train``.
+    """
+    from alexnet_cli.train import crop_size
+
+    progress = progress or SilentProgress()
+    _check_single_process(recipe)
+    if data is None and not synthetic:
+        raise AlexnetError("give --data DATASET, or --synthetic for in-memory batches")
+    if steps < 1 or warmup < 1:
+        raise AlexnetError("--steps and --warmup must be at least 1")
+    crop = crop_size(recipe)
+    device = _torch_device(recipe)
+    datamodule = None
+    if data is not None:
+        from alexnet_cli.data.datamodule import DaliDataModule
+
+        datamodule = DaliDataModule(Path(data), recipe.data, crop=crop, seed=recipe.seed)
+    num_classes = recipe.model.num_classes or (datamodule.num_classes if datamodule else 1000)
+    total = warmup + steps
+    batch = recipe.data.batch_size
+
+    def loader(use_synthetic: bool):
+        if use_synthetic:
+            return SyntheticBatches(batch, crop, num_classes, total, device)
+        return datamodule.loader("train", "train", shard=(0, 1))
+
+    plain = _run_plain(recipe, num_classes, loader(synthetic), warmup, steps, device, progress)
+    lightning = _run_lightning(recipe, num_classes, lambda: loader(synthetic), warmup, steps, device, progress_bar)
+    lightning_img_s, plain_img_s = steps * batch / lightning.seconds, steps * batch / plain.seconds
+    result = TrainBenchmark(
+        recipe=recipe.name, batch_size=batch, device=str(device), precision=str(recipe.trainer.get("precision", "32")),
+        steps=steps, warmup=warmup, synthetic=synthetic, lightning_img_s=lightning_img_s, plain_img_s=plain_img_s,
+        overhead_pct=100.0 * (plain_img_s - lightning_img_s) / plain_img_s,
+        data_wait_frac=lightning.wait / lightning.seconds, plain_data_wait_frac=plain.wait / plain.seconds,
+    )
+    if not synthetic and compare_synthetic:
+        in_memory = _run_lightning(recipe, num_classes, lambda: loader(True), warmup, steps, device, progress_bar)
+        result.synthetic_img_s = steps * batch / in_memory.seconds
+        result.real_vs_synthetic = result.lightning_img_s / result.synthetic_img_s
+    return result
+
+
+def _check_single_process(recipe: Recipe) -> None:
+    devices = recipe.trainer.get("devices", 1)
+    if devices not in (1, "1", [0]) or recipe.trainer.get("strategy") not in (None, "auto"):
+        raise AlexnetError(f"recipe {recipe.name!r} runs {devices} processes; benchmark train times one: use a "
+                           "single-device recipe (single-gpu, cpu-demo) or --set trainer.devices=1 "
+                           "--set trainer.strategy=auto")
+
+
+def _torch_device(recipe: Recipe) -> torch.device:
+    accelerator = recipe.trainer.get("accelerator", "auto")
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise AlexnetError(f"recipe {recipe.name!r} trains on a GPU and none is visible: use "
+                               "--set trainer.accelerator=cpu --set data.device=cpu")
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def _build(recipe: Recipe, num_classes: int):
+    from alexnet_cli.models import build_model
+
+    torch.manual_seed(recipe.seed)  # both sides start from the same weights
+    return build_model(recipe.model.arch, num_classes, recipe.model.dropout, init=recipe.model.init,
+                       fc_width=recipe.model.fc_width)
+
+
+def _autocast(precision: str, device: torch.device):
+    """What Lightning's precision plugin does around the forward pass."""
+    if precision in ("bf16-mixed", "16-mixed"):
+        dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+    if precision not in ("32", "32-true"):
+        raise AlexnetError(f"trainer.precision {precision!r}: benchmark train knows 32-true, bf16-mixed, 16-mixed")
+    return contextlib.nullcontext()
+
+
+def _run_plain(recipe: Recipe, num_classes: int, loader, warmup: int, steps: int, device: torch.device,
+               progress: Progress) -> _Window:
+    """The loop every PyTorch tutorial writes: nothing but forward, loss, backward, step."""
+    cfg = recipe.optim
+    model = _build(recipe, num_classes).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    precision = str(recipe.trainer.get("precision", "32-true"))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    window = _Window(warmup, steps, device)
+    with progress.task("plain PyTorch loop", warmup + steps) as task:
+        while window.done < warmup + steps:
+            for images, labels in loader:
+                window.step_started()
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                with _autocast(precision, device):
+                    loss = F.cross_entropy(model(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                window.step_ended()
+                task.advance()
+                if window.done == warmup + steps:
+                    break
+    return window
+
+
+def _run_lightning(recipe: Recipe, num_classes: int, make_loader, warmup: int, steps: int, device: torch.device,
+                   progress_bar: bool) -> _Window:
+    """The module and Trainer settings of ``alexnet train``: metrics, logging, throughput meter, and its
+    progress bar if ``progress_bar``."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from alexnet_cli.callbacks import ThroughputMeter
+    from alexnet_cli.module import AlexNetModule
+    from alexnet_cli.train import _quiet_lightning, make_logger
+
+    _quiet_lightning(True)
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    module = AlexNetModule(_build(recipe, num_classes), recipe.optim, num_classes=num_classes, meta={},
+                           batch_size=recipe.data.batch_size)
+    window = _Window(warmup, steps, device)
+    args = {k: v for k, v in recipe.trainer.items() if k not in ("logger", "max_epochs", "limit_train_batches")}
+    callbacks = [ThroughputMeter(), _WindowCallback(window)]
+    if progress_bar:
+        callbacks.append(RichProgressBar(refresh_rate=1))
+    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as logs:
+        args.update(
+            max_steps=warmup + steps, max_epochs=None, limit_val_batches=0, num_sanity_val_steps=0,
+            enable_checkpointing=False, enable_model_summary=False, default_root_dir=logs,
+            logger=make_logger(recipe.trainer.get("logger", "csv"), Path(logs)), callbacks=callbacks,
+            enable_progress_bar=progress_bar, use_distributed_sampler=False,
+        )
+        trainer = L.Trainer(**args)
+        trainer.fit(module, datamodule=_LoaderDataModule(make_loader))
+    return window

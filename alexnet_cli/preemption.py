@@ -1,0 +1,73 @@
+"""Stopping on request without losing the run: SIGTERM, SIGUSR1 and Ctrl-C each finish the step
+under way, save ``last.ckpt`` and end the run with a message that says how to resume.
+
+Lightning already turns SIGTERM into a stop after the current step (and passes it on to
+the other ranks). SIGUSR1 (SLURM's warning before preemption) and a first Ctrl-C are
+turned into SIGTERM; a second Ctrl-C stops at once. Under SLURM with auto-requeue,
+Lightning keeps its own SIGUSR1 handler, which saves and requeues the job.
+"""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class GracefulStop(L.Callback):
+    """Installs the handlers for the fit and saves ``checkpoint`` when a signal stopped it."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.signal: int | None = None  # the first stop request (None: SIGTERM through Lightning)
+        self.saved_step: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # After Lightning registered its handlers (it skips SIGUSR1 if one is already set).
+        self._install(signal.SIGINT, self._interrupt)
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            self._install(signal.SIGUSR1, self._as_sigterm)
+
+    def _install(self, signum: int, handler) -> None:
+        self._previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
+
+    def _as_sigterm(self, signum, frame) -> None:
+        if self.signal is None:
+            self.signal = signum
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _interrupt(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now, keep the checkpoints already written
+        if trainer_is_rank_zero():
+            print("\nCtrl-C: finishing this step and saving (press Ctrl-C again to stop at once)",
+                  file=sys.stderr, flush=True)
+        self._as_sigterm(signum, frame)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.checkpoint)
+            self.saved_step = trainer.global_step
+        self._restore()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signal or signal.SIGTERM).name
+
+
+def trainer_is_rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0

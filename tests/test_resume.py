@@ -1,0 +1,164 @@
+"""Training that survives: kill -9, a kill while a checkpoint is written, SIGTERM, SIGUSR1, Ctrl-C, NaN.
+
+Each test runs the real ``alexnet train`` in its own process and compares the weights of an
+interrupted-and-resumed run with those of an uninterrupted run of the same seed.
+"""
+
+import csv
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_alexnet
+
+# 23 training images in batches of 4: 5 steps per epoch, 10 in all; last.ckpt every 3 steps and at epoch ends
+# (steps 3, 5, 6, 9, 10).
+RUN = ["--recipe", "cpu-demo", "--quiet", "--set", "trainer.max_epochs=2", "--set", "data.batch_size=4",
+       "--set", "checkpoint.every_n_train_steps=3", "--set", "trainer.limit_val_batches=0"]
+
+
+def start_training(prepared: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "alexnet_cli", "train", "--data", str(prepared), "--out", str(out),
+                             *RUN, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 300, poll: float = 0.002) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended (rc {process.returncode}) first: {process.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out")
+        time.sleep(poll)
+
+
+def resume(prepared: Path, out: Path) -> subprocess.CompletedProcess:
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--resume", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
+
+
+def saved_step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, weights_only=True, map_location="cpu", mmap=True)["global_step"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(prepared, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert saved_step(out / "checkpoints" / "last.ckpt") == 10
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]  # keep_last 0: no copies
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run) -> dict[str, torch.Tensor]:
+    return weights(uninterrupted_run / "checkpoints" / "last.ckpt")
+
+
+def test_kill_9_mid_epoch_then_resume_trains_exactly_the_uninterrupted_run(prepared, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    process = start_training(prepared, out)
+    wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists(), process)
+    process.kill()
+    process.wait()
+    assert saved_step(out / "checkpoints" / "last.ckpt") in (3, 5), "killed in epoch 0, after its step-3 save"
+    resume(prepared, out)
+    assert saved_step(out / "checkpoints" / "last.ckpt") == 10
+    torch.testing.assert_close(weights(out / "checkpoints" / "last.ckpt"), uninterrupted, rtol=1e-6, atol=1e-7)
+
+
+def test_kill_during_a_checkpoint_write_keeps_the_previous_one(prepared, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    checkpoints = out / "checkpoints"
+    process = start_training(prepared, out)
+    wait_for(lambda: (checkpoints / "last.ckpt").exists() and any(checkpoints.glob(".*.tmp")), process)
+    process.kill()
+    process.wait()
+    unfinished = list(checkpoints.glob(".*.tmp"))
+    assert unfinished, "the kill landed while a checkpoint was being written"
+    good = saved_step(checkpoints / "last.ckpt")  # whole and loadable
+    assert good in (3, 5, 6)
+    resume(prepared, out)
+    assert not list(checkpoints.glob(".*.tmp")), "the resumed run removed the unfinished write"
+    torch.testing.assert_close(weights(checkpoints / "last.ckpt"), uninterrupted, rtol=1e-6, atol=1e-7)
+
+
+def test_sigterm_saves_exits_143_with_the_resume_command_and_resumes_exactly(prepared, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    process = start_training(prepared, out)
+    wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists(), process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-2000:]
+    message = [line for line in stderr.splitlines() if line.startswith("stopped:")]
+    assert len(message) == 1 and "SIGTERM received: saved" in message[0]
+    assert f"--resume {out}" in message[0] and "Traceback" not in stderr
+    stopped_at = saved_step(out / "checkpoints" / "last.ckpt")
+    assert 3 <= stopped_at < 10 and f"at step {stopped_at};" in message[0]
+    resume(prepared, out)
+    torch.testing.assert_close(weights(out / "checkpoints" / "last.ckpt"), uninterrupted, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("signum, exit_code, words", [(signal.SIGUSR1, 138, "SIGUSR1 received"),
+                                                       (signal.SIGINT, 130, "SIGINT received")])
+def test_sigusr1_and_ctrl_c_save_and_stop_cleanly(prepared, tmp_path, signum, exit_code, words):
+    out = tmp_path / "run"
+    process = start_training(prepared, out)
+    wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists(), process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == exit_code, stderr[-2000:]
+    assert words in stderr and "Traceback" not in stderr
+    assert 3 <= saved_step(out / "checkpoints" / "last.ckpt") < 10
+
+
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(prepared, tmp_path):
+    out = tmp_path / "run"
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "optim.lr=1e12",
+                         "--set", "checkpoint.every_n_train_steps=1")
+    assert result.returncode == 1, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("stopped:")]
+    assert "train/loss is nan at step" in line or "train/loss is inf at step" in line
+    bad_step = int(line.split(" at step ")[1].split()[0])
+    last = out / "checkpoints" / "last.ckpt"
+    assert saved_step(last) == bad_step, "the checkpoint of the step before the bad loss is kept"
+    assert all(torch.isfinite(w).all() for w in weights(last).values() if w.is_floating_point())
+
+
+@pytest.mark.parametrize("change, words", [("model.arch=owt", "holds arch 'paper'; the recipe says 'owt'"),
+                                           ("optim.schedule=step", "optim.schedule='cosine'; the recipe says 'step'")])
+def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, words):
+    from alexnet_cli.data.layout import read_classes
+    from alexnet_cli.errors import AlexnetError
+    from alexnet_cli.recipes import load_recipe
+    from alexnet_cli.train import check_resumable
+
+    recipe = load_recipe("cpu-demo", [change])
+    with pytest.raises(AlexnetError, match=re.escape(words)):
+        check_resumable(uninterrupted_run / "checkpoints" / "last.ckpt", recipe, read_classes(prepared))
+
+
+def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared, uninterrupted_run, tmp_path):
+    out = tmp_path / "longer"
+    result = run_alexnet("train", "--data", prepared, *RUN, "--out", out, "--resume", uninterrupted_run,
+                         "--set", "trainer.max_epochs=3", "--set", "optim.lr=1e-3", "--set", "checkpoint.keep_last=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "optim.lr: 0.003 → 0.001" in result.stderr and "trainer.max_epochs: 2 → 3" in result.stderr
+    assert saved_step(out / "checkpoints" / "last.ckpt") == 15
+    # saved at steps 12 and 15: only the newest copy is kept
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt", "step-00000015.ckpt"]
+    with open(out / "metrics.csv") as metrics:
+        rows = [row for row in csv.DictReader(metrics) if row.get("lr-SGD")]
+    assert float(rows[-1]["lr-SGD"]) == pytest.approx(1e-3), "the third epoch runs at the new lr"
