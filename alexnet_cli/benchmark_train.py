@@ -11,7 +11,7 @@ import contextlib
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -37,6 +37,9 @@ class TrainBenchmark:
     overhead_pct: float  # 100 × (plain − lightning) / plain
     data_wait_frac: float  # of the Lightning run
     plain_data_wait_frac: float
+    repeats: int = 1  # each side ran this many times, alternating; the figures above are medians
+    plain_img_s_runs: list[float] = field(default_factory=list)
+    lightning_img_s_runs: list[float] = field(default_factory=list)
     synthetic_img_s: float | None = None  # Lightning on in-memory batches, beside a real-data run
     real_vs_synthetic: float | None = None  # lightning_img_s / synthetic_img_s
 
@@ -113,8 +116,8 @@ class _LoaderDataModule(L.LightningDataModule):
 
 
 def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmup: int = 5,
-                    synthetic: bool = False, compare_synthetic: bool = True, progress_bar: bool = False,
-                    progress: Progress | None = None) -> TrainBenchmark:
+                    synthetic: bool = False, compare_synthetic: bool = True, repeats: int = 1,
+                    progress_bar: bool = False, progress: Progress | None = None) -> TrainBenchmark:
     """Lightning vs plain loop on the recipe's data (or ``synthetic`` batches); img/s, overhead, data wait.
 
     ``progress_bar``: the Lightning side shows (and pays for) the progress bar of ``alexnet train``.
@@ -125,8 +128,8 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
     _check_single_process(recipe)
     if data is None and not synthetic:
         raise AlexnetError("give --data DATASET, or --synthetic for in-memory batches")
-    if steps < 1 or warmup < 1:
-        raise AlexnetError("--steps and --warmup must be at least 1")
+    if steps < 1 or warmup < 1 or repeats < 1:
+        raise AlexnetError("--steps, --warmup and --repeats must be at least 1")
     crop = crop_size(recipe)
     device = _torch_device(recipe)
     datamodule = None
@@ -143,20 +146,34 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
             return SyntheticBatches(batch, crop, num_classes, total, device)
         return datamodule.loader("train", "train", shard=(0, 1))
 
-    plain = _run_plain(recipe, num_classes, loader(synthetic), warmup, steps, device, progress)
-    lightning = _run_lightning(recipe, num_classes, lambda: loader(synthetic), warmup, steps, device, progress_bar)
+    plain_runs, lightning_runs, synthetic_runs = [], [], []
+    for _ in range(repeats):  # alternate the sides: drift on a shared machine hits both alike
+        plain_loader = loader(synthetic)
+        plain_runs.append(_run_plain(recipe, num_classes, plain_loader, warmup, steps, device, progress))
+        _close(plain_loader)
+        lightning_runs.append(_run_lightning(recipe, num_classes, lambda: loader(synthetic), warmup, steps, device,
+                                             progress_bar))
+        if not synthetic and compare_synthetic:
+            synthetic_runs.append(_run_lightning(recipe, num_classes, lambda: loader(True), warmup, steps, device,
+                                                 progress_bar))
+    plain, lightning = _median_run(plain_runs), _median_run(lightning_runs)
     lightning_img_s, plain_img_s = steps * batch / lightning.seconds, steps * batch / plain.seconds
     result = TrainBenchmark(
         recipe=recipe.name, batch_size=batch, device=str(device), precision=str(recipe.trainer.get("precision", "32")),
         steps=steps, warmup=warmup, synthetic=synthetic, lightning_img_s=lightning_img_s, plain_img_s=plain_img_s,
         overhead_pct=100.0 * (plain_img_s - lightning_img_s) / plain_img_s,
         data_wait_frac=lightning.wait / lightning.seconds, plain_data_wait_frac=plain.wait / plain.seconds,
+        repeats=repeats, plain_img_s_runs=[steps * batch / run.seconds for run in plain_runs],
+        lightning_img_s_runs=[steps * batch / run.seconds for run in lightning_runs],
     )
-    if not synthetic and compare_synthetic:
-        in_memory = _run_lightning(recipe, num_classes, lambda: loader(True), warmup, steps, device, progress_bar)
-        result.synthetic_img_s = steps * batch / in_memory.seconds
+    if synthetic_runs:
+        result.synthetic_img_s = steps * batch / _median_run(synthetic_runs).seconds
         result.real_vs_synthetic = result.lightning_img_s / result.synthetic_img_s
     return result
+
+
+def _median_run(runs: list[_Window]) -> _Window:
+    return sorted(runs, key=lambda run: run.seconds)[len(runs) // 2]
 
 
 def _check_single_process(recipe: Recipe) -> None:
@@ -205,7 +222,7 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, warmup: int, steps: int
     precision = str(recipe.trainer.get("precision", "32-true"))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     window = _Window(warmup, steps, device)
-    with progress.task("plain PyTorch loop", warmup + steps) as task:
+    with progress.task("plain PyTorch loop", (warmup + steps) * recipe.data.batch_size) as task:
         while window.done < warmup + steps:
             for images, labels in loader:
                 window.step_started()
@@ -218,7 +235,7 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, warmup: int, steps: int
                 scaler.step(optimizer)
                 scaler.update()
                 window.step_ended()
-                task.advance()
+                task.advance(len(labels))
                 if window.done == warmup + steps:
                     break
     return window
@@ -239,17 +256,25 @@ def _run_lightning(recipe: Recipe, num_classes: int, make_loader, warmup: int, s
     module = AlexNetModule(_build(recipe, num_classes), recipe.optim, num_classes=num_classes, meta={},
                            batch_size=recipe.data.batch_size)
     window = _Window(warmup, steps, device)
+    loader = make_loader()
     args = {k: v for k, v in recipe.trainer.items() if k not in ("logger", "max_epochs", "limit_train_batches")}
     callbacks = [ThroughputMeter(), _WindowCallback(window)]
     if progress_bar:
         callbacks.append(RichProgressBar(refresh_rate=1))
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as logs:
         args.update(
-            max_steps=warmup + steps, max_epochs=None, limit_val_batches=0, num_sanity_val_steps=0,
+            max_steps=warmup + steps, max_epochs=-(-(warmup + steps) // max(1, len(loader))),
+            limit_val_batches=0, num_sanity_val_steps=0,
             enable_checkpointing=False, enable_model_summary=False, default_root_dir=logs,
             logger=make_logger(recipe.trainer.get("logger", "csv"), Path(logs)), callbacks=callbacks,
             enable_progress_bar=progress_bar, use_distributed_sampler=False,
         )
         trainer = L.Trainer(**args)
-        trainer.fit(module, datamodule=_LoaderDataModule(make_loader))
+        trainer.fit(module, datamodule=_LoaderDataModule(lambda: loader))
+    _close(loader)
     return window
+
+
+def _close(loader) -> None:
+    if hasattr(loader, "close"):
+        loader.close()  # DALI's threads would otherwise idle on, beside the next measurement

@@ -58,7 +58,10 @@ def user_errors(command: Callable) -> Callable:
         except TrainingStopped as exc:
             if debug:
                 raise
-            errors.print(f"[bold yellow]stopped:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            from alexnet_cli.preemption import trainer_is_rank_zero
+
+            if trainer_is_rank_zero():  # every DDP rank stops alike; one line is enough
+                errors.print(f"[bold yellow]stopped:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except AlexnetError as exc:
             if debug:
@@ -517,6 +520,8 @@ def benchmark_train_command(
     synthetic: bool = typer.Option(False, "--synthetic", help="In-memory batches instead of --data."),
     steps: int = typer.Option(20, "--steps", help="Timed optimizer steps per side."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed steps first."),
+    repeats: int = typer.Option(1, "--repeats", help="Run each side this many times, alternating; report "
+                                "medians (for noisy shared machines)."),
     vs_synthetic: bool = typer.Option(True, "--vs-synthetic/--no-vs-synthetic", help="With --data, also time "
                                       "Lightning on in-memory batches: is the pipeline the bottleneck?"),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
@@ -537,10 +542,12 @@ def benchmark_train_command(
     if synthetic and data is not None:
         raise AlexnetError("give either --data or --synthetic, not both")
     result = benchmark_train(load_recipe(recipe, set_), data, steps=steps, warmup=warmup, synthetic=synthetic,
-                             compare_synthetic=vs_synthetic, progress_bar=not quiet, progress=_progress(quiet))
+                             compare_synthetic=vs_synthetic, repeats=repeats, progress_bar=not quiet,
+                             progress=_progress(quiet))
     source = "synthetic in-memory batches" if synthetic else f"DALI batches from {data}"
     table = Table(title=f"training loop, {result.recipe}, batch {result.batch_size}, {result.precision}, "
-                  f"{result.device}, {steps} steps after {warmup}, {source}")
+                  f"{result.device}, {steps} steps after {warmup}"
+                  + (f", median of {repeats}" if repeats > 1 else "") + f", {source}")
     for column in ("loop", "img/s", "data wait", "vs plain"):
         table.add_column(column, justify="left" if column == "loop" else "right")
     table.add_row("plain PyTorch loop", f"{result.plain_img_s:,.1f}", f"{result.plain_data_wait_frac:.1%}", "1.00×")

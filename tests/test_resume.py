@@ -153,7 +153,8 @@ def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, 
 def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared, uninterrupted_run, tmp_path):
     out = tmp_path / "longer"
     result = run_alexnet("train", "--data", prepared, *RUN, "--out", out, "--resume", uninterrupted_run,
-                         "--set", "trainer.max_epochs=3", "--set", "optim.lr=1e-3", "--set", "checkpoint.keep_last=1")
+                         "--set", "trainer.max_epochs=3", "--set", "optim.lr=1e-3", "--set", "checkpoint.keep_last=1",
+                         "--set", "optim.log_grad_norm=true")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "optim.lr: 0.003 → 0.001" in result.stderr and "trainer.max_epochs: 2 → 3" in result.stderr
     assert saved_step(out / "checkpoints" / "last.ckpt") == 15
@@ -162,3 +163,6 @@ def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared,
     with open(out / "metrics.csv") as metrics:
         rows = [row for row in csv.DictReader(metrics) if row.get("lr-SGD")]
     assert float(rows[-1]["lr-SGD"]) == pytest.approx(1e-3), "the third epoch runs at the new lr"
+    with open(out / "metrics.csv") as metrics:
+        norms = [float(row["train/grad_norm"]) for row in csv.DictReader(metrics) if row.get("train/grad_norm")]
+    assert len(norms) == 5 and all(0 < norm < float("inf") for norm in norms), "one gradient norm per resumed step"
