@@ -26,6 +26,7 @@ class AlexNetModule(L.LightningModule):
         self.batch_size = batch_size  # per data-parallel rank
         self._resumed_rng: dict[str, Any] | None = None
         self._lr_changed = False
+        self._saved_monitors: dict[str, float] | None = None  # on resume: the val metrics at the save
         top5 = min(5, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
@@ -125,12 +126,36 @@ class AlexNetModule(L.LightningModule):
         if self._lr_changed:
             self._apply_recipe_lr()
             self._lr_changed = False
+        if self._saved_monitors is not None and not self.trainer.fit_loop.restarting:
+            self._catch_up_plateau_schedulers()
         for config in self.trainer.lr_scheduler_configs:
             if isinstance(config.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
                 config.scheduler.T_max = max(1, self.trainer.max_epochs or 1)  # a resume may change the epochs
 
+    # Lightning does not step ReduceLROnPlateau for the epoch a run resumed in: its metric is not in the
+    # checkpoint. An uninterrupted run steps it once per epoch, so a resumed one catches up here, with the
+    # epoch's metric as measured by this process or as saved in the checkpoint.
+
+    def on_train_epoch_end(self) -> None:
+        if self._saved_monitors is not None and self.trainer.fit_loop.restarting:  # resumed mid-epoch
+            self._step_plateau_schedulers(lambda scheduler: True)
+        self._saved_monitors = None
+
+    def _catch_up_plateau_schedulers(self) -> None:
+        """Resumed from a checkpoint saved between an epoch's validation and its plateau step."""
+        self._step_plateau_schedulers(lambda scheduler: self.trainer.current_epoch - scheduler.last_epoch == 1)
+
+    def _step_plateau_schedulers(self, needed) -> None:
+        saved = self._saved_monitors or {}
+        for config in self.trainer.lr_scheduler_configs:
+            if config.reduce_on_plateau and config.interval == "epoch" and needed(config.scheduler):
+                value = self.trainer.callback_metrics.get(config.monitor, saved.get(config.monitor))
+                if value is not None:
+                    config.scheduler.step(float(value))
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_rng = checkpoint.get("alexnet_cli_rng")
+        self._saved_monitors = checkpoint.get("alexnet_cli_monitors", {})
         saved_optim = checkpoint.get("alexnet_cli", {}).get("recipe", {}).get("optim", {})
         # The optimizer state restores the saved lr; a recipe that changed it must win.
         self._lr_changed = any(saved_optim.get(key) != getattr(self.optim, key) for key in ("lr", "reference_batch"))
@@ -148,6 +173,8 @@ class AlexNetModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["alexnet_cli"] = self.meta
         checkpoint["alexnet_cli_rng"] = rng.capture()
+        checkpoint["alexnet_cli_monitors"] = {key: float(value) for key, value in self.trainer.callback_metrics.items()
+                                              if key.startswith("val/")}
         from alexnet_cli.parallel.towers import TowerParallelAlexNet, full_optimizer_state
 
         if isinstance(self.model, TowerParallelAlexNet):

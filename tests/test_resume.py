@@ -166,3 +166,21 @@ def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared,
     with open(out / "metrics.csv") as metrics:
         norms = [float(row["train/grad_norm"]) for row in csv.DictReader(metrics) if row.get("train/grad_norm")]
     assert len(norms) == 5 and all(0 < norm < float("inf") for norm in norms), "one gradient norm per resumed step"
+
+
+def test_a_resume_at_an_epoch_end_keeps_the_plateau_schedule_of_the_uninterrupted_run(prepared, tmp_path):
+    """Lightning does not step ReduceLROnPlateau for the epoch a run resumed in; the module catches up."""
+    from alexnet_cli.train import run
+
+    settings = ["data.batch_size=8", "optim.schedule=plateau", "optim.plateau_patience=0", "trainer.max_epochs=2"]
+    straight = run("cpu-demo", prepared, out=tmp_path / "straight", overrides=settings, quiet=True)
+    run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=[*settings, "trainer.max_epochs=1"], quiet=True)
+    resumed = run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=settings, quiet=True,
+                  resume=tmp_path / "resumed")
+    assert resumed.global_step == straight.global_step == 4
+    one, other = (torch.load(r.last_checkpoint, weights_only=True) for r in (straight, resumed))
+    plateau, resumed_plateau = one["lr_schedulers"][0], other["lr_schedulers"][0]
+    assert plateau["last_epoch"] == 1, "stepped after epoch 0 (the last save precedes epoch 1's step)"
+    for key in ("last_epoch", "best", "num_bad_epochs", "_last_lr"):
+        assert resumed_plateau[key] == plateau[key], key
+    torch.testing.assert_close(other["state_dict"], one["state_dict"], rtol=1e-6, atol=1e-7)
