@@ -9,6 +9,7 @@
 Every checkpoint is written to a hidden temporary name and renamed into place.
 """
 
+import logging
 import signal
 import sys
 import time
@@ -139,6 +140,7 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     from alexnet_cli.preemption import GracefulStop, trainer_is_rank_zero
 
     _quiet_lightning(quiet)
+    _report_lost_ranks()
     if isinstance(recipe, str):
         recipe = load_recipe(recipe, overrides)
     data = Path(data)
@@ -309,6 +311,27 @@ def _quiet_lightning(quiet: bool) -> None:
     if quiet:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+
+
+class _LostRankReporter(logging.Handler):
+    """Lightning's launcher SIGKILLs rank 0 within seconds of another rank dying, often before rank 0
+    reaches a collective and fails with an error of its own: say in one line why the run ends."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "terminated with code" in message:
+            detail = message.split("Forcefully")[0].strip().rstrip(".")
+            sys.stderr.write(f"error: another training process stopped, so this one cannot go on ({detail}); "
+                             "resume with --resume RUN_DIR\n")
+            sys.stderr.flush()
+
+
+def _report_lost_ranks() -> None:
+    launcher_log = logging.getLogger("lightning.fabric.strategies.launchers.subprocess_script")
+    if not any(isinstance(handler, _LostRankReporter) for handler in launcher_log.handlers):
+        launcher_log.addHandler(_LostRankReporter(level=logging.INFO))
+        launcher_log.setLevel(logging.INFO)  # its message is INFO; --quiet must not hide it
+        launcher_log.propagate = False  # ours replaces Lightning's line
 
 
 def _existing(path: Path) -> Path | None:
