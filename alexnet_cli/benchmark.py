@@ -140,15 +140,15 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
         images = images.contiguous(memory_format=torch.channels_last)
     runner = torch.compile(model) if compile else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    autocast = _autocast(precision, torch_device)
+    precision_context = autocast(precision, torch_device)
     scaler = torch.amp.GradScaler(enabled=precision == "16-mixed" and device == "gpu")
 
     def forward() -> None:
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), precision_context():
             runner(images)
 
     def train_step() -> None:
-        with autocast():
+        with precision_context():
             loss = torch.nn.functional.cross_entropy(runner(images), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -178,9 +178,12 @@ def _variant_name(precision: str, channels_last: bool, compile: bool) -> str:
     return " ".join(parts)
 
 
-def _autocast(precision: str, device: torch.device):
-    if precision == "32":
+def autocast(precision: str, device: torch.device):
+    """A factory of the context Lightning's precision plugin puts around the forward pass."""
+    if precision in ("32", "32-true"):
         return contextlib.nullcontext
+    if precision not in ("bf16-mixed", "16-mixed"):
+        raise AlexnetError(f"precision {precision!r}: use 32, bf16-mixed or 16-mixed")
     dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
     return lambda: torch.autocast(device.type, dtype=dtype)
 
@@ -191,16 +194,16 @@ def _time(step, warmup: int, batches: int, device: torch.device, task) -> list[f
         task.advance()
     times = []
     for _ in range(batches):
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         step()
-        _synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - started)
         task.advance()
     return times
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -7,7 +7,6 @@ the device synchronised at both ends. Data wait is the time the loop blocked on 
 loader between steps (NVIDIA's DeepLearningExamples report it the same way).
 """
 
-import contextlib
 import tempfile
 import time
 import warnings
@@ -18,6 +17,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from alexnet_cli.benchmark import autocast, synchronize
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
@@ -72,8 +72,7 @@ class _Window:
         self._last_end: float | None = None
 
     def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         return time.perf_counter()
 
     def step_started(self) -> None:
@@ -195,21 +194,10 @@ def _torch_device(recipe: Recipe) -> torch.device:
 
 
 def _build(recipe: Recipe, num_classes: int):
-    from alexnet_cli.models import build_model
+    from alexnet_cli.train import recipe_model
 
     torch.manual_seed(recipe.seed)  # both sides start from the same weights
-    return build_model(recipe.model.arch, num_classes, recipe.model.dropout, init=recipe.model.init,
-                       fc_width=recipe.model.fc_width)
-
-
-def _autocast(precision: str, device: torch.device):
-    """What Lightning's precision plugin does around the forward pass."""
-    if precision in ("bf16-mixed", "16-mixed"):
-        dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-        return torch.autocast(device.type, dtype=dtype)
-    if precision not in ("32", "32-true"):
-        raise AlexnetError(f"trainer.precision {precision!r}: benchmark train knows 32-true, bf16-mixed, 16-mixed")
-    return contextlib.nullcontext()
+    return recipe_model(recipe, num_classes)
 
 
 def _run_plain(recipe: Recipe, num_classes: int, loader, warmup: int, steps: int, device: torch.device,
@@ -221,6 +209,7 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, warmup: int, steps: int
                                 weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     precision = str(recipe.trainer.get("precision", "32-true"))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    precision_context = autocast(precision, device)
     window = _Window(warmup, steps, device)
     with progress.task("plain PyTorch loop", (warmup + steps) * recipe.data.batch_size) as task:
         while window.done < warmup + steps:
@@ -228,7 +217,7 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, warmup: int, steps: int
                 window.step_started()
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
-                with _autocast(precision, device):
+                with precision_context():
                     loss = F.cross_entropy(model(images), labels)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

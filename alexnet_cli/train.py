@@ -135,7 +135,6 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     from alexnet_cli.callbacks import BestMetrics, DataPosition, MemoryMeter, ThroughputMeter
     from alexnet_cli.checkpoint_io import remove_unfinished
     from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.models import build_model
     from alexnet_cli.module import AlexNetModule
     from alexnet_cli.preemption import GracefulStop, trainer_is_rank_zero
 
@@ -155,8 +154,7 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     num_classes = recipe.model.num_classes or datamodule.num_classes
     if num_classes != datamodule.num_classes:
         raise AlexnetError(f"model.num_classes is {num_classes} but {data} has {datamodule.num_classes} classes")
-    model = build_model(recipe.model.arch, num_classes, recipe.model.dropout, init=recipe.model.init,
-                        fc_width=recipe.model.fc_width)
+    model = recipe_model(recipe, num_classes)
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     module = AlexNetModule(model, recipe.optim, num_classes=num_classes, meta=meta,
                            batch_size=recipe.data.batch_size)
@@ -199,6 +197,14 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
         last_checkpoint=_existing(checkpoints / "last.ckpt"), best_checkpoint=_existing(checkpoints / "best.ckpt"),
         recipe_changes=changes,
     )
+
+
+def recipe_model(recipe: Recipe, num_classes: int):
+    """The recipe's network, initialised from the global torch generator."""
+    from alexnet_cli.models import build_model
+
+    return build_model(recipe.model.arch, num_classes, recipe.model.dropout, init=recipe.model.init,
+                       fc_width=recipe.model.fc_width)
 
 
 def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> dict[str, Any]:
