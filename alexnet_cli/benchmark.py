@@ -1,7 +1,7 @@
 """``alexnet benchmark``: measured speed, always beside a baseline measured in the same run.
 
-``data``: the DALI training pipeline vs torchvision's ImageFolder + DataLoader doing the
-same work (crop, flip, PCA lighting, normalise), at equal threads/workers.
+``data``: a recipe's DALI training pipeline vs torchvision's ImageFolder + DataLoader doing the
+same work (resize if needed, crop, flip, PCA lighting, the recipe's normalisation).
 ``model``: forward and forward+backward+SGD step of a zoo network on synthetic tensors,
 mean ± std over timed batches after warm-up (like the seeds' TF1 AlexNet benchmark).
 """
@@ -10,7 +10,7 @@ import contextlib
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,40 +25,58 @@ Precision = Literal["32", "bf16-mixed", "16-mixed"]
 
 @dataclass
 class DataBenchmark:
-    dali_img_s: float
+    dali_img_s: float  # medians over the repeats
     torchvision_img_s: float
     ratio: float
     batch_size: int
-    threads: int
+    dali_threads: int
+    dali_py_workers: int
+    baseline_workers: int
     device: str
+    normalize: str
     batches: int
     warmup: int
+    repeats: int = 1
+    dali_runs: list[float] = field(default_factory=list)
+    torchvision_runs: list[float] = field(default_factory=list)
 
 
-class PCALighting:
-    """torchvision-side twin of the pipeline's PCA colour shift (§4.1), on uint8 CHW tensors."""
+class TorchvisionTwin:
+    """The pipeline's work per image done torchvision's way, in DataLoader workers: PIL decode, the resize
+    if the dataset is not stored at the recipe's size, the §4.1 crop, flip and PCA shift drawn by the
+    same ``Augmentation`` as the pipeline's, and the same normalisation (channel, or the mean image
+    cropped and flipped like the image)."""
 
-    def __init__(self, eigval: np.ndarray, eigvec: np.ndarray, std: float) -> None:
-        self.eigval = torch.as_tensor(eigval, dtype=torch.float32)
-        self.eigvec = torch.as_tensor(eigvec, dtype=torch.float32)
-        self.std = std
+    def __init__(self, augmentation, normalization, crop: int, resize: int | None) -> None:
+        self.augmentation, self.normalization, self.crop, self.resize = augmentation, normalization, crop, resize
+        mean_image = normalization.mean_image
+        self.mean_image = None if mean_image is None else torch.as_tensor(mean_image).permute(2, 0, 1).float()
+        self.mean = torch.as_tensor(normalization.channel_mean, dtype=torch.float32)[:, None, None]
+        self.std = torch.as_tensor(normalization.channel_std, dtype=torch.float32)[:, None, None]
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        alpha = torch.randn(3) * self.std
-        shift = self.eigvec @ (alpha * self.eigval) * 255.0
-        return image.float() + shift[:, None, None]
+    def __call__(self, image) -> torch.Tensor:
+        import random
+
+        import torchvision.transforms.functional as TF
+
+        if self.resize:
+            image = TF.resize(image, self.resize)
+        draw = self.augmentation.draw(0, random.getrandbits(31), 0, 1)  # workers are seeded apart
+        width, height = image.size
+        x, y = (draw["position"][0] * [width - self.crop, height - self.crop]).round().astype(int)
+        pixels = TF.pil_to_tensor(TF.crop(image, int(y), int(x), self.crop, self.crop)).float()
+        pixels += torch.as_tensor(draw["shift"][0])[:, None, None]
+        if self.mean_image is not None:
+            pixels -= self.mean_image[:, y : y + self.crop, x : x + self.crop]
+        else:
+            pixels = (pixels - self.mean) / self.std
+        return pixels.flip(-1) if draw["mirror"][0] else pixels
 
 
-def _torchvision_loader(root: Path, split: str, *, crop: int, resize: int | None, batch_size: int, workers: int,
-                        stats):
-    import torchvision.transforms as T
+def _torchvision_loader(root: Path, transform, *, batch_size: int, workers: int):
     from torchvision.datasets import ImageFolder
 
-    steps = [T.Resize(resize)] if resize else []
-    steps += [T.RandomCrop(crop), T.RandomHorizontalFlip(), T.PILToTensor(),
-              PCALighting(stats.eigval, stats.eigvec, 0.1),
-              T.Normalize(stats.channel_mean.tolist(), stats.channel_std.tolist())]
-    dataset = ImageFolder(str(root / split), transform=T.Compose(steps))
+    dataset = ImageFolder(str(root / "train"), transform=transform)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                        drop_last=True, persistent_workers=workers > 0)
 
@@ -81,27 +99,40 @@ def _cycle(loader):
         yield from loader
 
 
-def benchmark_data(data: Path, *, batch_size: int = 128, threads: int = 2, device: Literal["cpu", "gpu"] = "cpu",
-                   batches: int = 20, warmup: int = 3, crop: int = 227, resize_size: int = 256,
-                   progress: Progress | None = None) -> DataBenchmark:
-    """img/s of the DALI training pipeline and of the torchvision baseline, same data, same threads."""
+def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, batches: int = 20, warmup: int = 3,
+                   repeats: int = 1, progress: Progress | None = None) -> DataBenchmark:
+    """img/s of the recipe's DALI training pipeline and of torchvision doing the same work on the same files,
+    each run ``repeats`` times, alternating, medians reported. The baseline gets ``baseline_workers``
+    DataLoader workers (default: the recipe's DALI threads)."""
     from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.recipes import DataConfig
+    from alexnet_cli.train import crop_size
 
     progress = progress or SilentProgress()
-    config = DataConfig(device=device, batch_size=batch_size, num_threads=threads, resize_size=resize_size)
-    module = DaliDataModule(Path(data), config, crop=crop)
+    config = recipe.data
+    if config.device == "gpu" and not torch.cuda.is_available():
+        raise AlexnetError(f"recipe {recipe.name!r} decodes on a GPU (data.device=gpu) and none is visible: use "
+                           "--device cpu")
+    module = DaliDataModule(Path(data), config, crop=crop_size(recipe), seed=recipe.seed)
+    batch_size, workers = config.batch_size, baseline_workers or config.num_threads
     if len(module.split("train")) < batch_size:
         raise AlexnetError(f"{data}/train has fewer than --batch-size {batch_size} images")
-    with progress.task("DALI pipeline", warmup + batches) as task:
-        loader = module.loader("train", "train", shard=(0, 1))
-        dali = _images_per_second(loader, batches, warmup, batch_size, task)
-        loader.close()  # before the baseline forks its workers
-    with progress.task(f"torchvision ImageFolder, {threads} workers", warmup + batches) as task:
-        baseline_loader = _torchvision_loader(Path(data), "train", crop=crop, resize=module.resize_size,
-                                              batch_size=batch_size, workers=threads, stats=module.stats)
-        baseline = _images_per_second(baseline_loader, batches, warmup, batch_size, task)
-    return DataBenchmark(dali, baseline, dali / baseline, batch_size, threads, device, batches, warmup)
+    if repeats < 1:
+        raise AlexnetError("--repeats must be at least 1")
+    dali_runs, baseline_runs = [], []
+    for _ in range(repeats):  # alternate the sides: drift on a shared machine hits both alike
+        with progress.task(f"DALI pipeline, {config.device}", warmup + batches) as task:
+            loader = module.loader("train", "train", shard=(0, 1))
+            dali_runs.append(_images_per_second(loader, batches, warmup, batch_size, task))
+            loader.close()  # before the baseline forks its workers
+        with progress.task(f"torchvision ImageFolder, {workers} workers", warmup + batches) as task:
+            augmentation = loader.augmentation
+            twin = TorchvisionTwin(augmentation, module.normalization, module.crop, module.resize_size)
+            baseline_loader = _torchvision_loader(Path(data), twin, batch_size=batch_size, workers=workers)
+            baseline_runs.append(_images_per_second(baseline_loader, batches, warmup, batch_size, task))
+            del baseline_loader  # its workers exit before the next DALI run
+    dali, baseline = statistics.median(dali_runs), statistics.median(baseline_runs)
+    return DataBenchmark(dali, baseline, dali / baseline, batch_size, config.num_threads, config.py_workers, workers,
+                         config.device, config.normalize, batches, warmup, repeats, dali_runs, baseline_runs)
 
 
 @dataclass

@@ -42,6 +42,8 @@ class TrainBenchmark:
     lightning_img_s_runs: list[float] = field(default_factory=list)
     synthetic_img_s: float | None = None  # Lightning on in-memory batches, beside a real-data run
     real_vs_synthetic: float | None = None  # lightning_img_s / synthetic_img_s
+    lightning_syncs_per_step: float | None = None  # with count_syncs on a GPU: host waits per timed step
+    plain_syncs_per_step: float | None = None
 
 
 class SyntheticBatches:
@@ -61,15 +63,37 @@ class SyntheticBatches:
             yield self.images, self.labels
 
 
-class _Window:
-    """Times steps ``warmup`` … ``warmup + steps - 1`` and the data wait between them."""
+class SyncCounter:
+    """Counts the operations that make the host wait for the GPU (``torch.cuda.set_sync_debug_mode``), each
+    of which stalls the queue of kernels the CPU would otherwise keep ahead of the GPU."""
 
-    def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
+    def __init__(self) -> None:
+        self.count = 0
+        self._recording = None
+
+    def start(self) -> None:
+        self._recording = warnings.catch_warnings(record=True)
+        self._caught = self._recording.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def stop(self) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+        self.count = sum("synchronizing" in str(w.message) for w in self._caught)
+        self._recording.__exit__(None, None, None)
+
+
+class _Window:
+    """Times steps ``warmup`` … ``warmup + steps - 1`` and the data wait between them, and with
+    ``count_syncs`` (CUDA only) the host syncs inside that window."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device, count_syncs: bool = False) -> None:
         self.warmup, self.steps, self.device = warmup, steps, device
         self.done = 0
         self.started = self.ended = None
         self.wait = 0.0
         self._last_end: float | None = None
+        self.syncs = SyncCounter() if count_syncs and device.type == "cuda" else None
 
     def _now(self) -> float:
         synchronize(self.device)
@@ -83,9 +107,17 @@ class _Window:
         self.done += 1
         if self.done == self.warmup:
             self.started = self._now()
+            if self.syncs:
+                self.syncs.start()  # after the window's own synchronize
         elif self.done == self.warmup + self.steps:
+            if self.syncs:
+                self.syncs.stop()
             self.ended = self._now()
         self._last_end = time.perf_counter()
+
+    @property
+    def syncs_per_step(self) -> float | None:
+        return None if self.syncs is None else self.syncs.count / self.steps
 
     @property
     def seconds(self) -> float:
@@ -116,10 +148,12 @@ class _LoaderDataModule(L.LightningDataModule):
 
 def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmup: int = 5,
                     synthetic: bool = False, compare_synthetic: bool = True, repeats: int = 1,
-                    progress_bar: bool = False, progress: Progress | None = None) -> TrainBenchmark:
+                    progress_bar: bool = False, count_syncs: bool = False,
+                    progress: Progress | None = None) -> TrainBenchmark:
     """Lightning vs plain loop on the recipe's data (or ``synthetic`` batches); img/s, overhead, data wait.
 
     ``progress_bar``: the Lightning side shows (and pays for) the progress bar of ``alexnet train``.
+    ``count_syncs``: on a GPU, also count the host syncs per timed step of each side.
     """
     from alexnet_cli.train import crop_size
 
@@ -148,13 +182,14 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
     plain_runs, lightning_runs, synthetic_runs = [], [], []
     for _ in range(repeats):  # alternate the sides: drift on a shared machine hits both alike
         plain_loader = loader(synthetic)
-        plain_runs.append(_run_plain(recipe, num_classes, plain_loader, warmup, steps, device, progress))
+        plain_runs.append(_run_plain(recipe, num_classes, plain_loader, _Window(warmup, steps, device, count_syncs),
+                                     progress))
         _close(plain_loader)
-        lightning_runs.append(_run_lightning(recipe, num_classes, lambda: loader(synthetic), warmup, steps, device,
-                                             progress_bar))
+        lightning_runs.append(_run_lightning(recipe, num_classes, lambda: loader(synthetic),
+                                             _Window(warmup, steps, device, count_syncs), progress_bar))
         if not synthetic and compare_synthetic:
-            synthetic_runs.append(_run_lightning(recipe, num_classes, lambda: loader(True), warmup, steps, device,
-                                                 progress_bar))
+            synthetic_runs.append(_run_lightning(recipe, num_classes, lambda: loader(True),
+                                                 _Window(warmup, steps, device), progress_bar))
     plain, lightning = _median_run(plain_runs), _median_run(lightning_runs)
     lightning_img_s, plain_img_s = steps * batch / lightning.seconds, steps * batch / plain.seconds
     result = TrainBenchmark(
@@ -164,6 +199,7 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
         data_wait_frac=lightning.wait / lightning.seconds, plain_data_wait_frac=plain.wait / plain.seconds,
         repeats=repeats, plain_img_s_runs=[steps * batch / run.seconds for run in plain_runs],
         lightning_img_s_runs=[steps * batch / run.seconds for run in lightning_runs],
+        lightning_syncs_per_step=lightning.syncs_per_step, plain_syncs_per_step=plain.syncs_per_step,
     )
     if synthetic_runs:
         result.synthetic_img_s = steps * batch / _median_run(synthetic_runs).seconds
@@ -200,19 +236,21 @@ def _build(recipe: Recipe, num_classes: int):
     return recipe_model(recipe, num_classes)
 
 
-def _run_plain(recipe: Recipe, num_classes: int, loader, warmup: int, steps: int, device: torch.device,
-               progress: Progress) -> _Window:
-    """The loop every PyTorch tutorial writes: nothing but forward, loss, backward, step."""
-    cfg = recipe.optim
+def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progress: Progress) -> _Window:
+    """The loop every PyTorch tutorial writes: nothing but forward, loss, backward, step (the same
+    optimizer as ``alexnet train``'s, so that the two sides differ only in what Lightning and the
+    module add)."""
+    from alexnet_cli.module import sgd
+
+    device, total = window.device, window.warmup + window.steps
+    torch.backends.cudnn.benchmark = bool(recipe.trainer.get("benchmark", False))  # as the Trainer sets it
     model = _build(recipe, num_classes).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    optimizer = sgd(model.parameters(), recipe.optim, recipe.optim.lr)
     precision = str(recipe.trainer.get("precision", "32-true"))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     precision_context = autocast(precision, device)
-    window = _Window(warmup, steps, device)
-    with progress.task("plain PyTorch loop", (warmup + steps) * recipe.data.batch_size) as task:
-        while window.done < warmup + steps:
+    with progress.task("plain PyTorch loop", total * recipe.data.batch_size) as task:
+        while window.done < total:
             for images, labels in loader:
                 window.step_started()
                 images = images.to(device, non_blocking=True)
@@ -225,18 +263,15 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, warmup: int, steps: int
                 scaler.update()
                 window.step_ended()
                 task.advance(len(labels))
-                if window.done == warmup + steps:
+                if window.done == total:
                     break
     return window
 
 
-def _run_lightning(recipe: Recipe, num_classes: int, make_loader, warmup: int, steps: int, device: torch.device,
-                   progress_bar: bool) -> _Window:
-    """The module and Trainer settings of ``alexnet train``: metrics, logging, throughput meter, and its
-    progress bar if ``progress_bar``."""
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    from alexnet_cli.callbacks import ThroughputMeter
+def _run_lightning(recipe: Recipe, num_classes: int, make_loader, window: _Window, progress_bar: bool) -> _Window:
+    """The module and Trainer settings of ``alexnet train``: metrics, logging, throughput meter, the NaN
+    stop, and its progress bar if ``progress_bar``."""
+    from alexnet_cli.callbacks import SparseMetricsProgressBar, StopOnNonFiniteLoss, ThroughputMeter
     from alexnet_cli.module import AlexNetModule
     from alexnet_cli.train import _quiet_lightning, make_logger
 
@@ -244,12 +279,13 @@ def _run_lightning(recipe: Recipe, num_classes: int, make_loader, warmup: int, s
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
     module = AlexNetModule(_build(recipe, num_classes), recipe.optim, num_classes=num_classes, meta={},
                            batch_size=recipe.data.batch_size)
-    window = _Window(warmup, steps, device)
+    warmup, steps = window.warmup, window.steps
     loader = make_loader()
     args = {k: v for k, v in recipe.trainer.items() if k not in ("logger", "max_epochs", "limit_train_batches")}
-    callbacks = [ThroughputMeter(), _WindowCallback(window)]
+    sync_every = int(args.get("log_every_n_steps", 50))
+    callbacks = [ThroughputMeter(), StopOnNonFiniteLoss(sync_every), _WindowCallback(window)]
     if progress_bar:
-        callbacks.append(RichProgressBar(refresh_rate=1))
+        callbacks.append(SparseMetricsProgressBar(sync_every))
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as logs:
         args.update(
             max_steps=warmup + steps, max_epochs=-(-(warmup + steps) // max(1, len(loader))),

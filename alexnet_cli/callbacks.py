@@ -1,8 +1,10 @@
-"""Lightning callbacks of the tool: throughput and data-wait measurement, best-metric tracking."""
+"""Lightning callbacks of the tool: throughput and data-wait measurement, best-metric tracking, and
+the stop, progress and checkpoint callbacks that read device values only when the loop syncs anyway."""
 
 import time
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 
 class ThroughputMeter(L.Callback):
@@ -151,3 +153,64 @@ class FilterImageLogger(L.Callback):
                 logger.experiment.add_image("conv1_filters", canvas, trainer.current_epoch, dataformats="HWC")
             else:
                 logger.log_image("conv1_filters", [canvas], step=trainer.global_step)
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Ends the run at the first NaN/inf loss or gradient, naming its step, with exit code 1.
+
+    The module records that step on the device and the optimizer skips its update there
+    (``AlexNetModule.on_before_optimizer_step``), so nothing has to wait for the GPU each step:
+    the record is read every ``every_n_steps`` steps (the steps Lightning logs at, when it
+    syncs anyway) and at each epoch's end. Runs before the checkpoint callbacks (Lightning
+    orders those last), so the checkpoint of the stopping step is never written.
+    """
+
+    def __init__(self, every_n_steps: int = 1) -> None:
+        self.every_n_steps = max(1, every_n_steps)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self.check(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.check(pl_module)
+
+    @staticmethod
+    def check(pl_module) -> None:
+        from alexnet_cli.errors import TrainingStopped
+
+        step = pl_module.first_nonfinite_step
+        if step is not None and int(step) >= 0:
+            raise TrainingStopped(f"train/loss is {float(pl_module.first_nonfinite_loss)} at step {int(step)} (the "
+                                  "weights were not updated with it)", exit_code=1)
+
+
+class SparseMetricsProgressBar(RichProgressBar):
+    """Lightning's rich bar, which reads the logged loss on every batch: a device→host copy that makes
+    the CPU wait for the GPU each step. This one reads the metrics every ``metrics_every_n_steps``
+    steps and shows the last values in between; the bar itself still moves every batch."""
+
+    def __init__(self, metrics_every_n_steps: int = 1) -> None:
+        super().__init__(refresh_rate=1, leave=True)
+        self.metrics_every_n_steps = max(1, metrics_every_n_steps)
+        self._shown: dict = {}
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        if trainer.training and self._shown and trainer.global_step % self.metrics_every_n_steps:
+            return self._shown
+        self._shown = super().get_metrics(trainer, pl_module)
+        return self._shown
+
+
+class TimedCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint(train_time_interval=...)`` broadcasts rank 0's clock on every batch (one
+    collective and one host sync per step under DDP). This one looks at the clock every
+    ``check_every_n_steps`` steps, the same steps on every rank, so no rank can wait for another."""
+
+    def __init__(self, *args, check_every_n_steps: int = 50, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.check_every_n_steps = max(1, check_every_n_steps)
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        if trainer.global_step % self.check_every_n_steps == 0:
+            super().on_train_batch_end(trainer, *args, **kwargs)

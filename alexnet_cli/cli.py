@@ -246,6 +246,8 @@ def eval_command(
     threads: int = typer.Option(2, "--threads", help="DALI threads."),
     devices: int = typer.Option(1, "--devices", help="Processes (one per GPU); each image is counted once."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write each image's label and top-5 "
+                                               "classes as CSV (file,label,top1,top5)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Top-1 / top-5 accuracy with the paper's ten-crop test (§4.1): corners, centre and mirrors.
@@ -257,7 +259,7 @@ def eval_command(
     _check_device(device)
     result = evaluate(data, checkpoint=checkpoint, weights=weights, split=split, ten_crop=ten_crop,
                       batch_size=batch_size, device=device, num_threads=threads, devices=devices,
-                      progress=_progress(quiet))
+                      with_predictions=predictions is not None, progress=_progress(quiet))
     table = Table(title=f"{result.arch} on {data} / {split}: {result.images:,} images, "
                   f"{'10 crops' if ten_crop else 'centre crop'}")
     for column in ("", "top-1 acc", "top-5 acc", "top-1 err", "top-5 err"):
@@ -270,7 +272,24 @@ def eval_command(
                       f"{PAPER_VAL_ERROR['top5']:.1%}")
     console.print(table)
     console.print(f"{result.images_per_second:,.1f} img/s")
+    if predictions is not None:
+        _write_predictions(predictions, result.predictions)
+        result.predictions = None  # in the CSV, not also in the JSON
     _write_json(json_out, result.to_json())
+
+
+def _write_predictions(path: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    from alexnet_cli.atomic import write_text_atomic
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", "label", "top1", "top5"])
+    for row in rows:
+        writer.writerow([row["file"], row["label"], row["top5"][0], " ".join(map(str, row["top5"]))])
+    write_text_atomic(path, text.getvalue())
 
 
 @app.command("viz-filters")
@@ -439,28 +458,47 @@ def recipes_show(name: str = typer.Argument(..., help="Recipe name or .yaml path
 @user_errors
 def benchmark_data_command(
     data: Path = typer.Option(..., "--data", help="A prepared dataset (real photos give real figures)."),
-    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
-    threads: int = typer.Option(2, "--threads", help="DALI threads, and DataLoader workers for the baseline."),
-    device: str = typer.Option("cpu", "--device", help="cpu or gpu (DALI side)."),
+    recipe: str = typer.Option("cpu-demo", "--recipe", help="Whose data settings to time: device, batch, threads, "
+                               "readers, resize, normalisation."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (default: the recipe's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="DALI threads (default: the recipe's)."),
+    py_workers: Optional[int] = typer.Option(None, "--py-workers", help="DALI's file-reading processes (default: "
+                                             "the recipe's)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers of the baseline (default: "
+                                          "the DALI threads)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or gpu for the DALI side (default: the "
+                                         "recipe's)."),
     batches: int = typer.Option(20, "--batches", help="Timed batches, after the warm-up."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed batches first (worker start-up, caches)."),
+    repeats: int = typer.Option(1, "--repeats", help="Run each side this many times, alternating; report medians."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """img/s of the DALI training pipeline vs torchvision ImageFolder + DataLoader doing the same work.
+    """img/s of a recipe's DALI training pipeline vs torchvision ImageFolder + DataLoader doing the same work.
 
-    Example: [cyan]alexnet benchmark data --data /data/imagenet --batch-size 128 --threads 8 --device gpu[/]
+    Example: [cyan]alexnet benchmark data --data /data/imagenet --recipe single-gpu --repeats 3[/]
     """
     from alexnet_cli.benchmark import as_dict, benchmark_data
+    from alexnet_cli.recipes import load_recipe
 
-    _check_device(device)
-    result = benchmark_data(data, batch_size=batch_size, threads=threads, device=device, batches=batches,
-                            warmup=warmup, progress=_progress(quiet))
-    table = Table(title=f"training input pipeline, batch {batch_size}, {threads} threads/workers, {device}")
-    for column in ("loader", "img/s", "ratio"):
+    overrides = list(set_)
+    for key, value in (("batch_size", batch_size), ("num_threads", threads), ("py_workers", py_workers),
+                       ("device", device)):
+        if value is not None:
+            overrides.append(f"data.{key}={value}")
+    loaded = load_recipe(recipe, overrides)
+    _check_device(loaded.data.device)
+    result = benchmark_data(data, loaded, baseline_workers=workers, batches=batches, warmup=warmup, repeats=repeats,
+                            progress=_progress(quiet))
+    table = Table(title=f"training input pipeline ({loaded.name}), batch {result.batch_size}, {result.device}, "
+                  f"normalize={result.normalize}" + (f", median of {repeats}" if repeats > 1 else ""))
+    for column in ("loader", "CPU workers", "img/s", "ratio"):
         table.add_column(column, justify="left" if column == "loader" else "right")
-    table.add_row("DALI (this tool)", f"{result.dali_img_s:,.0f}", f"{result.ratio:.2f}×")
-    table.add_row("torchvision ImageFolder + DataLoader", f"{result.torchvision_img_s:,.0f}", "1.00×")
+    table.add_row("DALI (this tool)", f"{result.dali_threads} threads + {result.dali_py_workers} readers",
+                  f"{result.dali_img_s:,.0f}", f"{result.ratio:.2f}×")
+    table.add_row("torchvision ImageFolder + DataLoader", f"{result.baseline_workers} workers",
+                  f"{result.torchvision_img_s:,.0f}", "1.00×")
     console.print(table)
     _write_json(json_out, as_dict(result))
 
@@ -524,6 +562,8 @@ def benchmark_train_command(
                                 "medians (for noisy shared machines)."),
     vs_synthetic: bool = typer.Option(True, "--vs-synthetic/--no-vs-synthetic", help="With --data, also time "
                                       "Lightning on in-memory batches: is the pipeline the bottleneck?"),
+    count_syncs: bool = typer.Option(False, "--count-syncs", help="On a GPU, count the operations that make the "
+                                     "host wait for the GPU, per timed step of each side."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (the Lightning side then runs "
@@ -543,7 +583,7 @@ def benchmark_train_command(
         raise AlexnetError("give either --data or --synthetic, not both")
     result = benchmark_train(load_recipe(recipe, set_), data, steps=steps, warmup=warmup, synthetic=synthetic,
                              compare_synthetic=vs_synthetic, repeats=repeats, progress_bar=not quiet,
-                             progress=_progress(quiet))
+                             count_syncs=count_syncs, progress=_progress(quiet))
     source = "synthetic in-memory batches" if synthetic else f"DALI batches from {data}"
     table = Table(title=f"training loop, {result.recipe}, batch {result.batch_size}, {result.precision}, "
                   f"{result.device}, {steps} steps after {warmup}"
@@ -557,6 +597,9 @@ def benchmark_train_command(
         table.add_row("Lightning, synthetic batches", f"{result.synthetic_img_s:,.1f}", "",
                       f"{result.synthetic_img_s / result.plain_img_s:.2f}×")
     console.print(table)
+    if result.lightning_syncs_per_step is not None:
+        console.print(f"host syncs per step: Lightning {result.lightning_syncs_per_step:.2f}, plain loop "
+                      f"{result.plain_syncs_per_step:.2f}")
     console.print(f"Lightning overhead: {result.overhead_pct:+.1f}% (goal ≤ 5%)"
                   + (f"; real data at {result.real_vs_synthetic:.1%} of synthetic (goal ≥ 90%)"
                      if result.real_vs_synthetic is not None else ""))

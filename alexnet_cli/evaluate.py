@@ -30,6 +30,7 @@ class EvalResult:
     per_class_top1: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     images_per_second: float = 0.0
+    predictions: list[dict] | None = None  # with_predictions: per image, in the split's order
 
     @property
     def top1_error(self) -> float:
@@ -47,17 +48,21 @@ class EvalResult:
 
 def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None = None, split: str = "val",
              ten_crop: bool = True, batch_size: int = 32, device: Literal["cpu", "gpu"] = "cpu",
-             num_threads: int = 2, devices: int = 1, progress: Progress | None = None) -> EvalResult:
+             num_threads: int = 2, devices: int = 1, with_predictions: bool = False,
+             progress: Progress | None = None) -> EvalResult:
     """Evaluate a training checkpoint (or torchvision weights) on a prepared split.
 
     ``devices`` > 1 runs one process per device (gloo on CPU, NCCL on GPU), each over its own
     shard of the split; the counts are summed, so every image is counted exactly once.
+    ``with_predictions`` (one device only): each image's label and top-5 classes, in the split's order.
     """
     data = Path(data)
     if (checkpoint is None) == (weights is None):
         raise AlexnetError("give exactly one of --checkpoint and --weights")
     if devices < 1:
         raise AlexnetError("--devices must be at least 1")
+    if with_predictions and devices > 1:
+        raise AlexnetError("--predictions needs --devices 1")
     loaded = _load(data, checkpoint, weights)
     job = _EvalJob(data, checkpoint, weights, split, ten_crop, batch_size, device, num_threads)
     started = time.perf_counter()
@@ -70,8 +75,13 @@ def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None
     wnids = [c["wnid"] for c in loaded.meta["classes"]]
     per_class = {w: float(counts["class_hits"][i] / counts["class_seen"][i])
                  for i, w in enumerate(wnids) if counts["class_seen"][i]}
+    predictions = None
+    if with_predictions:
+        files = _split_files(data, split)
+        predictions = [{"file": str(files[index]), "label": label, "top5": top}
+                       for index, label, top in counts["predictions"]]
     return EvalResult(seen, counts["top1"] / seen, counts["top5"] / seen, ten_crop, str(checkpoint or weights),
-                      loaded.arch, per_class, seconds, seen / seconds if seconds else 0.0)
+                      loaded.arch, per_class, seconds, seen / seconds if seconds else 0.0, predictions)
 
 
 @dataclass(frozen=True)
@@ -114,11 +124,14 @@ def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, i
                            device_id=device_index if job.device == "gpu" else None)
     num_classes = loaded.meta["num_classes"]
     k = min(5, num_classes)
-    counts = {"top1": 0, "top5": 0, "seen": 0, "class_hits": np.zeros(num_classes), "class_seen": np.zeros(num_classes)}
+    counts = {"top1": 0, "top5": 0, "seen": 0, "class_hits": np.zeros(num_classes), "class_seen": np.zeros(num_classes),
+              "predictions": []}
     label = f"eval {job.split} ({'10 crops' if job.ten_crop else 'centre crop'})"
     with progress.task(label, loader.plan.shard_size) as task, torch.inference_mode():
-        for images, labels in loader:
+        for step, (images, labels) in enumerate(loader):
             topk = _probabilities(model, images).topk(k, dim=1).indices
+            indices = loader.plan.batch_indices(0, step)
+            counts["predictions"] += zip(indices.tolist(), labels.tolist(), topk.tolist())
             hits1 = (topk[:, 0] == labels).cpu().numpy()
             counts["top1"] += int(hits1.sum())
             counts["top5"] += int((topk == labels[:, None]).any(dim=1).sum())
@@ -157,6 +170,7 @@ def _eval_worker(rank: int, world: int, port: int, job: _EvalJob, out: str) -> N
     counts = _evaluate_shard(job, loaded, (rank, world), SilentProgress(), device_index=rank)
     device = torch.device("cuda", rank) if job.device == "gpu" else torch.device("cpu")
     totals = {}
+    counts.pop("predictions")
     for key, value in counts.items():
         tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), device=device)
         dist.all_reduce(tensor)  # sums: each image was counted by exactly one rank
@@ -165,6 +179,13 @@ def _eval_worker(rank: int, world: int, port: int, job: _EvalJob, out: str) -> N
         torch.save(totals, out)
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _split_files(data: Path, split: str) -> list[Path]:
+    """The split's files in the loader's order (class order, then name)."""
+    from alexnet_cli.data.layout import list_split
+
+    return list_split(Path(data), split, read_classes(Path(data))).files
 
 
 def _probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:

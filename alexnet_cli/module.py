@@ -9,7 +9,6 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet_cli import rng
-from alexnet_cli.errors import TrainingStopped
 from alexnet_cli.parallel.layout import data_parallel_group, data_parallel_shard
 from alexnet_cli.recipes import OptimConfig
 
@@ -27,6 +26,10 @@ class AlexNetModule(L.LightningModule):
         self._resumed_rng: dict[str, Any] | None = None
         self._lr_changed = False
         self._saved_monitors: dict[str, float] | None = None  # on resume: the val metrics at the save
+        # Device-side record of the first non-finite loss: reading it every step would stall a GPU.
+        self.first_nonfinite_step: torch.Tensor | None = None
+        self.first_nonfinite_loss: torch.Tensor | None = None
+        self._step_loss: torch.Tensor | None = None
         top5 = min(5, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
@@ -37,17 +40,36 @@ class AlexNetModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         loss = F.cross_entropy(self.model(images), labels)
-        if not torch.isfinite(loss):
-            # Stop before backward: the weights (and the checkpoints on disk) stay the last good ones.
-            raise TrainingStopped(
-                f"train/loss is {float(loss.detach())} at step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}); the weights were not updated with it", exit_code=1)
+        self._step_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        bad = self._nonfinite_update()
+        _zero_momentum_buffers(optimizer)
+        # The fused SGD kernel leaves weights and momentum untouched where found_inf is 1: a bad loss never
+        # updates the weights, and nothing waits for the GPU to find out.
+        optimizer.found_inf = bad.float()
         if self.optim.log_grad_norm:
             self.log("train/grad_norm", self._gradient_norm())
+
+    def _nonfinite_update(self) -> torch.Tensor:
+        """Whether this step's loss or gradient is NaN/inf, as a device tensor, and a device-side record of
+        the first such step that ``StopOnNonFiniteLoss`` reads when the loop syncs anyway. The gradient
+        counts too: under DDP a NaN on one rank reaches every rank only through the averaged gradient."""
+        loss = self._step_loss
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        bad = ~torch.isfinite(loss)
+        loss_scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        if grads and not loss_scaled:  # fp16's scaler skips overflowing steps itself; they are no error
+            bad = bad | ~torch.isfinite(torch.nn.utils.get_total_norm(grads))
+        if self.first_nonfinite_step is None or self.first_nonfinite_step.device != loss.device:
+            self.first_nonfinite_step = torch.full((), -1, dtype=torch.int64, device=loss.device)
+            self.first_nonfinite_loss = torch.zeros((), device=loss.device)
+        first = bad & (self.first_nonfinite_step < 0)
+        self.first_nonfinite_step = torch.where(first, self.global_step, self.first_nonfinite_step)
+        self.first_nonfinite_loss = torch.where(first, loss.float(), self.first_nonfinite_loss)
+        return bad
 
     def _gradient_norm(self) -> torch.Tensor:
         """The 2-norm of the whole network's gradient (summed over both towers under the split)."""
@@ -101,8 +123,7 @@ class AlexNetModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         cfg = self.optim
-        optimizer = torch.optim.SGD(self.parameters(), lr=self.learning_rate(), momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        optimizer = sgd(self.parameters(), cfg, self.learning_rate())
         if cfg.schedule == "constant":
             return {"optimizer": optimizer}
         if cfg.schedule == "plateau":
@@ -182,6 +203,25 @@ class AlexNetModule(L.LightningModule):
             checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}
             checkpoint["optimizer_states"] = [full_optimizer_state(self.model, state)
                                               for state in checkpoint["optimizer_states"]]
+
+
+def sgd(parameters, cfg: OptimConfig, lr: float) -> torch.optim.SGD:
+    """The paper's update (§5: momentum, weight decay) as one fused kernel per step, which can also skip
+    a step on the device (``found_inf``) without the host waiting to find out whether to."""
+    return torch.optim.SGD(parameters, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov, fused=True)
+
+
+def _zero_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
+    """Give every parameter a zero momentum buffer before its first step. The fused kernel's first step
+    would otherwise start from uninitialised memory if that step were skipped; from zero, buf = 0·m + g
+    is exactly PyTorch's first step (buf = g)."""
+    for group in optimizer.param_groups:
+        if group["momentum"]:
+            for p in group["params"]:
+                state = optimizer.state[p]
+                if state.get("momentum_buffer") is None:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def _sum_over(value: torch.Tensor, group) -> torch.Tensor:

@@ -33,13 +33,15 @@ class ModelConfig:
 class DataConfig:
     device: Literal["cpu", "gpu"] = "gpu"  # where DALI decodes and augments
     batch_size: int = 128  # per device
-    num_threads: int = 4  # DALI worker threads per process
+    num_threads: int = 4  # DALI's threads per process: CPU decoding and augmentation
+    py_workers: int = 1  # processes per loader that read the files (0: the training thread reads them)
     crop_size: int | None = None  # None: the arch's input size
     resize_size: int = 256  # shorter side before cropping (§2)
     normalize: Literal["image", "channel"] = "channel"
     pca_std: float = 0.1  # σ of the PCA colour augmentation's α (§4.1); 0 turns it off
     mirror: bool = True  # random horizontal flips (§4.1)
     prefetch: int = 2  # DALI prefetch queue depth
+    roi_decode: bool = True  # images stored at resize_size: decode only the training crop
 
 
 @dataclass

@@ -226,9 +226,9 @@ def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> 
 
 
 def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callbacks: list) -> dict[str, Any]:
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from alexnet_cli.callbacks import FilterImageLogger
+    from alexnet_cli.callbacks import FilterImageLogger, SparseMetricsProgressBar, StopOnNonFiniteLoss, TimedCheckpoint
     from alexnet_cli.checkpoint_io import AtomicCheckpointIO
 
     args = dict(recipe.trainer)
@@ -238,8 +238,11 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
     every_n_steps, every_minutes = recipe.checkpoint.every_n_train_steps, recipe.checkpoint.every_minutes
     if every_n_steps and every_minutes:
         raise AlexnetError("checkpoint.every_n_train_steps and checkpoint.every_minutes: set one of them")
+    # Lightning syncs with the GPU to log every log_every_n_steps steps; what reads device values goes there too.
+    sync_every = int(args.get("log_every_n_steps", 50))
     callbacks = [
         *extra_callbacks,
+        StopOnNonFiniteLoss(every_n_steps=sync_every),
         # last.ckpt at the end of every epoch...
         ModelCheckpoint(dirpath=checkpoint_dir, filename="last", every_n_epochs=1, save_top_k=1,
                         enable_version_counter=False),
@@ -251,14 +254,16 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
                                          save_top_k=1, enable_version_counter=False))
     if every_n_steps or every_minutes:
         # ...and every N steps or M minutes, beside step-N.ckpt copies, the newest keep_last of them.
-        callbacks.append(ModelCheckpoint(
-            dirpath=checkpoint_dir, filename="step-{step:08d}", auto_insert_metric_name=False,
-            every_n_train_steps=every_n_steps,
-            train_time_interval=timedelta(minutes=every_minutes) if every_minutes else None,
-            save_top_k=recipe.checkpoint.keep_last, monitor="step", mode="max", save_last=True,
-            enable_version_counter=False))
+        step_copies = dict(dirpath=checkpoint_dir, filename="step-{step:08d}", auto_insert_metric_name=False,
+                           save_top_k=recipe.checkpoint.keep_last, monitor="step", mode="max", save_last=True,
+                           enable_version_counter=False)
+        if every_minutes:
+            callbacks.append(TimedCheckpoint(train_time_interval=timedelta(minutes=every_minutes),
+                                             check_every_n_steps=sync_every, **step_copies))
+        else:
+            callbacks.append(ModelCheckpoint(every_n_train_steps=every_n_steps, **step_copies))
     if not quiet:
-        callbacks.append(RichProgressBar(refresh_rate=1, leave=True))
+        callbacks.append(SparseMetricsProgressBar(metrics_every_n_steps=sync_every))
     if args.get("strategy") == "towers":
         from alexnet_cli.parallel.strategy import TowerParallelStrategy
 

@@ -5,16 +5,43 @@ import json
 from conftest import run_alexnet
 
 
-def test_benchmark_data_reports_both_loaders(prepared, tmp_path):
+def test_benchmark_data_reports_both_loaders_and_their_workers(prepared, tmp_path):
     report = tmp_path / "data.json"
     result = run_alexnet("benchmark", "data", "--data", prepared, "--batch-size", "4", "--threads", "1",
-                         "--batches", "2", "--warmup", "1", "--json", report, "--quiet")
+                         "--batches", "2", "--warmup", "1", "--repeats", "2", "--json", report, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(report.read_text())
-    assert {"dali_img_s", "torchvision_img_s", "ratio", "batch_size", "threads", "device"} <= set(data)
+    assert data["dali_threads"] == 1 and data["dali_py_workers"] == 1 and data["baseline_workers"] == 1
+    assert data["normalize"] == "channel" and data["device"] == "cpu" and data["batch_size"] == 4
+    assert len(data["dali_runs"]) == len(data["torchvision_runs"]) == data["repeats"] == 2
     assert data["dali_img_s"] > 0 and data["torchvision_img_s"] > 0
     assert abs(data["ratio"] - data["dali_img_s"] / data["torchvision_img_s"]) < 1e-9
     assert "torchvision ImageFolder" in result.stdout
+
+
+def test_the_torchvision_twin_does_the_pipelines_work_with_the_mean_image(prepared):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from alexnet_cli.benchmark import TorchvisionTwin
+    from alexnet_cli.data.loader import Normalization
+    from alexnet_cli.data.sampling import Augmentation
+    from alexnet_cli.data.stats import load_stats
+
+    stats = load_stats(prepared)
+    augmentation = Augmentation(227, 256, False, 0.0, stats.eigval, stats.eigvec)
+    twin = TorchvisionTwin(augmentation, Normalization(stats.channel_mean, stats.channel_std, stats.mean_image),
+                           227, None)
+    path = sorted(prepared.glob("train/*/*.JPEG"))[0]
+    with Image.open(path) as image:
+        out = twin(image.convert("RGB"))
+        pixels = torch.as_tensor(np.asarray(image.convert("RGB"))).permute(2, 0, 1).float()
+    mean = torch.as_tensor(stats.mean_image).permute(2, 0, 1).float()
+    # the crop offset is random: find it, then check the mean image was taken at the same place
+    matches = [(x, y) for y in range(30) for x in range(30)
+               if torch.allclose(out, pixels[:, y:y + 227, x:x + 227] - mean[:, y:y + 227, x:x + 227], atol=1e-3)]
+    assert len(matches) == 1
 
 
 def test_benchmark_model_reports_forward_and_train_step(tmp_path):

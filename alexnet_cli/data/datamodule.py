@@ -91,7 +91,20 @@ class DaliDataModule(L.LightningDataModule):
                           augmentation=augmentation, crop=self.crop, resize_size=self.resize_size,
                           device=self.config.device,
                           device_id=device_id if device_id is not None else self._device_id(),
-                          num_threads=self.config.num_threads, prefetch=self.config.prefetch, seed=self.seed)
+                          num_threads=self.config.num_threads, py_workers=self.config.py_workers,
+                          prefetch=self.config.prefetch, seed=self.seed, roi_decode=self.config.roi_decode,
+                          steps_per_epoch=self._batch_limit(kind, plan.steps_per_epoch) if shard is None else None)
+
+    def _batch_limit(self, kind: str, steps: int) -> int | None:
+        """The Trainer's ``limit_*_batches`` in batches, as Lightning counts them: a loader that knows
+        where its epoch ends keeps its pipeline running across epochs instead of rebuilding it."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        limit = trainer.limit_train_batches if kind == "train" else trainer.limit_val_batches
+        if isinstance(limit, int):
+            return limit
+        return int(steps * limit) if limit < 1.0 else None
 
     def resume_at(self, epoch: int, step: int) -> None:
         """The next training loader starts at (epoch, step): where a resumed checkpoint stopped."""

@@ -1,22 +1,24 @@
-"""Feeding DALI from a ``ShardPlan`` and handing its outputs to PyTorch as an iterable loader.
+"""A DALI pipeline as an iterable loader of ``(images, labels)`` torch batches.
 
-DALI prefetches: it asks the feed for batches before the model asks the loader.
-The feed records the (epoch, step) of each batch it hands out; the loader pops
-them in the same order, so it always knows which batch it is returning, can
-skip stale prefetched batches when an epoch was cut short, and can restart at
-any (epoch, step) after a resume.
+DALI prefetches, and its worker processes read files several batches ahead of training.
+Each pipeline is built for one sequence of batches: from a start (epoch, step) onwards,
+``len(loader)`` batches an epoch (see ``feed.BatchFeed``). The loader checks every batch's
+(epoch, step) against the one it must return next, and builds a new pipeline only when it
+has to jump: at the first batch, after ``seek`` (a resume), or after an epoch was cut short
+by someone other than the loader. Both outputs reach PyTorch without a copy (DLPack), on
+the device the pipeline ran on, which is checked at the hand-off.
 """
 
+import os
 import warnings
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 
+from alexnet_cli.data import feed as F
 from alexnet_cli.data.pipelines import build_pipeline
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 from alexnet_cli.errors import AlexnetError
@@ -34,98 +36,49 @@ class Normalization:
     mean_image: np.ndarray | None = None
 
 
-class _Feed:
-    """The external source: turns the next scheduled (epoch, step) into a batch of inputs."""
-
-    def __init__(self, loader: "DaliLoader") -> None:
-        self.loader = loader
-
-    def __call__(self, batch_info) -> tuple:
-        loader = self.loader
-        epoch, step = next(loader._schedule)
-        indices = loader.plan.batch_indices(epoch, step)
-        jpegs = [loader._read_jpeg(i) for i in indices]
-        if any(data is None for data in jpegs):
-            readable = {i: data for i, data in zip(indices, jpegs) if data is not None}
-            indices = _replace_unreadable(indices, jpegs)
-            jpegs = [readable[i] for i in indices]
-        labels = [np.array(loader.labels[i], dtype=np.int64) for i in indices]
-        count = len(indices)
-        norm = loader.normalization
-        mean = np.zeros(3, np.float32) if norm.mean_image is not None else norm.channel_mean.astype(np.float32)
-        std = np.ones(3, np.float32) if norm.mean_image is not None else norm.channel_std.astype(np.float32)
-        if loader.kind != "train":
-            loader._pending.append((epoch, step, None))
-            return jpegs, labels, [mean] * count, [std] * count
-        aug = loader.augmentation.draw(epoch, step, loader.plan.shard_id, count)
-        loader._pending.append((epoch, step, aug))
-        return (jpegs, labels, list(aug["position"][:, 0]), list(aug["position"][:, 1]),
-                list(aug["mirror"]), [mean - shift for shift in aug["shift"]], [std] * count)
-
-
 class DaliLoader:
     """An iterable of ``(images, labels)`` batches for one split on one rank.
 
-    ``len()`` is the number of batches per epoch; each ``iter()`` is one epoch.
-    Images are float32 CHW on ``torch_device``; ten-crop batches are ``[B, 10, 3, H, W]``.
-    Image tensors are reused after ``_RING`` batches: ``.clone()`` a batch to keep it longer.
+    ``len()`` is the number of batches per epoch (``steps_per_epoch`` if given and smaller than the
+    plan's); each ``iter()`` is one epoch. Images are float32 CHW on ``torch_device``; ten-crop
+    batches are ``[B, 10, 3, H, W]``. A batch stays valid for as long as it is referenced.
     """
 
     def __init__(self, kind: Kind, files: list[Path], labels: list[int], plan: ShardPlan, *,
                  normalization: Normalization, augmentation: Augmentation | None, crop: int,
                  resize_size: int | None, device: Literal["cpu", "gpu"], device_id: int | None,
-                 num_threads: int, prefetch: int, seed: int) -> None:
+                 num_threads: int, prefetch: int, seed: int, py_workers: int = 1,
+                 steps_per_epoch: int | None = None, roi_decode: bool = True) -> None:
         self.kind, self.files, self.labels, self.plan = kind, [str(f) for f in files], labels, plan
         self.normalization, self.augmentation = normalization, augmentation
         self.crop, self.resize_size = crop, resize_size
         self.device, self.device_id = device, device_id
-        self.num_threads, self.prefetch, self.seed = num_threads, prefetch, seed
+        self.num_threads, self.py_workers, self.prefetch, self.seed = num_threads, py_workers, prefetch, seed
+        self.roi_decode = roi_decode
+        self.steps = plan.steps_per_epoch if steps_per_epoch is None else min(steps_per_epoch, plan.steps_per_epoch)
         self.torch_device = torch.device("cuda", device_id or 0) if device == "gpu" else torch.device("cpu")
         self.epoch, self.step = 0, 0  # the next batch to return
-        self.damaged: set[str] = set()  # files found unreadable, each reported once
+        self.damaged: set[str] = set()  # files stood in for, each reported once
+        self.pipelines_built = 0
         self._iterating = False  # an epoch is under way (or was abandoned part-way)
         self._pipe = None
-        self._ring: list[torch.Tensor | None] = [None] * _RING
-        self._batches_out = 0
-        self._pending: deque = deque()
-        self._schedule = iter(())
-        self._mean_image = None
-        if normalization.mean_image is not None:
-            self._mean_image = torch.as_tensor(normalization.mean_image).permute(2, 0, 1).contiguous()
+        self._pipe_source: F.BatchFeed | None = None  # what the pipeline's workers were given
+        self._due: tuple[int, int] | None = None  # (epoch, step) of the pipeline's next batch
+        self._root, self._paths = _compact(self.files)
+        self._label_array = np.asarray(labels, dtype=np.int64)
 
     def __len__(self) -> int:
-        return self.plan.steps_per_epoch
+        return self.steps
 
     def close(self) -> None:
-        """Stop DALI's threads now. A process forked later must not inherit a live pipeline: its
-        destructor, run by the child's garbage collector, would wait for threads the child lacks."""
+        """Stop DALI's threads and worker processes now. A process forked later must not inherit a live
+        pipeline: its destructor, run by the child's garbage collector, would wait for threads it lacks."""
         if self._pipe is not None:
-            pipe, self._pipe = self._pipe, None
+            pipe, self._pipe, self._due = self._pipe, None, None
             del pipe
             import gc
 
             gc.collect()
-        self._pending.clear()
-
-    def _read_jpeg(self, index: int) -> np.ndarray | None:
-        """The file's bytes, or None (once warned) if it is unreadable or not a whole JPEG.
-
-        The prepared data is clean; this keeps one file damaged since then from killing a
-        long run mid-epoch. A whole JPEG starts with SOI (FF D8) and ends with EOI (FF D9).
-        """
-        path = self.files[index]
-        try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except OSError:
-            data = None
-        if data is not None and len(data) > 4 and data[0] == 0xFF and data[1] == 0xD8 \
-                and (data[-2] == 0xFF and data[-1] == 0xD9):
-            return data
-        if path not in self.damaged:
-            self.damaged.add(path)
-            warnings.warn(f"{path} is unreadable or not a whole JPEG; another image of the batch stands in "
-                          "for it (run 'alexnet prepare-imagenet' again to repair the dataset)", stacklevel=2)
-        return None
 
     def position(self) -> dict:
         """Where the next batch comes from: ``{"epoch", "step"}``."""
@@ -147,8 +100,6 @@ class DaliLoader:
             self.epoch, self.step = self.epoch + 1, 0
         if steps == 0:
             return
-        self._ensure_pipeline()
-        self._skip_stale(self.epoch, self.step)
         self._iterating = True
         while self.step < steps:
             batch = self._next_batch()
@@ -157,119 +108,93 @@ class DaliLoader:
         self._iterating = False
         self.epoch, self.step = self.epoch + 1, 0
 
-    def _keys_from(self, epoch: int, step: int):
-        while True:
-            for s in range(step, len(self)):
-                yield epoch, s
-            epoch, step = epoch + 1, 0
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        wanted = (self.epoch, self.step)
+        if self._pipe is None or self._due != wanted:
+            self._start_at(*wanted)
+        images, labels, info = self._run()
+        info = np.asarray(info.as_tensor())
+        got = (int(info[0, F.EPOCH]), int(info[0, F.STEP]))
+        if got != wanted:
+            raise RuntimeError(f"DALI returned batch (epoch, step) {got} where {wanted} was due")
+        self._due = (self.epoch, self.step + 1) if self.step + 1 < len(self) else (self.epoch + 1, 0)
+        self._report_problems(info)
+        return hand_off(images, self.torch_device), hand_off(labels, self.torch_device).reshape(-1)
 
-    def _ensure_pipeline(self) -> None:
-        if self._pipe is None:
-            self._schedule = self._keys_from(self.epoch, self.step)
-            self._pipe = build_pipeline(
-                self.kind, _Feed(self), device=self.device, batch_size=self.plan.batch_size,
-                num_threads=self.num_threads, device_id=self.device_id, crop=self.crop,
-                resize_size=self.resize_size, prefetch=self.prefetch, seed=self.seed,
-            )
+    def _start_at(self, epoch: int, step: int) -> None:
+        """A new pipeline whose first batch is (epoch, step)."""
+        self.close()
+        norm = self.normalization
+        per_pixel = norm.mean_image is not None  # the graph subtracts it; the channel terms are 0 and 1
+        source = F.BatchFeed(
+            root=self._root, paths=self._paths, labels=self._label_array, plan=self.plan,
+            augmentation=self.augmentation,
+            channel_mean=np.zeros(3, np.float32) if per_pixel else np.asarray(norm.channel_mean, np.float32),
+            channel_std=np.ones(3, np.float32) if per_pixel else np.asarray(norm.channel_std, np.float32),
+            sizes=self._size_rule(), start_epoch=epoch, start_step=step, steps_per_epoch=len(self))
+        self._pipe = build_pipeline(
+            self.kind, source, device=self.device, batch_size=self.plan.batch_size, num_threads=self.num_threads,
+            py_workers=self.py_workers, device_id=self.device_id, crop=self.crop, resize_size=self.resize_size,
+            prefetch=self.prefetch, seed=self.seed, mean_image=norm.mean_image, roi_decode=self.roi_decode)
+        self._due = (epoch, step)
+        self._pipe_source = source
+        self.pipelines_built += 1
 
-    def _skip_stale(self, epoch: int, step: int) -> None:
-        """Drop prefetched batches that an interrupted epoch left behind."""
-        if not self._pending or self._pending[0][:2] == (epoch, step):
-            return
-        self._schedule = self._keys_from(epoch, step)
-        stale = len(self._pending)
-        for _ in range(stale):
-            self._run_pipeline()
-            self._pending.popleft()
+    def _size_rule(self) -> F.SizeRule:
+        if self.resize_size is not None:
+            return F.SizeRule()  # the pipeline resizes: any size will do
+        stored = self.augmentation.image_size if self.augmentation is not None else None
+        return F.SizeRule(square=stored, min_side=self.crop)
 
-    def _run_pipeline(self):
+    def _run(self):
         try:
             return self._pipe.run()
-        except RuntimeError:
-            misfit = self._find_misfit()  # DALI's message names no file; find the one that broke the batch
-            if misfit:
-                raise AlexnetError(misfit) from None
+        except Exception as exc:  # DALI re-raises a worker's error with its own wrapping
+            if "no image of a whole batch" in str(exc):
+                raise AlexnetError(f"no image of a whole batch under {self._root} could be read: check the "
+                                   "dataset's disk, or prepare it again") from None
             raise
 
-    def _find_misfit(self) -> str | None:
-        """A file of the batches in flight whose size the pipeline cannot take, described for the user."""
-        from PIL import Image
-
-        stored = self.augmentation.image_size if self.augmentation is not None else None
-        for epoch, step, _ in self._pending:
-            for index in self.plan.batch_indices(epoch, step):
-                path = self.files[index]
-                try:
-                    with Image.open(path) as image:
-                        width, height = image.size
-                except OSError:
-                    continue  # unreadable files are stood in for, not fatal
-                if stored is not None and (width, height) != (stored, stored):
-                    return (f"{path} is {width}×{height} pixels, but this dataset's images are {stored}×{stored} "
-                            "as 'alexnet prepare-imagenet' stores them: prepare the dataset again, or remove the file")
-                if self.resize_size is None and min(width, height) < self.crop:
-                    return (f"{path} is {width}×{height} pixels, smaller than the {self.crop}-pixel crop: prepare "
-                            "the dataset again, or remove the file")
-        return None
-
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self._run_pipeline()
-        epoch, step, aug = self._pending.popleft()
-        assert (epoch, step) == (self.epoch, self.step), "DALI returned batches out of order"
-        images = self._images_to_torch(images)
-        labels = _to_torch(labels, self.torch_device).reshape(-1)
-        if self._mean_image is not None:
-            images = self._subtract_mean_image(images, aug)
-        return images, labels
-
-    def _images_to_torch(self, images) -> torch.Tensor:
-        """Copy DALI's output into a ring of reused tensors: fresh 80 MB allocations cost more in page
-        faults than the copy itself. A batch stays valid for the next ``_RING - 1`` batches, more
-        than Lightning's one-batch look-ahead needs."""
-        tensor = images.as_tensor()
-        slot = self._batches_out % _RING
-        self._batches_out += 1
-        buffer = self._ring[slot]
-        if buffer is None or list(buffer.shape) != tensor.shape():
-            buffer = torch.empty(tensor.shape(), dtype=torch.float32, device=self.torch_device)
-            self._ring[slot] = buffer
-        return _copy_into(tensor, buffer)
-
-    def _subtract_mean_image(self, images: torch.Tensor, aug: dict | None) -> torch.Tensor:
-        """The paper's per-pixel mean (§2), cropped and mirrored exactly like each image."""
-        mean = self._mean_image.to(images.device, non_blocking=True)
-        c = self.crop
-        if aug is not None:
-            crops = [mean[:, y : y + c, x : x + c] for x, y in aug["offsets"]]
-            crops = [m.flip(-1) if flip else m for m, flip in zip(crops, aug["mirror"])]
-            return images - torch.stack(crops)
-        if images.dim() == 4:  # centre crop only
-            return images - TF.center_crop(mean, [c, c])
-        return images - torch.stack(TF.ten_crop(mean, [c, c]))
+    def _report_problems(self, info: np.ndarray) -> None:
+        for row in info[info[:, F.PROBLEM] != F.READABLE]:
+            path = self.files[row[F.INDEX]]
+            if row[F.PROBLEM] == F.UNREADABLE:
+                problem = f"{path} is unreadable or not a whole JPEG"
+            else:
+                width, height = int(row[F.WIDTH]), int(row[F.HEIGHT])
+                rule = self._size_rule()
+                wanted = (f"this dataset's images are {rule.square}×{rule.square} as 'alexnet prepare-imagenet' "
+                          "stores them" if rule.square else f"the crop is {self.crop} pixels")
+                problem = f"{path} is {width}×{height} pixels, but {wanted}"
+            if self.kind != "train":  # every image counts exactly once in an evaluation: none may be replaced
+                raise AlexnetError(f"{problem}: prepare the dataset again, or remove the file")
+            if path not in self.damaged:
+                self.damaged.add(path)
+                warnings.warn(f"{problem}; another image of the batch stands in for it (run 'alexnet "
+                              "prepare-imagenet' again to repair the dataset)", stacklevel=3)
 
 
-_RING = 4  # reused image buffers per loader
+def hand_off(output, device: torch.device) -> torch.Tensor:
+    """A DALI output as a torch tensor on ``device``, without a copy (DLPack, ordered on the current
+    CUDA stream). Refuses an output that is not already on ``device``: a host buffer treated as
+    device memory (or the reverse) would crash or corrupt the first GPU batch."""
+    from nvidia.dali.backend import TensorListGPU
+
+    on_gpu = isinstance(output, TensorListGPU)
+    if on_gpu != (device.type == "cuda"):
+        where = "GPU" if on_gpu else "CPU"
+        raise RuntimeError(f"a DALI output on the {where} cannot become a tensor on {device}: move it in the "
+                           f"pipeline ('.gpu()') or copy it with .to({str(device)!r}, non_blocking=True)")
+    tensor = torch.from_dlpack(output.as_tensor())
+    if tensor.device != device:
+        raise RuntimeError(f"a DALI output on {tensor.device} cannot become a tensor on {device}: "
+                           "build the pipeline with that device_id")
+    return tensor
 
 
-def _replace_unreadable(indices: np.ndarray, jpegs: list) -> np.ndarray:
-    """Stand a readable image of the same batch in for each unreadable one (keeps shapes and counts)."""
-    good = [i for i, data in zip(indices, jpegs) if data is not None]
-    if not good:
-        raise AlexnetError(f"no image of a whole batch could be read (e.g. sample {indices[0]}); "
-                           "check the dataset's disk")
-    return np.array([i if data is not None else good[k % len(good)]
-                     for k, (i, data) in enumerate(zip(indices, jpegs))])
-
-
-def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
-    from nvidia.dali.plugin.pytorch import to_torch_type
-
-    tensor = tensor_list.as_tensor()
-    return _copy_into(tensor, torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device=device))
-
-
-def _copy_into(tensor, out: torch.Tensor) -> torch.Tensor:
-    from nvidia.dali.plugin.pytorch import feed_ndarray
-
-    stream = torch.cuda.current_stream(out.device) if out.device.type == "cuda" else None
-    return feed_ndarray(tensor, out, cuda_stream=stream)
+def _compact(files: list[str]) -> tuple[str, np.ndarray]:
+    """(the common folder with its trailing separator, each path after it as a bytes array): what each
+    worker process gets pickled. The shortest and longest strings bound every common prefix."""
+    prefix = os.path.commonprefix([min(files), max(files)]) if files else ""
+    root = prefix[: prefix.rfind(os.sep) + 1]
+    return root, np.array([f[len(root):].encode() for f in files], dtype=bytes)

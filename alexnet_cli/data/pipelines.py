@@ -2,15 +2,22 @@
 
 One graph serves CPU and GPU: ``device`` picks the decoder ("cpu" or "mixed")
 and the operators' device, nothing else changes, so the CPU tests cover the
-GPU path's logic. Inputs come through one ``external_source`` fed by a
-``BatchSource`` (see ``sampling``) that decides, in Python and from the seed,
-which files make each batch and every random choice (crop offset, flip, PCA
-α). That makes an epoch's batches a pure function of (seed, epoch, step):
-reproducible, shardable exactly, and resumable mid-epoch.
+GPU path's logic. Inputs come through one parallel ``external_source`` fed by a
+``BatchFeed`` (see ``feed``) that decides, from the seed, which files make each
+batch and every random choice (crop offset, flip, PCA α), and reads the files in
+DALI's Python worker processes, off the training thread. That makes an epoch's
+batches a pure function of (seed, epoch, step): reproducible, shardable exactly,
+and resumable mid-epoch.
+
+Outputs: images (on ``device``), labels (on ``device``) and the feed's per-sample
+``BATCH_INFO`` rows (always on the CPU; the loader reads them).
+With a per-pixel ``mean_image`` (§2) the graph crops and mirrors the mean exactly
+like each image and subtracts it, on ``device``.
 """
 
 from typing import Literal
 
+import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
@@ -46,18 +53,36 @@ def _centre_position(images, crop: int):
     return out
 
 
+def _feed(source, num_outputs: int, py_workers: int):
+    # One batch per worker call (eval's last batch may be short, which only batch mode allows), and
+    # at least one batch in the making per worker.
+    ahead = {"parallel": True, "prefetch_queue_depth": max(2, py_workers)} if py_workers > 0 else {}
+    return fn.external_source(source=source, num_outputs=num_outputs, batch=True, batch_info=True, **ahead)
+
+
+def _labels_on(labels, device: Device):
+    """Labels leave the graph where the images do: on the GPU a copy inside DALI's stream."""
+    return labels.gpu() if device == "gpu" else labels
+
+
+def _mean_crop(mean_image: np.ndarray, device: Device, crop: int, x, y, mirror):
+    """The per-pixel mean image (HWC) cropped at (x, y) and mirrored like the image it is taken from."""
+    mean = types.Constant(mean_image.astype(np.float32), device=device, layout="HWC")
+    return fn.crop_mirror_normalize(mean, device=device, dtype=types.FLOAT, output_layout="CHW",
+                                    crop=(crop, crop), crop_pos_x=x, crop_pos_y=y, mirror=mirror)
+
+
 @pipeline_def(enable_conditionals=False)
-def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None):
+def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None, py_workers: int,
+                   mean_image: np.ndarray | None, roi_decode: bool):
     """Random ``crop``×``crop`` crop, random mirror, mean subtraction and PCA colour shift (§4.1).
 
     ``source`` yields per batch: JPEG bytes, labels, crop position (x, y in [0, 1]),
-    mirror flag, and the per-image mean to subtract (channel mean minus the PCA shift,
-    so that one fused crop_mirror_normalize applies both).
+    mirror flag, the per-image mean to subtract (channel mean minus the PCA shift,
+    so that one fused crop_mirror_normalize applies both), std, and ``BATCH_INFO``.
     """
-    jpegs, labels, pos_x, pos_y, mirror, mean, std = fn.external_source(
-        source=source, num_outputs=7, batch=True, batch_info=True
-    )
-    if resize_size is None:
+    jpegs, labels, pos_x, pos_y, mirror, mean, std, info = _feed(source, 8, py_workers)
+    if resize_size is None and roi_decode:
         # The stored image is already at the resize size: decode just the crop (ROI decoding).
         images = fn.decoders.image_crop(jpegs, device=_decoder_device(device), output_type=types.RGB,
                                         crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y)
@@ -68,16 +93,17 @@ def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None
         crop_args = {"crop": (crop, crop), "crop_pos_x": pos_x, "crop_pos_y": pos_y}
     images = fn.crop_mirror_normalize(images, device=device, dtype=types.FLOAT, output_layout="CHW",
                                       mean=mean, std=std, mirror=mirror, **crop_args)
-    return images, labels
+    if mean_image is not None:
+        images = images - _mean_crop(mean_image, device, crop, pos_x, pos_y, mirror)
+    return images, _labels_on(labels, device), info
 
 
 @pipeline_def(enable_conditionals=False)
-def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None, ten_crop: bool):
+def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None, ten_crop: bool, py_workers: int,
+                  mean_image: np.ndarray | None):
     """Centre crop, or the paper's ten crops stacked as ``[10, 3, crop, crop]`` per image in
     torchvision's ``TenCrop`` order: the ``TEN_CROP_ORDER`` crops, then the same mirrored."""
-    jpegs, labels, mean, std = fn.external_source(
-        source=source, num_outputs=4, batch=True, batch_info=True
-    )
+    jpegs, labels, mean, std, info = _feed(source, 5, py_workers)
     images = fn.decoders.image(jpegs, device=_decoder_device(device), output_type=types.RGB)
     images = _maybe_resize(images, device, resize_size)
     centre_x, centre_y = _centre_position(images, crop)
@@ -89,26 +115,37 @@ def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None,
     placements = [(x, y, 0) for x, y in positions]
     if ten_crop:
         placements += [(1.0 - x, y, 1) for x, y in positions]
-    crops = [
-        fn.crop_mirror_normalize(images, device=device, dtype=types.FLOAT, output_layout="CHW",
-                                 crop=(crop, crop), crop_pos_x=x, crop_pos_y=y, mean=mean, std=std,
-                                 mirror=flip)
-        for x, y, flip in placements
-    ]
-    return (fn.stack(*crops) if ten_crop else crops[0]), labels
+    crops = []
+    for x, y, flip in placements:
+        image = fn.crop_mirror_normalize(images, device=device, dtype=types.FLOAT, output_layout="CHW",
+                                         crop=(crop, crop), crop_pos_x=x, crop_pos_y=y, mean=mean, std=std,
+                                         mirror=flip)
+        if mean_image is not None:
+            image = image - _mean_crop(mean_image, device, crop, x, y, flip)
+        crops.append(image)
+    return (fn.stack(*crops) if ten_crop else crops[0]), _labels_on(labels, device), info
 
 
 def build_pipeline(kind: Literal["train", "val", "ten_crop"], source, *, device: Device, batch_size: int,
-                   num_threads: int, device_id: int | None, crop: int, resize_size: int | None,
-                   prefetch: int, seed: int) -> Pipeline:
-    """Build one of the pipelines; ``device_id=None`` for CPU-only machines."""
+                   num_threads: int, py_workers: int, device_id: int | None, crop: int, resize_size: int | None,
+                   prefetch: int, seed: int, mean_image: np.ndarray | None = None,
+                   roi_decode: bool = True) -> Pipeline:
+    """Build one of the pipelines; ``device_id=None`` for CPU-only machines.
+
+    ``num_threads``: DALI's own threads (CPU decoding and augmentation); ``py_workers``: processes
+    that read the files (0: the training thread reads them, as DALI's sequential source does).
+    ``roi_decode``: decode only the training crop when the images are stored at the resize size;
+    otherwise (or with False) decode the whole image and crop it afterwards.
+    """
     common = dict(batch_size=batch_size, num_threads=num_threads, seed=seed, prefetch_queue_depth=prefetch,
-                  device_id=device_id if device == "gpu" else None, py_start_method="spawn")
+                  device_id=device_id if device == "gpu" else None, py_start_method="spawn",
+                  py_num_workers=max(1, py_workers))
     if kind == "train":
-        pipe = train_pipeline(source, device=device, crop=crop, resize_size=resize_size, **common)
+        pipe = train_pipeline(source, device=device, crop=crop, resize_size=resize_size, py_workers=py_workers,
+                              mean_image=mean_image, roi_decode=roi_decode, **common)
     else:
-        pipe = eval_pipeline(source, device=device, crop=crop, resize_size=resize_size,
-                             ten_crop=kind == "ten_crop", **common)
+        pipe = eval_pipeline(source, device=device, crop=crop, resize_size=resize_size, ten_crop=kind == "ten_crop",
+                             py_workers=py_workers, mean_image=mean_image, **common)
     pipe.build()
     return pipe
 

@@ -30,6 +30,9 @@ class LocalResponseNorm(nn.Module):
     GPUs at this layer. One group equals ``nn.LocalResponseNorm(size, alpha * size,
     beta, k)``; the window is summed with ``size`` shifted adds instead of a 3-d
     average pool, about twice as fast on CPUs, where LRN is a third of the step.
+
+    Always computed in float32, also under bf16 autocast: bf16's 8-bit mantissa cannot hold
+    k + α·Σa² (2 plus a term ~1e-4 of it) and rounds the neighbours' term away.
     """
 
     def __init__(self, size: int = LRN_SIZE, alpha: float = LRN_ALPHA, beta: float = LRN_BETA,
@@ -38,6 +41,10 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self._normalize(x.float()).to(x.dtype)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels = x.shape[:2]
         per_group = channels // self.groups
         squares = (x * x).reshape(batch, self.groups, per_group, *x.shape[2:])

@@ -1,0 +1,85 @@
+"""The GPU path: where each tensor lives, which the CPU tests cannot see. Skipped without CUDA;
+``scripts/gpu-check.sh`` runs them (``pytest -m gpu``) and reports the ``GPU-CHECK`` lines they print.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet_cli.data.loader import Normalization, hand_off
+from alexnet_cli.data.stats import load_stats
+from test_pipeline import make_loader
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+# nvJPEG and libjpeg-turbo may differ in IDCT and chroma upsampling by a few levels (0–255 units).
+MEAN_TOLERANCE, MAX_TOLERANCE = 1.0, 40.0
+
+
+def compare(kind, gpu_batch, cpu_batch) -> None:
+    (gpu_images, gpu_labels), (cpu_images, cpu_labels) = gpu_batch, cpu_batch
+    assert gpu_images.device.type == "cuda" and gpu_labels.device.type == "cuda"
+    assert gpu_images.dtype == torch.float32 and gpu_labels.dtype == torch.int64
+    assert gpu_images.shape == cpu_images.shape and gpu_labels.shape == cpu_labels.shape
+    assert gpu_labels.cpu().tolist() == cpu_labels.tolist()
+    difference = (gpu_images.cpu() - cpu_images).abs()
+    print(f"GPU-CHECK {kind}: shape {tuple(gpu_images.shape)} {gpu_images.dtype} on {gpu_images.device}, labels "
+          f"equal; |GPU − CPU| mean {difference.mean():.3f}, max {difference.max():.1f} (0–255 units)")
+    assert difference.mean() < MEAN_TOLERANCE and difference.max() < MAX_TOLERANCE
+
+
+@pytest.mark.parametrize("kind", ["train", "val", "ten_crop"])
+def test_a_gpu_batch_is_on_the_gpu_and_matches_the_cpu_pipeline(prepared, kind):
+    stats = load_stats(prepared)
+    norm = Normalization(stats.channel_mean, stats.channel_std)
+    gpu, _ = make_loader(prepared, kind, batch_size=8, normalization=norm, pca_std=0.1, device="gpu")
+    cpu, _ = make_loader(prepared, kind, batch_size=8, normalization=norm, pca_std=0.1, device="cpu")
+    compare(kind, next(iter(gpu)), next(iter(cpu)))
+
+
+def test_the_mean_image_is_subtracted_on_the_gpu_like_on_the_cpu(prepared):
+    stats = load_stats(prepared)
+    norm = Normalization(stats.channel_mean, stats.channel_std, stats.mean_image)
+    gpu, _ = make_loader(prepared, "train", batch_size=8, normalization=norm, pca_std=0.1, device="gpu")
+    cpu, _ = make_loader(prepared, "train", batch_size=8, normalization=norm, pca_std=0.1, device="cpu")
+    compare("train, mean image", next(iter(gpu)), next(iter(cpu)))
+
+
+def test_a_gpu_output_is_refused_for_a_cpu_tensor():
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=2, num_threads=1, device_id=0)
+    def constant():
+        return types.Constant(np.ones(3, np.float32), device="gpu")
+
+    pipe = constant()
+    pipe.build()
+    (output,) = pipe.run()
+    assert hand_off(output, torch.device("cuda", 0)).device.type == "cuda"
+    with pytest.raises(RuntimeError, match="on the GPU cannot become a tensor on cpu"):
+        hand_off(output, torch.device("cpu"))
+    del fn
+
+
+def test_lrn_under_bf16_autocast_on_the_gpu_equals_float32_rounded():
+    from alexnet_cli.models.paper import LocalResponseNorm
+
+    x = (torch.randn(4, 96, 27, 27, device="cuda") * 8).relu().bfloat16()
+    lrn = LocalResponseNorm(groups=2)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = lrn(x)
+    torch.testing.assert_close(got, lrn(x.float()).bfloat16(), rtol=0, atol=0)
+
+
+def test_a_nonfinite_step_leaves_weights_and_momentum_unchanged_on_the_gpu():
+    from alexnet_cli.module import _zero_momentum_buffers
+
+    weight = torch.nn.Parameter(torch.ones(5, device="cuda"))
+    optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True)
+    _zero_momentum_buffers(optimizer)
+    weight.grad = torch.full_like(weight, float("nan"))
+    optimizer.found_inf = torch.ones((), device="cuda")
+    optimizer.step()
+    assert torch.equal(weight.detach(), torch.ones(5, device="cuda"))
+    assert torch.equal(optimizer.state[weight]["momentum_buffer"], torch.zeros(5, device="cuda"))
