@@ -23,7 +23,8 @@ trap 'rm -rf "$work"' EXIT
 export PYTHONUNBUFFERED=1
 : > "$out/steps.tsv"
 
-alexnet=(python -m alexnet_cli)
+python=${PYTHON:-python3}
+alexnet=("$python" -m alexnet_cli)
 
 # step NAME SECONDS COMMAND...: run with a time limit, log to OUT_DIR/NAME.log, record status and seconds.
 step() {
@@ -40,11 +41,11 @@ decoder_load() {  # (e): the JPEG engines' utilisation, once a second, while the
   echo $!
 }
 
-step environment 30 bash -c 'nvidia-smi; python -c "import torch, lightning, nvidia.dali as d; \
+step environment 30 bash -c 'nvidia-smi; '"$python"' -c "import torch, lightning, nvidia.dali as d; \
 print(torch.__version__, torch.cuda.get_device_name(0), lightning.__version__, d.__version__)"'
 
 # (a) correctness of every hand-off from DALI to torch
-step gpu-tests 240 python -m pytest -m gpu -q -rA -s -p no:cacheprovider tests/test_gpu.py
+step gpu-tests 240 "$python" -m pytest -m gpu -q -rA -s -p no:cacheprovider tests/test_gpu.py
 
 # (d) a short real run, a mid-run checkpoint, and the paper's ten-crop test on both devices
 step demo-data 120 "${alexnet[@]}" prepare-imagenet --demo --out "$work/demo" --quiet
@@ -78,4 +79,4 @@ done
 step train-loop 300 "${alexnet[@]}" benchmark train --recipe single-gpu --data "$data" --steps 60 --warmup 15 \
   --repeats 2 --count-syncs --quiet --json "$out/train-loop.json"
 
-python scripts/gpu_report.py "$out"
+"$python" scripts/gpu_report.py "$out"
