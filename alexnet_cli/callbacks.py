@@ -199,6 +199,9 @@ class SparseMetricsProgressBar(RichProgressBar):
         if trainer.training and self._shown and trainer.global_step % self.metrics_every_n_steps:
             return self._shown
         self._shown = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            self._shown["train/loss"] = float(loss)
         return self._shown
 
 

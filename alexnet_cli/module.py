@@ -41,7 +41,9 @@ class AlexNetModule(L.LightningModule):
         images, labels = batch
         loss = F.cross_entropy(self.model(images), labels)
         self._step_loss = loss.detach()
-        self.log("train/loss", loss, prog_bar=True)
+        # Not prog_bar=True: Lightning would copy it to the host after every batch for the bar (a GPU sync);
+        # SparseMetricsProgressBar shows it every few steps instead.
+        self.log("train/loss", loss)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:

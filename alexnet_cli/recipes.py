@@ -42,6 +42,7 @@ class DataConfig:
     mirror: bool = True  # random horizontal flips (§4.1)
     prefetch: int = 2  # DALI prefetch queue depth
     roi_decode: bool = True  # images stored at resize_size: decode only the training crop
+    exact_decode: bool = False  # GPU: upsample chroma like the CPU decoder (bit-equal pixels, ~3× slower)
 
 
 @dataclass

@@ -66,7 +66,7 @@ done
 data=${photos:-$work/demo}
 monitor=$(decoder_load)
 step data-roi 180 "${alexnet[@]}" benchmark data --data "$data" --recipe single-gpu --batch-size 128 --batches 40 \
-  --warmup 5 --repeats 3 --workers 8 --quiet --json "$out/data-roi.json"
+  --warmup 5 --repeats 3 --workers 8 --set data.roi_decode=true --quiet --json "$out/data-roi.json"
 step data-whole 180 "${alexnet[@]}" benchmark data --data "$data" --recipe single-gpu --batch-size 128 --batches 40 \
   --warmup 5 --repeats 3 --workers 8 --set data.roi_decode=false --quiet --json "$out/data-whole.json"
 kill "$monitor" 2>/dev/null

@@ -22,7 +22,7 @@ def pixels(path) -> torch.Tensor:
 
 
 def make_loader(root, kind, *, batch_size=4, shard=(0, 1), normalization=RAW, pca_std=0.0, mirror=True,
-                seed=0, split=None, device="cpu", py_workers=1, steps_per_epoch=None):
+                seed=0, split=None, device="cpu", py_workers=1, steps_per_epoch=None, exact_decode=False):
     classes = read_classes(root)
     files = list_split(root, split or ("train" if kind == "train" else "val"), classes)
     plan = ShardPlan(len(files), batch_size, shard[0], shard[1], train=kind == "train", seed=seed)
@@ -33,7 +33,7 @@ def make_loader(root, kind, *, batch_size=4, shard=(0, 1), normalization=RAW, pc
     return DaliLoader(kind, files.files, files.labels, plan, normalization=normalization,
                       augmentation=augmentation, crop=CROP, resize_size=None, device=device,
                       device_id=0 if device == "gpu" else None, num_threads=2, py_workers=py_workers, prefetch=2,
-                      seed=seed, steps_per_epoch=steps_per_epoch), files
+                      seed=seed, steps_per_epoch=steps_per_epoch, exact_decode=exact_decode), files
 
 
 def close_to(a: torch.Tensor, b: torch.Tensor) -> float:

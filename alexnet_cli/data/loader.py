@@ -48,13 +48,13 @@ class DaliLoader:
                  normalization: Normalization, augmentation: Augmentation | None, crop: int,
                  resize_size: int | None, device: Literal["cpu", "gpu"], device_id: int | None,
                  num_threads: int, prefetch: int, seed: int, py_workers: int = 1,
-                 steps_per_epoch: int | None = None, roi_decode: bool = True) -> None:
+                 steps_per_epoch: int | None = None, roi_decode: bool = True, exact_decode: bool = False) -> None:
         self.kind, self.files, self.labels, self.plan = kind, [str(f) for f in files], labels, plan
         self.normalization, self.augmentation = normalization, augmentation
         self.crop, self.resize_size = crop, resize_size
         self.device, self.device_id = device, device_id
         self.num_threads, self.py_workers, self.prefetch, self.seed = num_threads, py_workers, prefetch, seed
-        self.roi_decode = roi_decode
+        self.roi_decode, self.exact_decode = roi_decode, exact_decode
         self.steps = plan.steps_per_epoch if steps_per_epoch is None else min(steps_per_epoch, plan.steps_per_epoch)
         self.torch_device = torch.device("cuda", device_id or 0) if device == "gpu" else torch.device("cpu")
         self.epoch, self.step = 0, 0  # the next batch to return
@@ -135,7 +135,8 @@ class DaliLoader:
         self._pipe = build_pipeline(
             self.kind, source, device=self.device, batch_size=self.plan.batch_size, num_threads=self.num_threads,
             py_workers=self.py_workers, device_id=self.device_id, crop=self.crop, resize_size=self.resize_size,
-            prefetch=self.prefetch, seed=self.seed, mean_image=norm.mean_image, roi_decode=self.roi_decode)
+            prefetch=self.prefetch, seed=self.seed, mean_image=norm.mean_image, roi_decode=self.roi_decode,
+            exact_decode=self.exact_decode)
         self._due = (epoch, step)
         self._pipe_source = source
         self.pipelines_built += 1
