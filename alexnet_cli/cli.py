@@ -350,17 +350,21 @@ def neighbors(
     data: Path = typer.Option(..., "--data", help="The prepared dataset whose training images are searched."),
     k: int = typer.Option(6, "--k", help="Neighbours per query."),
     out: Path = typer.Option(Path("neighbors.png"), "--out", help="PNG grid: a row per query, query first."),
+    device: str = typer.Option("cpu", "--device", help="cpu or gpu: where the training set is embedded and "
+                               "searched."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Figure 4: the training images nearest to each query by fc7 activations (Euclidean).
 
-    The training set's codes are cached beside the checkpoint, so the next query is fast.
+    The training set's codes are stored beside the checkpoint (float16, CHECKPOINT.train-fc7.f16), so the
+    next query is fast; an interrupted embedding continues where it stopped when run again.
 
     Example: [cyan]alexnet neighbors --checkpoint best.ckpt --data demo/data --query photo.jpg --k 6[/]
     """
     from alexnet_cli.neighbors import find_neighbours
 
-    results = find_neighbours(checkpoint, data, query, k=k, out=out, progress=_progress(quiet))
+    _check_device(device)
+    results = find_neighbours(checkpoint, data, query, k=k, out=out, device=device, progress=_progress(quiet))
     for result in results:
         table = Table(title=f"nearest to {result.query}")
         table.add_column("#", justify="right")

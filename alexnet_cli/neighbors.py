@@ -1,13 +1,18 @@
 """``alexnet neighbors``: the paper's Figure 4, images retrieved by their last hidden layer (§6.1).
 
-Training images are embedded by the 4096-d activations that feed the class layer
-(fc7 after its ReLU), once, and cached beside the checkpoint; a query image's
-neighbours are the training images at the smallest Euclidean distance.
+Training images are embedded by the activations that feed the class layer (fc7 after its
+ReLU, 4096-d), once, into a code file beside the checkpoint; a query image's neighbours are
+the training images at the smallest Euclidean distance. At ImageNet's size the codes are
+1.28 M × 4096: they are stored as float16 rows (10.5 GB instead of 21), written in order and
+resumable after an interruption, and searched chunk by chunk with a running top-k, so memory
+stays bounded whatever the number of images.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,12 +25,72 @@ from alexnet_cli.errors import AlexnetError
 from alexnet_cli.progress import Progress, SilentProgress
 
 THUMBNAIL = 96  # pixels per image in the grid
+CODE_WIDTH = 4096  # fc7 of the paper's network
+SEARCH_ROWS = 32_768  # codes per distance block: 512 MB of float32 at 4096-d
 
 
 @dataclass
 class NeighbourResult:
     query: str
     neighbours: list[tuple[str, float]]  # (training image, distance), nearest first
+
+
+class CodeStore:
+    """``rows`` codes of ``width`` float16 values in ``<prefix>.f16`` (a memory-mapped array), filled in
+    order; ``<prefix>.json`` says how many rows are written and what they were computed from.
+    A store whose ``stamp`` differs from the one asked for starts again from row 0."""
+
+    def __init__(self, prefix: Path, rows: int, width: int, stamp: dict | None = None) -> None:
+        self.path, self.index = Path(f"{prefix}.f16"), Path(f"{prefix}.json")
+        self.rows, self.width = rows, width
+        self.stamp = {"rows": rows, "width": width, **(stamp or {})}
+        saved = self._saved()
+        fresh = saved.get("stamp") != self.stamp or not self.path.is_file() \
+            or self.path.stat().st_size != rows * width * 2
+        if fresh:
+            self.index.unlink(missing_ok=True)
+            np.memmap(self.path, dtype=np.float16, mode="w+", shape=(rows, width)).flush()
+        self.done = 0 if fresh else int(saved["done"])
+        self.codes = np.memmap(self.path, dtype=np.float16, mode="r+", shape=(rows, width))
+
+    def _saved(self) -> dict:
+        try:
+            return json.loads(self.index.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.rows
+
+    def write(self, start: int, codes: np.ndarray) -> None:
+        self.codes[start : start + len(codes)] = codes
+
+    def mark_done(self, rows: int) -> None:
+        """Rows before ``rows`` are on disk: flush them, then say so (a crash in between costs a redo)."""
+        self.codes.flush()
+        self.done = rows
+        write_text_atomic(self.index, json.dumps({"stamp": self.stamp, "done": rows}))
+
+
+def nearest(store: CodeStore, queries: np.ndarray, *, k: int, device: torch.device | str = "cpu",
+            block_rows: int = SEARCH_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest stored codes to each query: (indices, distances), nearest first. Reads the store
+    ``block_rows`` at a time and keeps a running top-k, so memory does not grow with the store."""
+    device = torch.device(device)
+    q = torch.as_tensor(queries, dtype=torch.float32, device=device)
+    k = min(k, store.rows)
+    best_d = torch.full((len(q), k), float("inf"), device=device)
+    best_i = torch.full((len(q), k), -1, dtype=torch.int64, device=device)
+    for start in range(0, store.rows, block_rows):
+        block = torch.from_numpy(np.asarray(store.codes[start : start + block_rows])).to(device).float()
+        distances = torch.cdist(q, block)
+        candidates_d = torch.cat([best_d, distances], dim=1)
+        candidates_i = torch.cat([best_i, torch.arange(start, start + len(block), device=device).expand(len(q), -1)],
+                                 dim=1)
+        best_d, order = candidates_d.topk(k, dim=1, largest=False, sorted=True)
+        best_i = candidates_i.gather(1, order)
+    return best_i.cpu().numpy(), best_d.cpu().numpy()
 
 
 def penultimate_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -41,54 +106,62 @@ def penultimate_features(model: torch.nn.Module, images: torch.Tensor) -> torch.
 
 
 def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *, split: str = "train",
-                       batch_size: int = 32, progress: Progress | None = None) -> tuple[np.ndarray, list[str]]:
-    """fc7 codes of every image of ``split``, cached as ``<checkpoint>.<split>-fc7.npy`` (+ .json)."""
+                       batch_size: int = 32, device: Literal["cpu", "gpu"] = "cpu",
+                       progress: Progress | None = None) -> tuple[CodeStore, list[str]]:
+    """fc7 codes of every image of ``split`` in ``<checkpoint>.<split>-fc7.f16``; an interrupted embedding
+    continues where it stopped, a finished one is reused while checkpoint and files are unchanged."""
     from alexnet_cli.data.datamodule import DaliDataModule
     from alexnet_cli.evaluate import normalization_from_meta
     from alexnet_cli.recipes import DataConfig
 
     progress = progress or SilentProgress()
-    module = DaliDataModule(data, DataConfig(device="cpu", batch_size=batch_size, num_threads=2,
+    torch_device = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
+    module = DaliDataModule(data, DataConfig(device=device, batch_size=batch_size, num_threads=2,
                                              resize_size=loaded.meta.get("resize_size", 256)),
                             crop=loaded.meta["crop"], normalization=normalization_from_meta(loaded.meta))
     files = [str(f) for f in module.split(split).files]
-    cache = Path(f"{checkpoint}.{split}-fc7.npy")
-    index = cache.with_suffix(".json")
-    stamp = {"checkpoint_mtime_ns": Path(checkpoint).stat().st_mtime_ns, "files": files}
-    if cache.is_file() and index.is_file() and json.loads(index.read_text()) == stamp:
-        return np.load(cache), files
-    codes = []
-    loader = module.loader(split, "val", batch_size=batch_size, shard=(0, 1))
+    width = list(loaded.model.classifier.children())[-1].in_features
+    stamp = {"checkpoint_mtime_ns": Path(checkpoint).stat().st_mtime_ns,
+             "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest()}
+    store = CodeStore(Path(f"{checkpoint}.{split}-fc7"), len(files), width, stamp)
+    if store.complete:
+        return store, files
+    model = loaded.model.to(torch_device)
+    loader = module.loader(split, "val", batch_size=batch_size, shard=(0, 1),
+                           device_id=0 if device == "gpu" else None)
+    loader.seek(0, store.done // batch_size)  # done is a whole number of batches until the end
+    row = store.done - store.done % batch_size
     with progress.task(f"embedding {split} images (fc7)", len(files)) as task, torch.inference_mode():
-        for images, _ in loader:
-            codes.append(penultimate_features(loaded.model, images).numpy().copy())
-            task.advance(len(images))
-    embedded = np.concatenate(codes).astype(np.float32)
+        task.advance(row)
+        for step, (images, _) in enumerate(loader, start=1):
+            codes = penultimate_features(model, images).float().cpu().numpy()
+            store.write(row, codes)
+            row += len(codes)
+            if step % 100 == 0:
+                store.mark_done(row)
+            task.advance(len(codes))
+    loader.close()
+    store.mark_done(row)
+    return store, files
 
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, embedded)
 
-    write_atomic(cache, save)
-    write_text_atomic(index, json.dumps(stamp))
-    return embedded, files
-
-
-def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int = 6,
-                    out: Path | None = None, progress: Progress | None = None) -> list[NeighbourResult]:
+def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int = 6, out: Path | None = None,
+                    device: Literal["cpu", "gpu"] = "cpu", progress: Progress | None = None) -> list[NeighbourResult]:
     from alexnet_cli.predict import preprocess
 
     if k < 1:
         raise AlexnetError("--k must be at least 1")
+    if device == "gpu" and not torch.cuda.is_available():
+        raise AlexnetError("--device gpu: no CUDA device is visible")
     loaded = load_checkpoint(Path(checkpoint))
-    codes, files = embed_training_set(loaded, Path(checkpoint), Path(data), progress=progress)
+    store, files = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
+    torch_device = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
+    model = loaded.model.to(torch_device)
     with torch.inference_mode():
-        query_codes = penultimate_features(loaded.model, preprocess(loaded.meta, queries)).numpy()
-    distances = np.sqrt(((query_codes[:, None, :] - codes[None, :, :]) ** 2).sum(-1))
-    results = []
-    for query, row in zip(queries, distances):
-        nearest = np.argsort(row, kind="stable")[:k]
-        results.append(NeighbourResult(str(query), [(files[i], float(row[i])) for i in nearest]))
+        query_codes = penultimate_features(model, preprocess(loaded.meta, queries).to(torch_device))
+    indices, distances = nearest(store, query_codes.float().cpu().numpy(), k=k, device=torch_device)
+    results = [NeighbourResult(str(query), [(files[i], float(d)) for i, d in zip(row_i, row_d)])
+               for query, row_i, row_d in zip(queries, indices, distances)]
     if out is not None:
         save_grid(results, Path(out))
     return results

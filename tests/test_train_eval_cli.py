@@ -141,13 +141,32 @@ def test_neighbors_finds_a_training_query_first_and_caches_the_codes(trained_run
     result = run_alexnet("neighbors", "--checkpoint", checkpoint, "--data", prepared, "--query", query,
                          "--k", "3", "--out", grid, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert Path(f"{checkpoint}.train-fc7.npy").is_file()
+    assert Path(f"{checkpoint}.train-fc7.f16").is_file()
     from alexnet_cli.neighbors import find_neighbours
 
     [found] = find_neighbours(checkpoint, prepared, [query], k=3)
     assert found.neighbours[0][0] == str(query)
     with Image.open(grid) as image:
         assert image.size == (4 + 4 * (96 + 4), 4 + 96 + 4)
+
+
+def test_an_interrupted_embedding_continues_from_the_rows_already_written(trained_run, prepared, tmp_path):
+    import shutil
+
+    from alexnet_cli.checkpoints import load_checkpoint
+    from alexnet_cli.neighbors import CodeStore, embed_training_set
+
+    out, _ = trained_run
+    checkpoint = tmp_path / "copy.ckpt"
+    shutil.copy(out / "checkpoints" / "last.ckpt", checkpoint)
+    loaded = load_checkpoint(checkpoint)
+    store, _ = embed_training_set(loaded, checkpoint, prepared, batch_size=4)
+    reference = np.array(store.codes)
+    store.codes[:] = 7.0  # what an interruption after two batches left: rows 0-7 kept, the rest not yet done
+    store.mark_done(8)
+    resumed, _ = embed_training_set(loaded, checkpoint, prepared, batch_size=4)
+    assert resumed.complete and (np.array(resumed.codes[:8]) == 7.0).all(), "finished rows are not redone"
+    np.testing.assert_array_equal(np.array(resumed.codes[8:]), reference[8:])
 
 
 def test_eval_on_two_processes_counts_each_image_once_and_agrees(trained_run, prepared):
