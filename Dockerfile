@@ -12,7 +12,11 @@
 # --ipc=host (or a large --shm-size): DALI and DDP exchange tensors through shared memory.
 FROM nvidia/cuda:13.0.0-base-ubuntu24.04
 
+# video: nvJPEG (DALI's "mixed" decoder) reaches the A100/H100 hardware JPEG decoder only with this
+# capability; with the base image's compute,utility it reports "Hardware Decoder not supported" and
+# falls back to CUDA kernels (NVIDIA/CUDALibrarySamples#132).
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility,video \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
@@ -27,7 +31,10 @@ COPY recipes ./recipes
 RUN pip install "torch==2.14.1" "torchvision==0.29.1" "lightning==2.6.6" "nvidia-dali-cuda130==2.4.0" \
     && pip install .
 
-RUN useradd --create-home --uid 1000 alexnet && mkdir -p /data /runs && chown alexnet /runs
+# Ubuntu 24.04's images ship a user 'ubuntu' with uid 1000: free the uid for ours (host files in /runs
+# are then owned by the first user of most hosts).
+RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
+    && useradd --create-home --uid 1000 alexnet && mkdir -p /data /runs && chown alexnet /runs
 USER alexnet
 VOLUME ["/data", "/runs"]
 WORKDIR /runs

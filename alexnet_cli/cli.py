@@ -188,7 +188,7 @@ def train(
     from alexnet_cli.train import run
 
     if dry_run:
-        _print_dry_run(recipe, data, set_, benchmark_json)
+        _print_dry_run(recipe, data, set_, benchmark_json, out, resume)
         return
     result = run(recipe, data, out=out, overrides=set_, quiet=quiet, resume=resume)
     table = Table(title=f"run {result.run_dir}", show_header=False)
@@ -207,18 +207,20 @@ def train(
     _write_json(json_out, asdict(result))
 
 
-def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark_json: Optional[Path]) -> None:
+def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark_json: Optional[Path],
+                   out: Optional[Path], resume: Optional[Path]) -> None:
     import yaml
 
     from alexnet_cli.dryrun import plan_run
     from alexnet_cli.recipes import load_recipe
-    from alexnet_cli.train import crop_size
+    from alexnet_cli.train import prepare_run
 
     recipe = load_recipe(recipe_name, overrides)
-    crop_size(recipe)  # validates arch and crop
-    plan = plan_run(recipe, data, benchmark_json=benchmark_json)
+    setup = prepare_run(recipe, data, out=out, resume=resume)  # refuses what 'alexnet train' would refuse
+    plan = plan_run(recipe, len(setup.datamodule.split("train")), benchmark_json=benchmark_json)
     console.print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), highlight=False)
     table = Table(title=f"dry run: {recipe.name} on {data}", show_header=False)
+    table.add_row("run directory", str(setup.run_dir) + (f" (resuming {setup.checkpoint})" if setup.checkpoint else ""))
     table.add_row("devices", f"{plan.devices} ({plan.data_parallel} data-parallel)")
     table.add_row("global batch", f"{plan.global_batch:,}")
     table.add_row("training images", f"{plan.train_images:,}")

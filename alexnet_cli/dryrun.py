@@ -22,17 +22,11 @@ class RunPlan:
     estimated_hours: float | None
 
 
-def plan_run(recipe: Recipe, data: Path, *, benchmark_json: Path | None = None) -> RunPlan:
-    from alexnet_cli.data.layout import list_split, read_classes
-
-    classes = read_classes(Path(data))
-    train_images = len(list_split(Path(data), "train", classes))
+def plan_run(recipe: Recipe, train_images: int, *, benchmark_json: Path | None = None) -> RunPlan:
+    """The shape of a run of ``recipe`` over ``train_images`` training images."""
     trainer = recipe.trainer
-    devices = trainer.get("devices", 1)
-    devices = devices if isinstance(devices, int) and devices > 0 else 1  # -1/"auto": say 1 per node here
-    devices *= trainer.get("num_nodes", 1)
-    towers = trainer.get("strategy") == "towers"
-    data_parallel = devices // 2 if towers else devices
+    devices = device_count(recipe)
+    data_parallel = data_parallel_size(recipe)
     global_batch = recipe.data.batch_size * max(1, data_parallel)
     steps = (train_images // max(1, data_parallel)) // recipe.data.batch_size
     epochs = trainer.get("max_epochs")
@@ -43,6 +37,19 @@ def plan_run(recipe: Recipe, data: Path, *, benchmark_json: Path | None = None) 
     if speed and total:
         hours = total * global_batch / (speed * max(1, data_parallel)) / 3600
     return RunPlan(recipe, devices, data_parallel, global_batch, train_images, steps, epochs, total, speed, hours)
+
+
+def device_count(recipe: Recipe) -> int:
+    """Devices over all nodes; -1/"auto" count as 1 per node here (the machine that runs may differ)."""
+    devices = recipe.trainer.get("devices", 1)
+    devices = devices if isinstance(devices, int) and devices > 0 else 1
+    return devices * recipe.trainer.get("num_nodes", 1)
+
+
+def data_parallel_size(recipe: Recipe) -> int:
+    """Batch shards: every device, or every pair of devices under the paper's two-GPU split."""
+    devices = device_count(recipe)
+    return max(1, devices // 2 if recipe.trainer.get("strategy") == "towers" else devices)
 
 
 def _benchmark_speed(path: Path, arch: str) -> float:

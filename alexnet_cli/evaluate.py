@@ -181,7 +181,7 @@ def _eval_worker(rank: int, world: int, port: int, job: _EvalJob, out: str) -> N
     dist.destroy_process_group()
 
 
-def _split_files(data: Path, split: str) -> list[Path]:
+def _split_files(data: Path, split: str) -> list[str]:
     """The split's files in the loader's order (class order, then name)."""
     from alexnet_cli.data.layout import list_split
 

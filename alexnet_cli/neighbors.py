@@ -119,7 +119,7 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
     module = DaliDataModule(data, DataConfig(device=device, batch_size=batch_size, num_threads=2,
                                              resize_size=loaded.meta.get("resize_size", 256)),
                             crop=loaded.meta["crop"], normalization=normalization_from_meta(loaded.meta))
-    files = [str(f) for f in module.split(split).files]
+    files = module.split(split).files
     width = list(loaded.model.classifier.children())[-1].in_features
     stamp = {"checkpoint_mtime_ns": Path(checkpoint).stat().st_mtime_ns,
              "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest()}

@@ -134,7 +134,6 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
 
     from alexnet_cli.callbacks import BestMetrics, DataPosition, MemoryMeter, ThroughputMeter
     from alexnet_cli.checkpoint_io import remove_unfinished
-    from alexnet_cli.data.datamodule import DaliDataModule
     from alexnet_cli.module import AlexNetModule
     from alexnet_cli.preemption import GracefulStop, trainer_is_rank_zero
 
@@ -143,22 +142,10 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     if isinstance(recipe, str):
         recipe = load_recipe(recipe, overrides)
     data = Path(data)
-    checkpoint = None
-    if resume is not None:
-        checkpoint, resumed_dir = resolve_resume(resume)
-        out = out if out is not None else resumed_dir
-    run_dir = Path(out) if out is not None else default_run_dir(recipe)
-    crop = crop_size(recipe)
-    L.seed_everything(recipe.seed, workers=False, verbose=False)
-    datamodule = DaliDataModule(data, recipe.data, crop=crop, seed=recipe.seed)
-    num_classes = recipe.model.num_classes or datamodule.num_classes
-    if num_classes != datamodule.num_classes:
-        raise AlexnetError(f"model.num_classes is {num_classes} but {data} has {datamodule.num_classes} classes")
-    model = recipe_model(recipe, num_classes)
-    meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
-    module = AlexNetModule(model, recipe.optim, num_classes=num_classes, meta=meta,
+    setup = prepare_run(recipe, data, out=out, resume=resume)
+    checkpoint, run_dir, datamodule, changes = setup.checkpoint, setup.run_dir, setup.datamodule, setup.changes
+    module = AlexNetModule(setup.model, recipe.optim, num_classes=setup.num_classes, meta=setup.meta,
                            batch_size=recipe.data.batch_size)
-    changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
     rank_zero = trainer_is_rank_zero()
     if changes and rank_zero:
         print(f"resuming {checkpoint} with recipe changes: " + "; ".join(changes), file=sys.stderr, flush=True)
@@ -197,6 +184,49 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
         last_checkpoint=_existing(checkpoints / "last.ckpt"), best_checkpoint=_existing(checkpoints / "best.ckpt"),
         recipe_changes=changes,
     )
+
+
+@dataclass
+class RunSetup:
+    """What a run is made of, checked: everything ``train`` refuses is refused while making it."""
+
+    checkpoint: Path | None  # the checkpoint a resumed run continues from
+    run_dir: Path
+    crop: int
+    datamodule: Any
+    num_classes: int
+    model: Any
+    meta: dict[str, Any]
+    changes: list[str]  # on resume: the recipe keys that differ from the checkpoint's
+
+
+def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: Path | None = None) -> RunSetup:
+    """Resolve the resume, the run directory, the data and the network, and check them against each other
+    and against the Trainer arguments, without writing anything: ``train`` and ``train --dry-run`` both
+    start here, so a dry run refuses what the run would."""
+    import lightning as L
+
+    from alexnet_cli.data.datamodule import DaliDataModule
+    from alexnet_cli.data.sampling import ShardPlan
+    from alexnet_cli.dryrun import data_parallel_size
+
+    checkpoint = None
+    if resume is not None:
+        checkpoint, resumed_dir = resolve_resume(resume)
+        out = out if out is not None else resumed_dir
+    run_dir = Path(out) if out is not None else default_run_dir(recipe)
+    crop = crop_size(recipe)
+    datamodule = DaliDataModule(data, recipe.data, crop=crop, seed=recipe.seed)
+    num_classes = recipe.model.num_classes or datamodule.num_classes
+    if num_classes != datamodule.num_classes:
+        raise AlexnetError(f"model.num_classes is {num_classes} but {data} has {datamodule.num_classes} classes")
+    ShardPlan(len(datamodule.split("train")), recipe.data.batch_size, 0, data_parallel_size(recipe))
+    trainer_arguments(recipe, run_dir, True, [])  # its own checks: checkpoint keys, logger, strategy
+    L.seed_everything(recipe.seed, workers=False, verbose=False)  # the weights are a function of the seed
+    model = recipe_model(recipe, num_classes)
+    meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
+    changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
+    return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes)
 
 
 def recipe_model(recipe: Recipe, num_classes: int):

@@ -123,6 +123,31 @@ def test_train_dry_run_prints_the_plan_and_trains_nothing(prepared, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def documented_slurm_arguments(prepared, run_dir) -> list[str]:
+    """The 'alexnet train' line of docs/ddp.sbatch, pointed at the test dataset."""
+    import shlex
+    from pathlib import Path
+
+    script = (Path(__file__).parents[1] / "docs" / "ddp.sbatch").read_text()
+    line = script[script.index("srun alexnet train"):].replace("\\\n", " ").splitlines()[0]
+    args = [a for a in shlex.split(line)[2:] if a != "${RESUME[@]}"]
+    args[args.index("--data") + 1], args[args.index("--out") + 1] = str(prepared), str(run_dir)
+    return args + ["--set", "data.batch_size=1"]  # 16 devices share the test's 23 training images
+
+
+def test_the_documented_slurm_line_passes_a_dry_run(prepared, tmp_path):
+    args = documented_slurm_arguments(prepared, tmp_path / "run")
+    result = runner.invoke(app, [*args, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "16 (16 data-parallel)" in result.output
+
+
+def test_a_dry_run_refuses_what_train_would_refuse(prepared, tmp_path):
+    args = documented_slurm_arguments(prepared, tmp_path / "run")
+    result = runner.invoke(app, [*args, "--set", "checkpoint.every_n_train_steps=1000", "--dry-run"])
+    assert result.exit_code == 2 and "every_n_train_steps and checkpoint.every_minutes: set one" in result.output
+
+
 def _copy_dataset(prepared, tmp_path):
     import shutil
 

@@ -29,3 +29,15 @@ def test_dockerfile_installs_this_package_with_pinned_frameworks_and_runs_alexne
     volumes = " ".join(rest for keyword, rest in rows if keyword == "VOLUME")
     assert "/data" in volumes and "/runs" in volumes
     assert (ROOT / ".dockerignore").is_file() and ".venv" in (ROOT / ".dockerignore").read_text()
+
+
+def test_the_uid_for_our_user_is_freed_first_on_ubuntu_24_04_images():
+    runs = [rest for keyword, rest in instructions() if keyword == "RUN" and "useradd" in rest]
+    assert len(runs) == 1 and "--uid 1000" in runs[0]
+    assert runs[0].index("userdel --remove ubuntu") < runs[0].index("useradd")
+
+
+def test_containers_see_the_hardware_jpeg_decoder():
+    env = " ".join(rest for keyword, rest in instructions() if keyword == "ENV")
+    capabilities = env.split("NVIDIA_DRIVER_CAPABILITIES=")[1].split()[0].split(",")
+    assert {"compute", "utility", "video"} <= set(capabilities)

@@ -1,5 +1,7 @@
 """The DALI pipelines on real JPEGs: crops, flips, PCA, mean subtraction, sharding, resumption."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -56,7 +58,7 @@ def test_labels_follow_the_sorted_class_folders(prepared):
     loader, files = make_loader(prepared, "val", batch_size=100)
     _, labels = next(iter(loader))
     classes = read_classes(prepared)
-    expected = [classes.index(next(c for c in classes if c.wnid == f.parent.name)) for f in files.files]
+    expected = [classes.index(next(c for c in classes if c.wnid == Path(f).parent.name)) for f in files.files]
     assert labels.tolist() == expected == sorted(expected)
 
 

@@ -80,6 +80,11 @@ def test_rerun_of_a_finished_dataset_is_a_quick_no_op(official_source, prepared)
     assert {p: p.stat().st_mtime_ns for p in prepared.rglob("*") if p.is_file() and p.name != "lock"} == before
 
 
+def test_a_finished_dataset_keeps_no_partial_statistics(prepared):
+    assert (prepared / "stats.npz").is_file()
+    assert not (prepared / ".work" / "stats").exists() and not (prepared / ".work" / "tmp").exists()
+
+
 def test_rerun_with_other_options_is_refused(official_source, prepared):
     with pytest.raises(AlexnetError, match="size=256"):
         prepare_imagenet(PrepareOptions(official_source, prepared, workers=1, size=128))
