@@ -40,6 +40,7 @@ class TrainBenchmark:
     repeats: int = 1  # each side ran this many times, alternating; the figures above are medians
     plain_img_s_runs: list[float] = field(default_factory=list)
     lightning_img_s_runs: list[float] = field(default_factory=list)
+    overhead_pct_runs: list[float] = field(default_factory=list)  # per pair of runs: the spread of overhead_pct
     synthetic_img_s: float | None = None  # Lightning on in-memory batches, beside a real-data run
     real_vs_synthetic: float | None = None  # lightning_img_s / synthetic_img_s
     lightning_syncs_per_step: float | None = None  # with count_syncs on a GPU: host waits per timed step
@@ -180,13 +181,21 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
         return datamodule.loader("train", "train", shard=(0, 1))
 
     plain_runs, lightning_runs, synthetic_runs = [], [], []
-    for _ in range(repeats):  # alternate the sides: drift on a shared machine hits both alike
+    def run_plain() -> None:
         plain_loader = loader(synthetic)
         plain_runs.append(_run_plain(recipe, num_classes, plain_loader, _Window(warmup, steps, device, count_syncs),
                                      progress))
         _close(plain_loader)
+
+    def run_lightning() -> None:
         lightning_runs.append(_run_lightning(recipe, num_classes, lambda: loader(synthetic),
                                              _Window(warmup, steps, device, count_syncs), progress_bar))
+
+    for repeat in range(repeats):
+        # Pairs, each side first in every other pair: drift on a shared machine and whatever the first run of
+        # a pair pays (caches, allocator, the CPU's clock) hit both sides alike.
+        for side in ((run_plain, run_lightning) if repeat % 2 == 0 else (run_lightning, run_plain)):
+            side()
         if not synthetic and compare_synthetic:
             synthetic_runs.append(_run_lightning(recipe, num_classes, lambda: loader(True),
                                                  _Window(warmup, steps, device), progress_bar))
@@ -199,6 +208,8 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
         data_wait_frac=lightning.wait / lightning.seconds, plain_data_wait_frac=plain.wait / plain.seconds,
         repeats=repeats, plain_img_s_runs=[steps * batch / run.seconds for run in plain_runs],
         lightning_img_s_runs=[steps * batch / run.seconds for run in lightning_runs],
+        overhead_pct_runs=[100.0 * (ours.seconds - plain_run.seconds) / ours.seconds
+                           for plain_run, ours in zip(plain_runs, lightning_runs)],
         lightning_syncs_per_step=lightning.syncs_per_step, plain_syncs_per_step=plain.syncs_per_step,
     )
     if synthetic_runs:

@@ -606,7 +606,10 @@ def benchmark_train_command(
     if result.lightning_syncs_per_step is not None:
         console.print(f"host syncs per step: Lightning {result.lightning_syncs_per_step:.2f}, plain loop "
                       f"{result.plain_syncs_per_step:.2f}")
+    spread = result.overhead_pct_runs
     console.print(f"Lightning overhead: {result.overhead_pct:+.1f}% (goal ≤ 5%)"
+                  + (f", {min(spread):+.1f}% to {max(spread):+.1f}% over the {len(spread)} pairs"
+                     if len(spread) > 1 else "")
                   + (f"; real data at {result.real_vs_synthetic:.1%} of synthetic (goal ≥ 90%)"
                      if result.real_vs_synthetic is not None else ""))
     _write_json(json_out, asdict(result))

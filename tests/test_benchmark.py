@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import run_alexnet
 
 
@@ -63,6 +64,7 @@ def test_benchmark_train_reports_lightning_beside_the_plain_loop_on_real_data(pr
     assert {"lightning_img_s", "plain_img_s", "overhead_pct", "data_wait_frac", "steps", "synthetic"} <= set(data)
     assert data["steps"] == 2 and data["synthetic"] is False and data["batch_size"] == 4
     assert data["repeats"] == 1 and data["plain_img_s_runs"] == [data["plain_img_s"]]
+    assert data["overhead_pct_runs"] == [pytest.approx(data["overhead_pct"])]
     assert data["lightning_img_s"] > 0 and data["plain_img_s"] > 0 and 0 <= data["data_wait_frac"] < 1
     plain, lightning = data["plain_img_s"], data["lightning_img_s"]
     assert abs(data["overhead_pct"] - 100 * (plain - lightning) / plain) < 1e-6

@@ -181,6 +181,7 @@ def test_an_image_of_the_wrong_size_is_stood_in_for_and_named_once(prepared, tmp
     misfit = min((broken / "train").rglob("*.JPEG"))
     Image.new("RGB", (300, 180), (200, 10, 10)).save(misfit, quality=90)
     result = run_alexnet("train", "--recipe", "cpu-demo", "--data", broken, "--quiet", "--set", "data.batch_size=23",
-                         "--set", "trainer.max_steps=1", "--set", "trainer.limit_val_batches=0", "--out", tmp_path / "run")
+                         "--set", "trainer.max_steps=1", "--set", "trainer.limit_val_batches=0",
+                         "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count(f"{misfit} is 300×180 pixels, but this dataset's images are 256×256") == 1

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_pipeline import make_loader
 
 from alexnet_cli.data import feed as F
 from alexnet_cli.data.loader import hand_off
 from alexnet_cli.data.sampling import ShardPlan, epoch_order
 from alexnet_cli.errors import AlexnetError
-from test_pipeline import make_loader
 
 
 class Info:

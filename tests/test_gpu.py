@@ -5,10 +5,10 @@
 import numpy as np
 import pytest
 import torch
+from test_pipeline import make_loader
 
 from alexnet_cli.data.loader import Normalization, hand_off
 from alexnet_cli.data.stats import load_stats
-from test_pipeline import make_loader
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

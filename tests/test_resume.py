@@ -137,6 +137,22 @@ def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(pre
     assert all(torch.isfinite(w).all() for w in weights(last).values() if w.is_floating_point())
 
 
+def test_steps_between_a_nan_and_the_stop_never_apply_it(prepared, tmp_path):
+    # The NaN record is read every log_every_n_steps steps; the steps in between are skipped on the device,
+    # so every checkpoint written meanwhile holds finite weights.
+    out = tmp_path / "run"
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "optim.lr=1e12",
+                         "--set", "checkpoint.every_n_train_steps=1", "--set", "checkpoint.keep_last=10",
+                         "--set", "trainer.log_every_n_steps=4")
+    assert result.returncode == 1, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("stopped:")]
+    bad_step = int(line.split(" at step ")[1].split()[0])
+    saved = sorted((out / "checkpoints").glob("step-*.ckpt"))
+    assert any(saved_step(path) > bad_step for path in saved), "checkpoints were written after the bad step"
+    for path in saved:
+        assert all(torch.isfinite(w).all() for w in weights(path).values() if w.is_floating_point()), path
+
+
 @pytest.mark.parametrize("change, words", [("model.arch=owt", "holds arch 'paper'; the recipe says 'owt'"),
                                            ("optim.schedule=step", "optim.schedule='cosine'; the recipe says 'step'")])
 def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, words):

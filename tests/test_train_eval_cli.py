@@ -154,7 +154,7 @@ def test_an_interrupted_embedding_continues_from_the_rows_already_written(traine
     import shutil
 
     from alexnet_cli.checkpoints import load_checkpoint
-    from alexnet_cli.neighbors import CodeStore, embed_training_set
+    from alexnet_cli.neighbors import embed_training_set
 
     out, _ = trained_run
     checkpoint = tmp_path / "copy.ckpt"
