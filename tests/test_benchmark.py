@@ -9,7 +9,8 @@ from conftest import run_alexnet
 def test_benchmark_data_reports_both_loaders_and_their_workers(prepared, tmp_path):
     report = tmp_path / "data.json"
     result = run_alexnet("benchmark", "data", "--data", prepared, "--batch-size", "4", "--threads", "1",
-                         "--batches", "2", "--warmup", "1", "--repeats", "2", "--json", report, "--quiet")
+                         "--py-workers", "1", "--batches", "2", "--warmup", "1", "--repeats", "2", "--json", report,
+                         "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(report.read_text())
     assert data["dali_threads"] == 1 and data["dali_py_workers"] == 1 and data["baseline_workers"] == 1

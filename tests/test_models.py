@@ -6,6 +6,7 @@ import torchvision
 from torch import nn
 
 from alexnet_cli.models import ARCHS, build_model, paper_lrn
+from alexnet_cli.models.paper import LocalResponseNorm
 
 
 def conv(cin, cout, k, groups=1):
@@ -125,6 +126,16 @@ def test_lrn_gradient_matches_pytorchs_layer():
     paper_lrn(groups=1)(a).square().sum().backward()
     nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(b).square().sum().backward()
     torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_lrn_under_bf16_autocast_is_computed_in_float32():
+    # bf16 cannot hold k + α·Σa² (2 plus ~1e-4 of it): computed in bf16, 22 % of these outputs came out different.
+    x = (torch.randn(4, 96, 27, 27, generator=torch.Generator().manual_seed(0)) * 8).relu().bfloat16()
+    lrn = LocalResponseNorm(groups=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = lrn(x)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, lrn(x.float()).bfloat16(), rtol=0, atol=0)
 
 
 def test_paper_init_draws_weights_from_n_0_001_and_sets_biases_like_section_5():

@@ -40,6 +40,19 @@ def test_single_gpu_recipe_holds_the_papers_section_5_settings():
     assert recipe.trainer["max_epochs"] == 90 and recipe.trainer["precision"] == "bf16-mixed"
 
 
+@pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid"])
+def test_gpu_recipes_let_cudnn_pick_its_fastest_kernels(name, tmp_path):
+    import lightning as L
+
+    from alexnet_cli.train import trainer_arguments
+
+    recipe = load_recipe(name, ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto"])
+    assert recipe.trainer["benchmark"] is True
+    torch.backends.cudnn.benchmark = False
+    L.Trainer(**trainer_arguments(recipe, tmp_path, True, []))
+    assert torch.backends.cudnn.benchmark  # what Lightning sets from the recipe's trainer.benchmark
+
+
 def test_overrides_are_parsed_as_yaml_values_and_validated():
     recipe = load_recipe("cpu-demo", ["optim.lr=0.02", "data.batch_size=8", "trainer.precision=32-true",
                                       "model.dropout=0", "seed=5"])
