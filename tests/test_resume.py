@@ -137,6 +137,16 @@ def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(pre
     assert all(torch.isfinite(w).all() for w in weights(last).values() if w.is_floating_point())
 
 
+def test_timed_checkpoints_look_at_the_clock_only_at_logging_steps(prepared, tmp_path):
+    # Lightning's own time check broadcasts rank 0's clock every step; ours only at log_every_n_steps.
+    out = tmp_path / "run"
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "checkpoint.every_n_train_steps=null",
+                         "--set", "checkpoint.every_minutes=0.00001", "--set", "checkpoint.keep_last=10",
+                         "--set", "trainer.log_every_n_steps=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(saved_step(p) for p in (out / "checkpoints").glob("step-*.ckpt")) == [3, 6, 9]
+
+
 def test_steps_between_a_nan_and_the_stop_never_apply_it(prepared, tmp_path):
     # The NaN record is read every log_every_n_steps steps; the steps in between are skipped on the device,
     # so every checkpoint written meanwhile holds finite weights.
