@@ -10,6 +10,7 @@ stays bounded whatever the number of images.
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,9 +37,10 @@ class NeighbourResult:
 
 
 class CodeStore:
-    """``rows`` codes of ``width`` float16 values in ``<prefix>.f16`` (a memory-mapped array), filled in
-    order; ``<prefix>.json`` says how many rows are written and what they were computed from.
-    A store whose ``stamp`` differs from the one asked for starts again from row 0."""
+    """``rows`` codes of ``width`` float16 values in ``<prefix>.f16``, filled in order; ``<prefix>.json``
+    says how many rows are written and what they were computed from. A store whose ``stamp``
+    differs from the one asked for starts again from row 0. Rows are read and written with plain
+    file I/O, not a memory map: mapped pages of a 10 GB file would count as this process's memory."""
 
     def __init__(self, prefix: Path, rows: int, width: int, stamp: dict | None = None) -> None:
         self.path, self.index = Path(f"{prefix}.f16"), Path(f"{prefix}.json")
@@ -49,9 +51,9 @@ class CodeStore:
             or self.path.stat().st_size != rows * width * 2
         if fresh:
             self.index.unlink(missing_ok=True)
-            np.memmap(self.path, dtype=np.float16, mode="w+", shape=(rows, width)).flush()
+            with open(self.path, "wb") as handle:
+                handle.truncate(rows * width * 2)  # sparse until written
         self.done = 0 if fresh else int(saved["done"])
-        self.codes = np.memmap(self.path, dtype=np.float16, mode="r+", shape=(rows, width))
 
     def _saved(self) -> dict:
         try:
@@ -64,11 +66,19 @@ class CodeStore:
         return self.done >= self.rows
 
     def write(self, start: int, codes: np.ndarray) -> None:
-        self.codes[start : start + len(codes)] = codes
+        with open(self.path, "r+b") as handle:
+            handle.seek(start * self.width * 2)
+            handle.write(np.ascontiguousarray(codes, dtype=np.float16).tobytes())
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        count = max(0, min(count, self.rows - start))
+        codes = np.fromfile(self.path, dtype=np.float16, count=count * self.width, offset=start * self.width * 2)
+        return codes.reshape(count, self.width)
 
     def mark_done(self, rows: int) -> None:
-        """Rows before ``rows`` are on disk: flush them, then say so (a crash in between costs a redo)."""
-        self.codes.flush()
+        """Rows before ``rows`` are on disk: sync them, then say so (a crash in between costs a redo)."""
+        with open(self.path, "r+b") as handle:
+            os.fsync(handle.fileno())
         self.done = rows
         write_text_atomic(self.index, json.dumps({"stamp": self.stamp, "done": rows}))
 
@@ -83,7 +93,7 @@ def nearest(store: CodeStore, queries: np.ndarray, *, k: int, device: torch.devi
     best_d = torch.full((len(q), k), float("inf"), device=device)
     best_i = torch.full((len(q), k), -1, dtype=torch.int64, device=device)
     for start in range(0, store.rows, block_rows):
-        block = torch.from_numpy(np.asarray(store.codes[start : start + block_rows])).to(device).float()
+        block = torch.from_numpy(store.read(start, block_rows)).to(device).float()
         distances = torch.cdist(q, block)
         candidates_d = torch.cat([best_d, distances], dim=1)
         candidates_i = torch.cat([best_i, torch.arange(start, start + len(block), device=device).expand(len(q), -1)],

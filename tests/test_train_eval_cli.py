@@ -161,12 +161,12 @@ def test_an_interrupted_embedding_continues_from_the_rows_already_written(traine
     shutil.copy(out / "checkpoints" / "last.ckpt", checkpoint)
     loaded = load_checkpoint(checkpoint)
     store, _ = embed_training_set(loaded, checkpoint, prepared, batch_size=4)
-    reference = np.array(store.codes)
-    store.codes[:] = 7.0  # what an interruption after two batches left: rows 0-7 kept, the rest not yet done
+    reference = store.read(0, store.rows)
+    store.write(0, np.full_like(reference, 7.0))  # an interruption after two batches: rows 0-7 kept, the rest not
     store.mark_done(8)
     resumed, _ = embed_training_set(loaded, checkpoint, prepared, batch_size=4)
-    assert resumed.complete and (np.array(resumed.codes[:8]) == 7.0).all(), "finished rows are not redone"
-    np.testing.assert_array_equal(np.array(resumed.codes[8:]), reference[8:])
+    assert resumed.complete and (resumed.read(0, 8) == 7.0).all(), "finished rows are not redone"
+    np.testing.assert_array_equal(resumed.read(8, resumed.rows), reference[8:])
 
 
 def test_eval_on_two_processes_counts_each_image_once_and_agrees(trained_run, prepared):
