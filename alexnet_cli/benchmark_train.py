@@ -251,12 +251,12 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progre
     """The loop every PyTorch tutorial writes: nothing but forward, loss, backward, step (the same
     optimizer as ``alexnet train``'s, so that the two sides differ only in what Lightning and the
     module add)."""
-    from alexnet_cli.module import sgd
+    from alexnet_cli.optimizer import sgd
 
     device, total = window.device, window.warmup + window.steps
     torch.backends.cudnn.benchmark = bool(recipe.trainer.get("benchmark", False))  # as the Trainer sets it
     model = _build(recipe, num_classes).to(device).train()
-    optimizer = sgd(model.parameters(), recipe.optim, recipe.optim.lr)
+    optimizer = sgd(model, recipe.optim, recipe.optim.lr)
     precision = str(recipe.trainer.get("precision", "32-true"))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     precision_context = autocast(precision, device)

@@ -66,7 +66,8 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
                            "for torchvision weights use --weights")
     if meta["arch"] not in ARCHS:
         raise AlexnetError(f"{path} holds arch {meta['arch']!r}, which this version does not know")
-    model = build_model(meta["arch"], meta["num_classes"], meta.get("dropout"), fc_width=meta.get("fc_width"))
+    model = build_model(meta["arch"], meta["num_classes"], meta.get("dropout"), fc_width=meta.get("fc_width"),
+                        init="builder")  # the weights come next
     state = {k.removeprefix("model."): v for k, v in data["state_dict"].items() if k.startswith("model.")}
     _load_state(model, state, path)
     return LoadedCheckpoint(model.eval(), meta)
@@ -86,7 +87,7 @@ def load_torchvision_weights(path: Path, classes: list[dict]) -> LoadedCheckpoin
     weight = state.get("classifier.6.weight")
     if weight is None:
         raise AlexnetError(f"{path} is not a torchvision AlexNet state dict (no classifier.6.weight)")
-    model = build_model("owt", weight.shape[0])
+    model = build_model("owt", weight.shape[0], init="builder")
     _load_state(model, state, path)
     meta = {
         "arch": "owt", "num_classes": weight.shape[0], "classes": classes, "crop": 224, "resize_size": 256,

@@ -10,6 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet_cli import rng
 from alexnet_cli.parallel.layout import data_parallel_group, data_parallel_shard
+from alexnet_cli.optimizer import apply_weight_decay, sgd, split_single_group, zero_momentum_buffers
 from alexnet_cli.recipes import OptimConfig
 
 
@@ -48,7 +49,7 @@ class AlexNetModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         bad = self._nonfinite_update()
-        _zero_momentum_buffers(optimizer)
+        zero_momentum_buffers(optimizer)
         # The fused SGD kernel leaves weights and momentum untouched where found_inf is 1: a bad loss never
         # updates the weights, and nothing waits for the GPU to find out.
         optimizer.found_inf = bad.float()
@@ -125,7 +126,7 @@ class AlexNetModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         cfg = self.optim
-        optimizer = sgd(self.parameters(), cfg, self.learning_rate())
+        optimizer = sgd(self.model, cfg, self.learning_rate())
         if cfg.schedule == "constant":
             return {"optimizer": optimizer}
         if cfg.schedule == "plateau":
@@ -149,6 +150,8 @@ class AlexNetModule(L.LightningModule):
         if self._lr_changed:
             self._apply_recipe_lr()
             self._lr_changed = False
+        for optimizer in self.trainer.optimizers:
+            apply_weight_decay(optimizer, self.optim)
         if self._saved_monitors is not None and not self.trainer.fit_loop.restarting:
             self._catch_up_plateau_schedulers()
         for config in self.trainer.lr_scheduler_configs:
@@ -177,6 +180,10 @@ class AlexNetModule(L.LightningModule):
                     config.scheduler.step(float(value))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("optimizer_states") or []
+        if states and len(states[0]["param_groups"]) == 1:  # written before weights and biases were grouped
+            names = [name for name, _ in self.model.named_parameters()]
+            checkpoint["optimizer_states"] = [split_single_group(state, names) for state in states]
         self._resumed_rng = checkpoint.get("alexnet_cli_rng")
         self._saved_monitors = checkpoint.get("alexnet_cli_monitors", {})
         saved_optim = checkpoint.get("alexnet_cli", {}).get("recipe", {}).get("optim", {})
@@ -205,25 +212,6 @@ class AlexNetModule(L.LightningModule):
             checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}
             checkpoint["optimizer_states"] = [full_optimizer_state(self.model, state)
                                               for state in checkpoint["optimizer_states"]]
-
-
-def sgd(parameters, cfg: OptimConfig, lr: float) -> torch.optim.SGD:
-    """The paper's update (§5: momentum, weight decay) as one fused kernel per step, which can also skip
-    a step on the device (``found_inf``) without the host waiting to find out whether to."""
-    return torch.optim.SGD(parameters, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov, fused=True)
-
-
-def _zero_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
-    """Give every parameter a zero momentum buffer before its first step. The fused kernel's first step
-    would otherwise start from uninitialised memory if that step were skipped; from zero, buf = 0·m + g
-    is exactly PyTorch's first step (buf = g)."""
-    for group in optimizer.param_groups:
-        if group["momentum"]:
-            for p in group["params"]:
-                state = optimizer.state[p]
-                if state.get("momentum_buffer") is None:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def _sum_over(value: torch.Tensor, group) -> torch.Tensor:

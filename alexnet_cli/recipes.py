@@ -25,7 +25,7 @@ class ModelConfig:
     arch: str = "paper"
     num_classes: int | None = None  # None: as many as the dataset's classes.json lists
     dropout: float | None = None  # None: the arch's own default
-    init: Literal["paper", "kaiming"] | None = "paper"
+    init: Literal["paper", "kaiming", "glorot", "xavier", "tf1-seed", "builder"] | None = None  # None: the arch's own
     fc_width: int | None = None  # vgg only
 
 
@@ -50,9 +50,10 @@ class OptimConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    decay_biases: bool = True  # decay biases too (cuda-convnet, which trained the paper's net, did not)
     nesterov: bool = False
     schedule: Literal["plateau", "cosine", "step", "constant"] = "plateau"
-    plateau_patience: int = 1  # epochs without val improvement before ÷10
+    plateau_patience: int = 0  # ÷10 after more than this many epochs without a new best val error (0: the first)
     step_size: int = 30  # epochs between ÷10 for schedule=step
     gamma: float = 0.1  # the paper's ÷10
     min_lr: float = 1e-5  # the paper reduced three times: 0.01 → 1e-5

@@ -1,5 +1,7 @@
 """The model zoo against the paper's (and the seeds') numbers."""
 
+import math
+
 import pytest
 import torch
 import torchvision
@@ -29,8 +31,9 @@ HAND_COUNTS = {
     + fc(4608, 2048) + fc(2048, 2048) + fc(2048, 1000),
     "keras-v2": conv(3, 48, 11) + conv(48, 128, 5) + conv(128, 192, 3) + conv(192, 192, 3) + conv(192, 128, 3)
     + fc(4608, 1024) + fc(1024, 128) + fc(128, 1000),
+    # the seed's head: fc6 4096, fc7 4096, fc8 1000 (each with ReLU), then its softmax layer (1000 classes here)
     "tf1-bench": conv(3, 64, 11) + conv(64, 192, 5) + conv(192, 384, 3) + conv(384, 256, 3) + conv(256, 256, 3)
-    + fc(9216, 4096) + fc(4096, 4096) + fc(4096, 1000),
+    + fc(9216, 4096) + fc(4096, 4096) + fc(4096, 1000) + fc(1000, 1000),
 }
 VGG_CONVS = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -156,6 +159,39 @@ def test_kaiming_init_gives_he_scaled_weights_and_zero_biases():
     fc6 = model.classifier.fc6
     assert abs(fc6.weight.std().item() - (2 / 9216) ** 0.5) < 1e-3
     assert torch.all(fc6.bias == 0)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_every_arch_starts_trainable_with_its_own_default_init(arch):
+    # Each arch on the input scale its recipes feed it: the paper's mean-subtracted 0–255 pixels for
+    # "paper" (its LRN constants assume them), unit-variance channels for the others.
+    torch.manual_seed(0)
+    size = 64 if arch.startswith("vgg") else ARCHS[arch].input_size  # VGG pools adaptively: small is quick
+    model = build_model(arch, 10, dropout=0.0)
+    scale = 60.0 if arch == "paper" else 1.0
+    images = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(1)) * scale
+    labels = torch.arange(8) % 10
+    with torch.no_grad():
+        logits = model(images)
+    # (VGG-16 with the paper's init, on 0–255 input, measured 1.5e-7 after a step: untrainable)
+    assert logits.std(dim=0).mean() > 1e-4, "the images' logits barely differ: the signal died in the layers"
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0] - 1e-4, losses
+
+
+def test_the_tf1_seed_init_is_kept_as_an_option_and_diverges_as_the_seed_said():
+    torch.manual_seed(0)
+    model = build_model("tf1-bench", 10, init="tf1-seed")
+    weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, nn.Conv2d)])
+    assert abs(weights.std().item() - 0.088) < 0.01 and weights.abs().max() <= 0.2  # N(0, 0.1²) cut at 2σ
+    assert all((m.bias == 0).all() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
 
 
 def test_owt_loads_torchvision_alexnet_state_dicts_unchanged():

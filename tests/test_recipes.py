@@ -33,11 +33,41 @@ def test_every_recipe_key_carries_a_comment():
 
 def test_single_gpu_recipe_holds_the_papers_section_5_settings():
     recipe = load_recipe("single-gpu")
-    assert recipe.model.arch == "paper" and recipe.model.init == "paper"
+    assert recipe.model.arch == "paper" and recipe.model.init is None  # the paper arch's own: §5's
+    from alexnet_cli.models import ARCHS
+
+    assert ARCHS["paper"].default_init == "paper"
     assert recipe.data.batch_size == 128
     assert (recipe.optim.lr, recipe.optim.momentum, recipe.optim.weight_decay) == (0.01, 0.9, 0.0005)
-    assert recipe.optim.schedule == "plateau" and recipe.optim.gamma == 0.1
+    assert recipe.optim.schedule == "plateau" and recipe.optim.gamma == 0.1 and recipe.optim.decay_biases is False
     assert recipe.trainer["max_epochs"] == 90 and recipe.trainer["precision"] == "bf16-mixed"
+
+
+def test_the_plateau_schedule_divides_lr_by_10_at_the_first_epoch_without_a_new_best():
+    recipe = load_recipe("single-gpu")
+    module = AlexNetModule(build_model("keras-v2", 10), recipe.optim, num_classes=10, meta={})
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    val_errors = [0.90, 0.80, 0.80, 0.70, 0.72, 0.60, 0.60, 0.60]
+    rates = []
+    for error in val_errors:
+        scheduler.step(error)
+        rates.append(optimizer.param_groups[0]["lr"])
+    # cuts after the repeated 0.80, after 0.72 (no new best), after the first repeated 0.60, and the next
+    assert rates == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+@pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid"])
+def test_a_paper_recipe_does_not_force_the_papers_init_on_another_arch(name):
+    from alexnet_cli.train import recipe_model
+
+    torch.manual_seed(0)
+    recipe = load_recipe(name, ["model.arch=vgg11"])
+    model = recipe_model(recipe, 10)
+    fc = model.classifier[0]  # torchvision's VGG head: N(0, 0.01) weights but zero biases, unlike §5's ones
+    assert recipe.model.init is None and (fc.bias == 0).all()
+    conv = model.features[0]  # torchvision's He-normal (fan-out) convs, not N(0, 0.01)
+    assert conv.weight.std() > 0.03  # √(2 / (64·9)) = 0.059
 
 
 @pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid"])

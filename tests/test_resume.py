@@ -79,6 +79,26 @@ def test_kill_9_mid_epoch_then_resume_trains_exactly_the_uninterrupted_run(prepa
     torch.testing.assert_close(weights(out / "checkpoints" / "last.ckpt"), uninterrupted, rtol=1e-6, atol=1e-7)
 
 
+def test_a_checkpoint_with_the_old_single_group_optimizer_state_resumes_exactly(prepared, tmp_path, uninterrupted):
+    from alexnet_cli.optimizer import ordered_names
+
+    out = tmp_path / "run"
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "trainer.max_steps=5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = out / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    names = [key.removeprefix("model.") for key in checkpoint["state_dict"]]
+    [state] = checkpoint["optimizer_states"]
+    order = ordered_names(names)  # the two-group layout's order; merge it back into one group in model order
+    by_name = {order[index]: entry for index, entry in state["state"].items()}
+    group = {**state["param_groups"][0], "params": list(range(len(names)))}
+    state.update(state={names.index(n): e for n, e in by_name.items()}, param_groups=[group])
+    torch.save(checkpoint, last)
+    resume(prepared, out)
+    assert saved_step(last) == 10
+    torch.testing.assert_close(weights(last), uninterrupted, rtol=1e-6, atol=1e-7)
+
+
 def test_kill_during_a_checkpoint_write_keeps_the_previous_one(prepared, tmp_path, uninterrupted):
     out = tmp_path / "run"
     checkpoints = out / "checkpoints"
@@ -140,7 +160,8 @@ def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(pre
 def test_timed_checkpoints_look_at_the_clock_only_at_logging_steps(prepared, tmp_path):
     # Lightning's own time check broadcasts rank 0's clock every step; ours only at log_every_n_steps.
     out = tmp_path / "run"
-    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "checkpoint.every_n_train_steps=null",
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN,
+                         "--set", "checkpoint.every_n_train_steps=null",
                          "--set", "checkpoint.every_minutes=0.00001", "--set", "checkpoint.keep_last=10",
                          "--set", "trainer.log_every_n_steps=3")
     assert result.returncode == 0, result.stderr[-2000:]

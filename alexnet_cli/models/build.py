@@ -8,6 +8,7 @@ from torch import nn
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models import paper, variants
+from alexnet_cli.models.init import InitScheme, initialize
 
 
 @dataclass(frozen=True)
@@ -18,15 +19,23 @@ class ArchSpec:
     input_size: int  # the crop the network is built for
     description: str
     default_dropout: float = 0.5
+    default_init: InitScheme = "builder"  # its source's (see models/init.py)
 
 
 ARCHS: dict[str, ArchSpec] = {
-    "paper": ArchSpec(paper.PaperAlexNet, paper.INPUT_SIZE, "the 2012 paper's network: 2 towers, LRN, 227 input"),
+    "paper": ArchSpec(paper.PaperAlexNet, paper.INPUT_SIZE, "the 2012 paper's network: 2 towers, LRN, 227 input",
+                      default_init="paper"),
     "owt": ArchSpec(variants.owt, 224, "torchvision's 'one weird trick' AlexNet (64-192-384-256-256)"),
-    "d2l": ArchSpec(variants.d2l, 224, "Dive into Deep Learning's AlexNet (96-256-384-384-256, no LRN)"),
-    "keras-v1": ArchSpec(variants.keras_v1, 224, "Keras notes' AlexNet_v1: one tower, FC 2048-2048", 0.2),
-    "keras-v2": ArchSpec(variants.keras_v2, 224, "Keras notes' AlexNet_v2: one tower, FC 1024-128", 0.2),
-    "tf1-bench": ArchSpec(variants.tf1_bench, 224, "TF1 benchmark's AlexNet: 64-192-384-256-256, LRN, SAME"),
+    "d2l": ArchSpec(variants.d2l, 224, "Dive into Deep Learning's AlexNet (96-256-384-384-256, no LRN)",
+                    default_init="xavier"),
+    "keras-v1": ArchSpec(variants.keras_v1, 224, "Keras notes' AlexNet_v1: one tower, FC 2048-2048", 0.2,
+                         default_init="glorot"),
+    "keras-v2": ArchSpec(variants.keras_v2, 224, "Keras notes' AlexNet_v2: one tower, FC 1024-128", 0.2,
+                         default_init="glorot"),
+    # The seed's own init (tf1-seed) diverges at lr 0.01; TensorFlow's default layer init (Glorot-uniform)
+    # trains (He's made its initial logits so large that lr 0.001 diverged).
+    "tf1-bench": ArchSpec(variants.tf1_bench, 224, "TF1 benchmark's AlexNet: 64-192-384-256-256, LRN, SAME, "
+                          "FC 4096-4096-1000 + class layer", 0.0, default_init="glorot"),
     **{
         f"vgg{depth}": ArchSpec(partial(variants.vgg, depth), 224, f"torchvision's VGG-{depth} (fc_width option)")
         for depth in (11, 13, 16, 19)
@@ -39,7 +48,7 @@ def build_model(
     num_classes: int = 1000,
     dropout: float | None = None,
     *,
-    init: paper.InitScheme | None = None,
+    init: InitScheme | None = None,
     fc_width: int | None = None,
 ) -> nn.Module:
     """Build a network of the zoo.
@@ -48,7 +57,7 @@ def build_model(
         arch: a name from ``ARCHS``.
         num_classes: width of the last layer.
         dropout: dropout probability of the hidden FC layers (the arch's own default if None).
-        init: ``paper`` or ``kaiming`` to re-initialise; None keeps the builder's own init.
+        init: a scheme of ``models/init.py``; None: the arch's own source's (``ArchSpec.default_init``).
         fc_width: hidden FC width, VGG only (the Keras notes used 2048).
     """
     if arch not in ARCHS:
@@ -60,6 +69,5 @@ def build_model(
             raise AlexnetError(f"model.fc_width only applies to the vgg archs, not {arch!r}")
         kwargs["fc_width"] = fc_width
     model = spec.builder(**kwargs)
-    if init is not None:
-        paper.initialize(model, init)
+    initialize(model, init or spec.default_init)
     return model

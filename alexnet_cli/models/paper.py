@@ -9,8 +9,6 @@ parameters for 1000 classes.
 """
 
 from collections import OrderedDict
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,27 +111,10 @@ class PaperAlexNet(nn.Module):
 # ReLUs receive positive inputs early on; all other biases start at 0.
 _PAPER_BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}
 
-InitScheme = Literal["paper", "kaiming"]
 
-
-def initialize(model: nn.Module, scheme: InitScheme) -> None:
-    """Initialise conv and linear layers in place.
-
-    ``paper``: weights ~ N(0, 0.01²), biases 1 in conv2/4/5 and fc6/7, 0 elsewhere (§5).
-    ``kaiming``: He-normal (fan-in, ReLU gain) for every conv and linear layer, zero
-    biases, as torchvision's CNNs init their convs. It keeps the signal's scale
-    through all eight layers, so training moves within a few steps, where the
-    paper's init needs epochs (and N(0, 0.01) FC layers with zero biases stall).
-    """
-    if scheme not in ("paper", "kaiming"):
-        raise ValueError(f"unknown init scheme {scheme!r}: use 'paper' or 'kaiming'")
+def initialize_like_section_5(model: nn.Module) -> None:
+    """§5: every conv and linear weight ~ N(0, 0.01²); biases 1 in conv2/4/5 and fc6/7, 0 elsewhere."""
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
-            continue
-        short = name.rsplit(".", 1)[-1]
-        if scheme == "paper":
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(module.weight, mean=0.0, std=0.01)
-            nn.init.constant_(module.bias, 1.0 if short in _PAPER_BIAS_ONE else 0.0)
-        else:
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(module.bias)
+            nn.init.constant_(module.bias, 1.0 if name.rsplit(".", 1)[-1] in _PAPER_BIAS_ONE else 0.0)

@@ -85,12 +85,13 @@ def keras_v2(num_classes: int = 1000, dropout: float = 0.2) -> nn.Module:
     return _Sequential2d(_keras_features(), _fc_head(128 * 6 * 6, (1024, 128), num_classes, dropout))
 
 
-def tf1_bench(num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+def tf1_bench(num_classes: int = 1000, dropout: float = 0.0) -> nn.Module:
     """The TensorFlow 1 timing benchmark's AlexNet: 64-192-384-256-256, LRN, SAME padding.
 
     TF's ``lrn(depth_radius=4, bias=1, alpha=0.001/9, beta=0.75)`` sums over 9 maps
-    without dividing α; PyTorch divides by ``size``, hence alpha=0.001. The benchmark
-    stopped at pool5; a torchvision-style FC head makes it trainable here.
+    without dividing α; PyTorch divides by ``size``, hence alpha=0.001. After pool5 the seed
+    has fc6 4096 → fc7 4096 → fc8 1000, each followed by ReLU, then its softmax layer (here
+    ``fc9``, ``num_classes`` wide), and no dropout (``dropout`` > 0 adds it after fc6 and fc7).
     """
 
     def lrn() -> nn.LocalResponseNorm:
@@ -116,7 +117,13 @@ def tf1_bench(num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
             pool5=nn.MaxPool2d(3, 2),  # → 6
         )
     )
-    return _Sequential2d(features, _fc_head(256 * 6 * 6, (4096, 4096), num_classes, dropout))
+    head = _fc_head(256 * 6 * 6, (4096, 4096), 1000, dropout, dropout_first=False)
+    if not dropout:
+        head = nn.Sequential(OrderedDict((name, layer) for name, layer in head.named_children()
+                                         if not name.startswith("drop")))
+    head.add_module("relu8", nn.ReLU(inplace=True))
+    head.add_module("fc9", nn.Linear(1000, num_classes))
+    return _Sequential2d(features, head)
 
 
 def vgg(depth: int, num_classes: int = 1000, dropout: float = 0.5, fc_width: int = 4096) -> nn.Module:
@@ -126,6 +133,10 @@ def vgg(depth: int, num_classes: int = 1000, dropout: float = 0.5, fc_width: int
     model = builder(num_classes=num_classes, dropout=dropout)
     if fc_width != 4096:
         model.classifier = _fc_head(512 * 7 * 7, (fc_width, fc_width), num_classes, dropout)
+        for layer in model.classifier.modules():  # as torchvision initialises VGG's own head
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, 0, 0.01)
+                nn.init.zeros_(layer.bias)
     return model
 
 

@@ -102,14 +102,18 @@ class TowerParallelAlexNet(nn.Module):
 
 
 def _parameter_names(model: nn.Module) -> list[str]:
-    return [name for name, _ in model.named_parameters()]
+    """The optimizer's order of the parameters (see ``optimizer.parameter_groups``)."""
+    from alexnet_cli.optimizer import ordered_names
+
+    return ordered_names([name for name, _ in model.named_parameters()])
 
 
 def full_optimizer_state(towers: TowerParallelAlexNet, state: dict) -> dict:
     """Momentum buffers of both towers joined into the single-device layout (collective).
 
-    The optimizer's parameter indices follow ``named_parameters()`` order, which is the
-    same in both layouts, so a state saved here resumes a single-device run and back.
+    The optimizer's parameter indices follow the same order in both layouts (weights, then
+    biases, each in ``named_parameters()`` order), so a state saved here resumes a single-device
+    run and back.
     """
     names = _parameter_names(towers)
     joined = {}
