@@ -73,6 +73,27 @@ def test_centre_crop_equals_torchvision_center_crop(prepared):
         assert close_to(image, expected) < close_to(image, off_by_one)
 
 
+@pytest.mark.parametrize("side", [258, 259])
+def test_centre_crop_rounds_half_to_even_like_torchvision_on_odd_and_even_slack(prepared, tmp_path, side):
+    import shutil
+
+    root = tmp_path / "resized"
+    shutil.copytree(prepared, root)
+    for path in (root / "val").glob("*/*.JPEG"):  # 258: half-slack 15.5 → 16 (floor would give 15)
+        with Image.open(path) as image:
+            image.convert("RGB").resize((side, side)).save(path, quality=95)
+    loader, files = make_loader(root, "val", batch_size=100)
+    images, _ = next(iter(loader))
+    for image, path in zip(images, files.files):
+        reference = pixels(path)
+        expected = TF.center_crop(reference, [CROP, CROP])
+        start = (side - CROP) // 2  # floor
+        floored = reference[:, start : start + CROP, start : start + CROP]
+        assert close_to(image, expected) < 1.0
+        if side == 258:
+            assert close_to(image, expected) < close_to(image, floored)
+
+
 def test_ten_crops_equal_torchvision_ten_crop_in_its_order(prepared):
     loader, files = make_loader(prepared, "ten_crop", batch_size=100)
     images, _ = next(iter(loader))
@@ -106,9 +127,11 @@ def test_pca_colour_shift_adds_the_eigen_combination_to_every_pixel(prepared):
     shifted, _ = make_loader(prepared, "train", batch_size=8, normalization=norm, pca_std=0.1)
     a, _ = next(iter(plain))
     b, _ = next(iter(shifted))
-    shift = shifted.augmentation.draw(0, 0, 0, 8)["shift"]
+    alpha = shifted.augmentation.draw(0, 0, 0, 8)["alpha"]  # the draw's random numbers, not its arithmetic
+    # §4.1, written out here: to each pixel add Σᵢ pᵢ αᵢ λᵢ, pᵢ the i-th eigenvector (a column), on the 0–1 scale
+    shift = np.stack([sum(stats.eigvec[:, i] * a[i] * stats.eigval[i] for i in range(3)) for a in alpha]) * 255
     difference = (b - a) * torch.as_tensor(stats.channel_std, dtype=torch.float32)[None, :, None, None]
-    expected = torch.as_tensor(shift)[:, :, None, None].expand_as(difference)
+    expected = torch.as_tensor(shift, dtype=torch.float32)[:, :, None, None].expand_as(difference)
     torch.testing.assert_close(difference, expected, atol=2e-3, rtol=1e-3)
 
 

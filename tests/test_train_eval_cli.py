@@ -64,15 +64,34 @@ def test_load_model_gives_an_eval_mode_model_with_the_trained_weights(trained_ru
 def test_eval_json_has_the_documented_fields(trained_run, prepared, tmp_path):
     out, _ = trained_run
     report = tmp_path / "eval.json"
+    predictions = tmp_path / "predictions.csv"
     result = run_alexnet("eval", "--checkpoint", out / "checkpoints" / "last.ckpt", "--data", prepared,
-                         "--ten-crop", "--json", report, "--quiet", "--batch-size", "5")
+                         "--ten-crop", "--json", report, "--quiet", "--batch-size", "5", "--predictions", predictions)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(report.read_text())
     assert data["images"] == 12 and data["ten_crop"] is True and data["arch"] == "paper"
     assert 0 <= data["top1"] <= data["top5"] <= 1
+    rows = list(csv.DictReader(predictions.open()))
+    assert len(rows) == 12
+    # Top-k counted independently from each image's ranking; with 4 classes every label is in the top 5.
+    assert data["top1"] == pytest.approx(sum(r["top1"] == r["label"] for r in rows) / 12)
+    assert data["top5"] == pytest.approx(sum(r["label"] in r["top5"].split() for r in rows) / 12) == 1.0
     assert data["top1_error"] == pytest.approx(1 - data["top1"])
     assert set(data["per_class_top1"]) == {p.name for p in (prepared / "val").iterdir()}
     assert "paper, 1 CNN" in result.stdout
+
+
+def test_ten_crops_average_softmax_probabilities_not_logits():
+    from torch import nn
+
+    from alexnet_cli.evaluate import _probabilities
+
+    # One crop is very sure of class 0; nine mildly prefer class 1. Averaged logits pick class 0, averaged
+    # probabilities (the paper's "averaging the predictions") pick class 1.
+    crops = torch.tensor([[100.0, 0.0, 0.0]] + [[0.0, 1.0, 0.0]] * 9)
+    scores = _probabilities(nn.Flatten(), crops[None])
+    assert crops.mean(0).argmax() == 0 and scores.argmax(dim=1).tolist() == [1]
+    torch.testing.assert_close(scores[0], crops.softmax(dim=1).mean(0))
 
 
 def test_ten_crop_eval_equals_an_independent_torchvision_ten_crop(trained_run, prepared):

@@ -92,4 +92,4 @@ class Augmentation:
         # §4.1: add [p1 p2 p3][α1λ1 α2λ2 α3λ3]ᵀ to every pixel; λ, p for RGB in [0, 1], so ×255.
         shift = (alpha * self.eigval) @ self.eigvec.T * 255.0
         return {"position": position.astype(np.float32), "offsets": offsets, "mirror": flips.astype(np.int32),
-                "shift": shift.astype(np.float32)}
+                "alpha": alpha, "shift": shift.astype(np.float32)}
