@@ -67,6 +67,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     if meta["arch"] not in ARCHS:
         raise AlexnetError(f"{path} holds arch {meta['arch']!r}, which this version does not know")
     model = build_model(meta["arch"], meta["num_classes"], meta.get("dropout"), fc_width=meta.get("fc_width"),
+                        lrn=meta.get("lrn", True), overlap_pool=meta.get("overlap_pool", True),
                         init="builder")  # the weights come next
     state = {k.removeprefix("model."): v for k, v in data["state_dict"].items() if k.startswith("model.")}
     _load_state(model, state, path)

@@ -438,26 +438,38 @@ def recipes_list(ctx: typer.Context) -> None:
         return
     from alexnet_cli.recipes import available_recipes, load_recipe
 
+    from alexnet_cli.ablations import ABLATIONS
+
     table = Table(title="recipes")
     table.add_column("name")
     table.add_column("description")
     for name in available_recipes():
         table.add_row(name, load_recipe(name).description)
     console.print(table)
+    ablations = Table(title="the paper's ablations: add to any paper-arch recipe, e.g. alexnet train --recipe "
+                      "single-gpu --set model.lrn=false")
+    for column in ("--set", "section", "switches off", "the paper reports"):
+        ablations.add_column(column)
+    for ablation in ABLATIONS:
+        ablations.add_row(" ".join(ablation.overrides), ablation.section, ablation.removes, ablation.paper_effect)
+    console.print(ablations)
 
 
 @recipes_app.command("show")
 @user_errors
-def recipes_show(name: str = typer.Argument(..., help="Recipe name or .yaml path.")) -> None:
-    """Print a recipe with every default filled in.
+def recipes_show(
+    name: str = typer.Argument(..., help="Recipe name or .yaml path."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
+) -> None:
+    """Print a recipe with every default filled in, and any --set applied.
 
-    Example: [cyan]alexnet recipes show single-gpu[/]
+    Example: [cyan]alexnet recipes show single-gpu --set model.lrn=false[/]
     """
     import yaml
 
     from alexnet_cli.recipes import load_recipe
 
-    console.print(yaml.safe_dump(load_recipe(name).to_dict(), sort_keys=False), highlight=False)
+    console.print(yaml.safe_dump(load_recipe(name, set_).to_dict(), sort_keys=False), highlight=False)
 
 
 @benchmark_app.command("data")

@@ -27,6 +27,8 @@ class ModelConfig:
     dropout: float | None = None  # None: the arch's own default
     init: Literal["paper", "kaiming", "glorot", "xavier", "tf1-seed", "builder"] | None = None  # None: the arch's own
     fc_width: int | None = None  # vgg only
+    lrn: bool = True  # §3.3 ablation (paper archs): false drops local response normalisation
+    overlap_pool: bool = True  # §3.4 ablation (paper archs): false pools 2×2/2 instead of 3×3/2
 
 
 @dataclass

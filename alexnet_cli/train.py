@@ -26,7 +26,7 @@ from alexnet_cli.errors import AlexnetError, TrainingStopped
 from alexnet_cli.recipes import Recipe, load_recipe
 
 # Archs whose classifier expects a fixed feature map, hence a fixed crop.
-_FIXED_INPUT = {"paper", "d2l", "keras-v1", "keras-v2", "tf1-bench"}
+_FIXED_INPUT = {"paper", "paper-one-tower", "d2l", "keras-v1", "keras-v2", "tf1-bench"}
 
 
 @dataclass
@@ -234,7 +234,7 @@ def recipe_model(recipe: Recipe, num_classes: int):
     from alexnet_cli.models import build_model
 
     return build_model(recipe.model.arch, num_classes, recipe.model.dropout, init=recipe.model.init,
-                       fc_width=recipe.model.fc_width)
+                       fc_width=recipe.model.fc_width, lrn=recipe.model.lrn, overlap_pool=recipe.model.overlap_pool)
 
 
 def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> dict[str, Any]:
@@ -249,6 +249,7 @@ def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> 
     return {
         "version": __version__, "arch": recipe.model.arch, "num_classes": num_classes,
         "dropout": recipe.model.dropout, "fc_width": recipe.model.fc_width, "crop": crop,
+        "lrn": recipe.model.lrn, "overlap_pool": recipe.model.overlap_pool,
         "resize_size": recipe.data.resize_size,
         "classes": [{"index": c.index, "wnid": c.wnid, "words": c.words} for c in datamodule.classes],
         "recipe": recipe.to_dict(), "normalization": normalization,

@@ -15,6 +15,7 @@ def test_ddp_on_two_gloo_ranks_runs_equal_steps_and_counts_each_val_image_once(p
         "train", "--recipe", "ddp", "--data", prepared, "--out", out, "--quiet",
         "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.precision=32-true",
         "--set", "data.device=cpu", "--set", "data.batch_size=2", "--set", "data.num_threads=1",
+        "--set", "data.py_workers=1",
         "--set", "data.normalize=channel", "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
         timeout=600,
     )
@@ -41,7 +42,8 @@ def test_a_killed_rank_makes_the_run_fail_fast_with_a_clear_message(prepared, tm
     command = [sys.executable, "-m", "alexnet_cli", "train", "--recipe", "ddp", "--data", str(prepared),
                "--out", str(out), "--quiet", "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2",
                "--set", "trainer.precision=32-true", "--set", "data.device=cpu", "--set", "data.batch_size=2",
-               "--set", "data.num_threads=1", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=100"]
+               "--set", "data.num_threads=1",
+        "--set", "data.py_workers=1", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=100"]
     main = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not (out / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
@@ -68,7 +70,8 @@ def test_ddp_as_two_nodes_under_torchrun_on_localhost(prepared, tmp_path):
     train = ["-m", "alexnet_cli", "train", "--recipe", "ddp", "--data", str(prepared), "--out", str(out), "--quiet",
              "--set", "trainer.accelerator=cpu", "--set", "trainer.num_nodes=2", "--set", "trainer.devices=1",
              "--set", "trainer.precision=32-true", "--set", "data.device=cpu", "--set", "data.batch_size=2",
-             "--set", "data.num_threads=1", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=1",
+             "--set", "data.num_threads=1",
+        "--set", "data.py_workers=1", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=1",
              "--set", "trainer.log_every_n_steps=1"]
     nodes = [
         subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",

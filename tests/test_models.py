@@ -32,6 +32,9 @@ HAND_COUNTS = {
     "keras-v2": conv(3, 48, 11) + conv(48, 128, 5) + conv(128, 192, 3) + conv(192, 192, 3) + conv(192, 128, 3)
     + fc(4608, 1024) + fc(1024, 128) + fc(128, 1000),
     # the seed's head: fc6 4096, fc7 4096, fc8 1000 (each with ReLU), then its softmax layer (1000 classes here)
+    # §3.2's one-GPU net: half of conv1-4's kernels, no groups; conv5 and the FC layers as in the paper
+    "paper-one-tower": conv(3, 48, 11) + conv(48, 128, 5) + conv(128, 192, 3) + conv(192, 192, 3)
+    + conv(192, 256, 3) + fc(9216, 4096) + fc(4096, 4096) + fc(4096, 1000),
     "tf1-bench": conv(3, 64, 11) + conv(64, 192, 5) + conv(192, 384, 3) + conv(384, 256, 3) + conv(256, 256, 3)
     + fc(9216, 4096) + fc(4096, 4096) + fc(4096, 1000) + fc(1000, 1000),
 }
@@ -92,6 +95,31 @@ def test_paper_feature_maps_have_figure_2_shapes():
     assert shapes["pool2"] == (256, 13, 13)
     assert shapes["conv3"] == shapes["conv4"] == (384, 13, 13)
     assert shapes["pool5"] == (256, 6, 6)
+
+
+@pytest.mark.parametrize("options", [{"lrn": False}, {"overlap_pool": False}, {}],
+                         ids=["no-lrn", "no-overlap", "paper"])
+@pytest.mark.parametrize("arch", ["paper", "paper-one-tower"])
+def test_the_ablations_keep_figure_2s_map_sizes_and_change_only_their_layers(arch, options):
+    model = build_model(arch, **options).eval()
+    sizes = {}
+    for name, module in model.features.named_children():
+        module.register_forward_hook(lambda m, i, o, name=name: sizes.__setitem__(name, tuple(o.shape[2:])))
+    model(torch.zeros(1, 3, 227, 227))
+    assert sizes["pool1"] == (27, 27) and sizes["pool2"] == (13, 13) and sizes["pool5"] == (6, 6)
+    norms = [m for m in model.modules() if isinstance(m, LocalResponseNorm)]
+    assert len(norms) == (0 if options.get("lrn") is False else 2)
+    pools = {m.kernel_size for m in model.modules() if isinstance(m, nn.MaxPool2d)}
+    assert pools == ({2} if options.get("overlap_pool") is False else {3})
+    assert count(model) == HAND_COUNTS[arch]  # neither switch has parameters
+
+
+@pytest.mark.parametrize("option", ["lrn", "overlap_pool"])
+def test_an_ablation_switch_on_an_arch_without_those_layers_is_a_clear_error(option):
+    from alexnet_cli.errors import AlexnetError
+
+    with pytest.raises(AlexnetError, match=f"model.{option}=false .* arch 'owt' has no such layers"):
+        build_model("owt", **{option: False})
 
 
 def test_paper_towers_are_two_groups_only_where_the_paper_kept_maps_on_one_gpu():

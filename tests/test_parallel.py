@@ -81,22 +81,31 @@ def test_towers_communicate_only_where_the_papers_gpus_did(split_results):
     assert "class scores to both ranks backward" not in log  # replicated loss: no gradient exchange
 
 
-def _train(recipe: str, data, out, devices: int):
+def _train(recipe: str, data, out, devices: int, *extra: str):
     return run_alexnet(
         "train", "--recipe", recipe, "--data", data, "--set", "trainer.accelerator=cpu",
         "--set", f"trainer.devices={devices}", "--set", "trainer.max_steps=4", "--set", "trainer.precision=32-true",
         "--set", "trainer.log_every_n_steps=1", "--set", "trainer.limit_val_batches=0", "--set", "model.dropout=0",
-        "--set", "data.device=cpu", "--set", "data.batch_size=8", "--out", out, "--quiet", timeout=900)
+        "--set", "data.device=cpu", "--set", "data.batch_size=8", "--set", "data.py_workers=1",
+        "--set", "data.num_threads=1", "--out", out, "--quiet", *extra, timeout=900)
+
+
+def test_the_split_refuses_the_one_tower_net_in_one_line(prepared, tmp_path):
+    result = _train("two-gpu", prepared, tmp_path / "run", 2, "--set", "model.arch=paper-one-tower")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "needs model.arch=paper" in result.stderr and "Traceback" not in result.stderr
 
 
 def _losses(out) -> list[float]:
     return [float(r["train/loss"]) for r in csv.DictReader(open(out / "metrics.csv")) if r.get("train/loss")]
 
 
-def test_two_gpu_recipe_reproduces_the_single_gpu_losses_step_by_step(prepared, tmp_path):
+@pytest.mark.parametrize("ablation", [[], ["--set", "model.lrn=false", "--set", "model.overlap_pool=false"]],
+                         ids=["paper", "no-lrn-no-overlap"])
+def test_two_gpu_recipe_reproduces_the_single_gpu_losses_step_by_step(prepared, tmp_path, ablation):
     single, split = tmp_path / "A", tmp_path / "B"
     for recipe, out, devices in (("single-gpu", single, 1), ("two-gpu", split, 2)):
-        result = _train(recipe, prepared, out, devices)
+        result = _train(recipe, prepared, out, devices, *ablation)
         assert result.returncode == 0, result.stderr[-3000:]
     a, b = _losses(single), _losses(split)
     assert len(a) == len(b) == 4
@@ -113,7 +122,7 @@ def test_hybrid_on_four_ranks_equals_ddp_over_the_single_device_model(prepared, 
     common = ["--set", "trainer.accelerator=cpu", "--set", "trainer.max_steps=3", "--set", "trainer.precision=32-true",
               "--set", "trainer.log_every_n_steps=1", "--set", "trainer.limit_val_batches=0",
               "--set", "model.dropout=0", "--set", "data.device=cpu", "--set", "data.batch_size=2",
-              "--set", "data.num_threads=1", "--quiet"]
+              "--set", "data.num_threads=1", "--set", "data.py_workers=1", "--quiet"]
     hybrid, ddp = tmp_path / "hybrid", tmp_path / "ddp"
     for recipe, out, devices in (("hybrid", hybrid, 4), ("ddp", ddp, 2)):
         result = run_alexnet("train", "--recipe", recipe, "--data", prepared, "--out", out,
@@ -134,7 +143,8 @@ def test_a_single_gpu_checkpoint_resumes_as_two_gpu_on_the_same_trajectory(prepa
     assert _train("single-gpu", prepared, straight, 1).returncode == 0
     common = ["--set", "trainer.accelerator=cpu", "--set", "trainer.precision=32-true",
               "--set", "trainer.log_every_n_steps=1", "--set", "trainer.limit_val_batches=0",
-              "--set", "model.dropout=0", "--set", "data.device=cpu", "--set", "data.batch_size=8", "--quiet"]
+              "--set", "model.dropout=0", "--set", "data.device=cpu", "--set", "data.batch_size=8",
+              "--set", "data.py_workers=1", "--set", "data.num_threads=1", "--quiet"]
     # 23 images in batches of 8: one epoch is 2 steps; stop after one, resume for a second
     result = run_alexnet("train", "--recipe", "single-gpu", "--data", prepared, "--out", first,
                          "--set", "trainer.devices=1", "--set", "trainer.max_epochs=1", *common)

@@ -25,6 +25,9 @@ class ArchSpec:
 ARCHS: dict[str, ArchSpec] = {
     "paper": ArchSpec(paper.PaperAlexNet, paper.INPUT_SIZE, "the 2012 paper's network: 2 towers, LRN, 227 input",
                       default_init="paper"),
+    "paper-one-tower": ArchSpec(partial(paper.PaperAlexNet, towers=1), paper.INPUT_SIZE,
+                                "§3.2's one-GPU net: half the kernels of conv1-4, conv5 and FC not halved",
+                                default_init="paper"),
     "owt": ArchSpec(variants.owt, 224, "torchvision's 'one weird trick' AlexNet (64-192-384-256-256)"),
     "d2l": ArchSpec(variants.d2l, 224, "Dive into Deep Learning's AlexNet (96-256-384-384-256, no LRN)",
                     default_init="xavier"),
@@ -43,6 +46,9 @@ ARCHS: dict[str, ArchSpec] = {
 }
 
 
+PAPER_ARCHS = ("paper", "paper-one-tower")  # the archs the §3 ablation switches apply to
+
+
 def build_model(
     arch: str,
     num_classes: int = 1000,
@@ -50,6 +56,8 @@ def build_model(
     *,
     init: InitScheme | None = None,
     fc_width: int | None = None,
+    lrn: bool = True,
+    overlap_pool: bool = True,
 ) -> nn.Module:
     """Build a network of the zoo.
 
@@ -59,6 +67,7 @@ def build_model(
         dropout: dropout probability of the hidden FC layers (the arch's own default if None).
         init: a scheme of ``models/init.py``; None: the arch's own source's (``ArchSpec.default_init``).
         fc_width: hidden FC width, VGG only (the Keras notes used 2048).
+        lrn, overlap_pool: the paper's ablations (§3.3, §3.4), paper archs only.
     """
     if arch not in ARCHS:
         raise AlexnetError(f"unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")
@@ -68,6 +77,12 @@ def build_model(
         if not arch.startswith("vgg"):
             raise AlexnetError(f"model.fc_width only applies to the vgg archs, not {arch!r}")
         kwargs["fc_width"] = fc_width
+    for key, value in (("lrn", lrn), ("overlap_pool", overlap_pool)):
+        if not value and arch not in PAPER_ARCHS:
+            raise AlexnetError(f"model.{key}=false is one of the paper's ablations: arch {arch!r} has no such "
+                               f"layers to switch (use {' or '.join(PAPER_ARCHS)})")
+    if arch in PAPER_ARCHS:
+        kwargs.update(lrn=lrn, overlap_pool=overlap_pool)
     model = spec.builder(**kwargs)
     initialize(model, init or spec.default_init)
     return model

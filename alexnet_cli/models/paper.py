@@ -62,27 +62,49 @@ def paper_lrn(groups: int = TOWERS) -> LocalResponseNorm:
 
 
 class PaperAlexNet(nn.Module):
-    """The 2012 network: 5 conv layers (96-256-384-384-256) and 3 FC layers (4096-4096-classes)."""
+    """The 2012 network: 5 conv layers (96-256-384-384-256) and 3 FC layers (4096-4096-classes).
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+    The paper's ablations (§3) are switches: ``lrn=False`` drops both LRN layers (§3.3: they lowered
+    top-1/top-5 error by 1.4/1.2 points); ``overlap_pool=False`` pools 2×2 with stride 2 instead of
+    3×3 with stride 2, with the same output sizes (§3.4: overlapping lowered them by 0.4/0.3);
+    ``towers=1`` is the one-GPU net the two-GPU scheme was compared with (§3.2: the split lowered
+    them by 1.7/1.2): half the kernels of conv1–conv4, no groups, while conv5 and the FC layers are
+    not halved (the paper's footnote: most parameters are in fc6, which reads conv5).
+    """
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, *, lrn: bool = True,
+                 overlap_pool: bool = True, towers: int = TOWERS) -> None:
         super().__init__()
+        if towers not in (1, TOWERS):
+            raise ValueError(f"towers must be 1 or {TOWERS}, not {towers}")
+        self.lrn, self.overlap_pool, self.towers = lrn, overlap_pool, towers
+
+        def width(kernels: int) -> int:  # a conv layer's kernels over all towers
+            return kernels * towers // TOWERS
+
+        def norm() -> nn.Module:
+            return paper_lrn(groups=towers) if lrn else nn.Identity()
+
+        def pool() -> nn.MaxPool2d:
+            return nn.MaxPool2d(kernel_size=3, stride=2) if overlap_pool else nn.MaxPool2d(kernel_size=2, stride=2)
+
         self.features = nn.Sequential(
             OrderedDict(
-                conv1=nn.Conv2d(3, 96, kernel_size=11, stride=4),  # input replicated on both GPUs
+                conv1=nn.Conv2d(3, width(96), kernel_size=11, stride=4),  # input replicated on both GPUs
                 relu1=nn.ReLU(inplace=True),
-                norm1=paper_lrn(),
-                pool1=nn.MaxPool2d(kernel_size=3, stride=2),  # overlapping pooling, §3.4
-                conv2=nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=TOWERS),
+                norm1=norm(),
+                pool1=pool(),  # overlapping pooling, §3.4
+                conv2=nn.Conv2d(width(96), width(256), kernel_size=5, padding=2, groups=towers),
                 relu2=nn.ReLU(inplace=True),
-                norm2=paper_lrn(),
-                pool2=nn.MaxPool2d(kernel_size=3, stride=2),
-                conv3=nn.Conv2d(256, 384, kernel_size=3, padding=1),  # the GPUs exchange maps here
+                norm2=norm(),
+                pool2=pool(),
+                conv3=nn.Conv2d(width(256), width(384), kernel_size=3, padding=1),  # the GPUs exchange maps here
                 relu3=nn.ReLU(inplace=True),
-                conv4=nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=TOWERS),
+                conv4=nn.Conv2d(width(384), width(384), kernel_size=3, padding=1, groups=towers),
                 relu4=nn.ReLU(inplace=True),
-                conv5=nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=TOWERS),
+                conv5=nn.Conv2d(width(384), 256, kernel_size=3, padding=1, groups=towers),  # never halved
                 relu5=nn.ReLU(inplace=True),
-                pool5=nn.MaxPool2d(kernel_size=3, stride=2),
+                pool5=pool(),
             )
         )
         # §4.2: dropout after the ReLUs of the first two FC layers, as in the paper's own cuda-convnet.

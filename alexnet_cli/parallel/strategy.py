@@ -42,8 +42,9 @@ class TowerParallelStrategy(DDPStrategy):
     def setup(self, trainer) -> None:
         module = self.lightning_module
         if not isinstance(module.model, TowerParallelAlexNet):
-            if type(module.model).__name__ != "PaperAlexNet":
-                raise AlexnetError("the two-GPU split (trainer.strategy=towers) needs model.arch=paper")
+            if getattr(module.model, "towers", None) != TENSOR_PARALLEL:
+                raise AlexnetError("the two-GPU split (trainer.strategy=towers) needs model.arch=paper, the "
+                                   "two-tower net (paper-one-tower is the one-GPU net it was compared with)")
             module.model = TowerParallelAlexNet(module.model, rank=self.tower_index, size=TENSOR_PARALLEL,
                                                 group=self.tensor_parallel_group)
         super().setup(trainer)

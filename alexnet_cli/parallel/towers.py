@@ -38,17 +38,24 @@ class TowerParallelAlexNet(nn.Module):
         self.log = CommunicationLog()
         f, c = full.features, full.classifier
         self.num_classes = c.fc8.out_features
+
+        def norm() -> nn.Module:  # each tower normalises its own maps, or none does (the §3.3 ablation)
+            return paper_lrn(groups=1) if full.lrn else nn.Identity()
+
+        def pool() -> nn.MaxPool2d:  # as the single-device model pools (the §3.4 ablation included)
+            return nn.MaxPool2d(f.pool1.kernel_size, f.pool1.stride)
+
         self.features = nn.Sequential(OrderedDict(
             conv1=self._shard(f.conv1, nn.Conv2d(3, 48, kernel_size=11, stride=4)),
-            relu1=nn.ReLU(inplace=True), norm1=paper_lrn(groups=1), pool1=nn.MaxPool2d(3, 2),
+            relu1=nn.ReLU(inplace=True), norm1=norm(), pool1=pool(),
             conv2=self._shard(f.conv2, nn.Conv2d(48, 128, kernel_size=5, padding=2)),
-            relu2=nn.ReLU(inplace=True), norm2=paper_lrn(groups=1), pool2=nn.MaxPool2d(3, 2),
+            relu2=nn.ReLU(inplace=True), norm2=norm(), pool2=pool(),
             conv3=self._shard(f.conv3, nn.Conv2d(256, 192, kernel_size=3, padding=1)),  # reads both towers
             relu3=nn.ReLU(inplace=True),
             conv4=self._shard(f.conv4, nn.Conv2d(192, 192, kernel_size=3, padding=1)),
             relu4=nn.ReLU(inplace=True),
             conv5=self._shard(f.conv5, nn.Conv2d(192, 128, kernel_size=3, padding=1)),
-            relu5=nn.ReLU(inplace=True), pool5=nn.MaxPool2d(3, 2),
+            relu5=nn.ReLU(inplace=True), pool5=pool(),
         ))
         dropout = c.drop6.p
         self.fc8_sizes = shard_sizes(self.num_classes, size)
