@@ -294,6 +294,29 @@ def _write_predictions(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, text.getvalue())
 
 
+@app.command()
+@user_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run directories of 'alexnet train' (finished or not)."),
+    out: Path = typer.Option(Path("report"), "--out", help="Folder for report.md and curves.png."),
+) -> None:
+    """Runs beside each other and beside the paper's errors: report.md and curves.png.
+
+    Example: [cyan]alexnet report runs/single-gpu runs/no-lrn --out report[/]
+    """
+    from alexnet_cli.report import paper_figures, write_report
+
+    summaries = write_report(runs, out)
+    table = Table(title=f"{len(summaries)} run(s): {out / 'report.md'}, {out / 'curves.png'}")
+    for column in ("run", "epochs", "best top-1 / top-5 error %", "the paper"):
+        table.add_column(column)
+    for s in summaries:
+        best = (f"{s.best_top1_error:.1f} / {s.best_top5_error:.1f}" if s.best_top1_error is not None
+                else "no validation rows yet")
+        table.add_row(escape(s.name), str(s.epochs), best, escape(paper_figures(s)))
+    console.print(table)
+
+
 @app.command("viz-filters")
 @user_errors
 def viz_filters(
@@ -412,7 +435,7 @@ def demo(
     set_: list[str] = typer.Option([], "--set", help="Override a cpu-demo recipe key (section.key=value)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """The whole tool in a few CPU minutes: demo data → train cpu-demo → ten-crop eval → filters.
+    """The whole tool in a few CPU minutes: demo data → train cpu-demo → ten-crop eval → filters → report.
 
     Example: [cyan]alexnet demo --out demo[/]
     """
@@ -428,6 +451,7 @@ def demo(
                   f"{result.eval.top1:.2%} / {result.eval.top5:.2%} (chance {1 / result.prepare.classes:.1%})")
     table.add_row("eval results", str(result.eval_json))
     table.add_row("filters (Figure 3)", str(result.filters))
+    table.add_row("report and curves", str(result.report / "report.md"))
     console.print(table)
 
 

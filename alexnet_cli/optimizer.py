@@ -25,8 +25,9 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     order = ordered_names(list(named))
     weights = [named[n] for n in order if not is_bias(n)]
     biases = [named[n] for n in order if is_bias(n)]
-    return [{"params": weights, "weight_decay": cfg.weight_decay},
-            {"params": biases, "weight_decay": cfg.weight_decay if cfg.decay_biases else 0.0}]
+    # Named: the learning-rate monitor logs lr-SGD/weights and lr-SGD/biases.
+    return [{"params": weights, "weight_decay": cfg.weight_decay, "name": "weights"},
+            {"params": biases, "weight_decay": cfg.weight_decay if cfg.decay_biases else 0.0, "name": "biases"}]
 
 
 def sgd(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.SGD:
@@ -53,7 +54,8 @@ def split_single_group(state: dict, names: list[str]) -> dict:
     group = state["param_groups"][0]
     weights = [index for index, name in enumerate(order) if not is_bias(name)]
     biases = [index for index, name in enumerate(order) if is_bias(name)]
-    return {**state, "state": regrouped, "param_groups": [{**group, "params": weights}, {**group, "params": biases}]}
+    return {**state, "state": regrouped, "param_groups": [{**group, "params": weights, "name": "weights"},
+                                                          {**group, "params": biases, "name": "biases"}]}
 
 
 def zero_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:

@@ -155,6 +155,12 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     if rank_zero:
         remove_unfinished(checkpoints)
     write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    earlier = _read_run_facts(run_dir) if checkpoint is not None else {}  # a resumed run adds up its segments
+    facts = {"recipe": recipe.name, "num_classes": setup.num_classes,
+             "train_images": len(datamodule.split("train")), "finished": False,
+             "seconds": float(earlier.get("seconds", 0.0))}
+    if rank_zero:
+        _write_run_facts(run_dir, facts)
     throughput, best = ThroughputMeter(), BestMetrics()
     stop = GracefulStop(checkpoints / "last.ckpt")
     callbacks = [throughput, best, MemoryMeter(), DataPosition(datamodule), stop]
@@ -177,9 +183,14 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
                   f"{run_dir / 'recipe.yaml'} --data {data} --resume {run_dir} --set optim.lr=..."
                   if good else "start again with a smaller optim.lr")
         raise TrainingStopped(f"{exc}; {advice}", exc.exit_code) from None
+    seconds = time.perf_counter() - started
+    if rank_zero:
+        _write_run_facts(run_dir, {**facts, "finished": True, "seconds": facts["seconds"] + seconds,
+                                   "global_step": trainer.global_step,
+                                   "images_per_second": throughput.images_per_second})
     return TrainResult(
         run_dir=run_dir, best_top1=best.top1, best_top5=best.top5, best_epoch=best.epoch,
-        seconds=time.perf_counter() - started, images_per_second=throughput.images_per_second,
+        seconds=seconds, images_per_second=throughput.images_per_second,
         data_wait_fraction=throughput.data_wait_fraction, global_step=trainer.global_step,
         last_checkpoint=_existing(checkpoints / "last.ckpt"), best_checkpoint=_existing(checkpoints / "best.ckpt"),
         recipe_changes=changes,
@@ -227,6 +238,22 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
     return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes)
+
+
+def _read_run_facts(run_dir: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_run_facts(run_dir: Path, facts: dict) -> None:
+    """RUN_DIR/run.json: what 'alexnet report' needs beside metrics.csv (finished or not, wall time, data)."""
+    import json
+
+    write_text_atomic(run_dir / "run.json", json.dumps(facts, indent=1) + "\n")
 
 
 def recipe_model(recipe: Recipe, num_classes: int):

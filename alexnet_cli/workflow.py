@@ -1,4 +1,4 @@
-"""``alexnet demo``: prepare → train → ten-crop eval → filters, on the synthetic demo data."""
+"""``alexnet demo``: prepare → train → ten-crop eval → filters → report, on the synthetic demo data."""
 
 import json
 from dataclasses import dataclass
@@ -9,6 +9,7 @@ from alexnet_cli.data.demo import DemoSpec, write_demo_source
 from alexnet_cli.data.prepare import PrepareOptions, PrepareSummary, prepare_imagenet
 from alexnet_cli.evaluate import EvalResult, evaluate
 from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.report import write_report
 from alexnet_cli.train import TrainResult, run
 
 
@@ -21,6 +22,7 @@ class DemoResult:
     eval: EvalResult
     eval_json: Path
     filters: Path
+    report: Path
 
 
 def prepare_demo(out: Path, *, workers: int | None = None, spec: DemoSpec = DemoSpec(),
@@ -47,9 +49,10 @@ def run_demo(out: Path, *, overrides: list[str] | None = None, quiet: bool = Fal
     checkpoint = trained.best_checkpoint or trained.last_checkpoint
     progress.note("[bold]3/4[/] ten-crop evaluation")
     result = evaluate(data, checkpoint=checkpoint, ten_crop=True, progress=progress)
-    eval_json = out / "eval.json"
+    eval_json = trained.run_dir / "eval.json"  # in the run, where 'alexnet report' looks for it
     write_text_atomic(eval_json, json.dumps(result.to_json(), indent=1) + "\n")
-    progress.note("[bold]4/4[/] conv1 filters (Figure 3)")
+    progress.note("[bold]4/4[/] conv1 filters (Figure 3) and the run's report")
     filters = out / "filters.png"
     save_filter_grid(load_model(checkpoint), filters)
-    return DemoResult(data / "source", data, prepared, trained, result, eval_json, filters)
+    write_report([trained.run_dir], out / "report")
+    return DemoResult(data / "source", data, prepared, trained, result, eval_json, filters, out / "report")

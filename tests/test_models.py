@@ -201,8 +201,9 @@ def test_every_arch_starts_trainable_with_its_own_default_init(arch):
     labels = torch.arange(8) % 10
     with torch.no_grad():
         logits = model(images)
-    # (VGG-16 with the paper's init, on 0–255 input, measured 1.5e-7 after a step: untrainable)
-    assert logits.std(dim=0).mean() > 1e-4, "the images' logits barely differ: the signal died in the layers"
+    # (VGG-11/16 with the paper's init measure 2e-6 / 3e-9 here: untrainable; §5's own init on the paper's
+    # nets, where biases of 1 dominate the first steps, 1e-4 to 6e-3)
+    assert logits.std(dim=0).mean() > 1e-5, "the images' logits barely differ: the signal died in the layers"
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     losses = []
     for _ in range(6):

@@ -208,8 +208,8 @@ def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared,
     # saved at steps 12 and 15: only the newest copy is kept
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt", "step-00000015.ckpt"]
     with open(out / "metrics.csv") as metrics:
-        rows = [row for row in csv.DictReader(metrics) if row.get("lr-SGD")]
-    assert float(rows[-1]["lr-SGD"]) == pytest.approx(1e-3), "the third epoch runs at the new lr"
+        rows = [row for row in csv.DictReader(metrics) if row.get("lr-SGD/weights")]
+    assert float(rows[-1]["lr-SGD/weights"]) == pytest.approx(1e-3), "the third epoch runs at the new lr"
     with open(out / "metrics.csv") as metrics:
         norms = [float(row["train/grad_norm"]) for row in csv.DictReader(metrics) if row.get("train/grad_norm")]
     assert len(norms) == 5 and all(0 < norm < float("inf") for norm in norms), "one gradient norm per resumed step"
