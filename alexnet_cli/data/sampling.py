@@ -81,8 +81,9 @@ class Augmentation:
         if self.image_size is not None:
             slack = self.image_size - self.crop
             offsets = rng.integers(0, slack + 1, size=(count, 2))
-            # A quarter pixel past the whole offset: DALI's CPU and GPU crops turn the position back into
-            # the same pixel whether they round or truncate (at k/slack, float error made them differ by one).
+            # A quarter pixel past the whole offset, so that an operator that rounds the position back into
+            # pixels and one that truncates it land on the same pixel (k/slack itself can come back as
+            # k − ε). A safeguard only: the GPU/CPU difference first blamed on it was the JPEG decoder's.
             position = np.where(offsets < slack, offsets + 0.25, offsets) / max(slack, 1)
         else:
             offsets = None
