@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny dataset in the official ILSVRC2012 format, prepared once per session."""
 
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,16 @@ def run_alexnet(*args: str, cwd: Path | None = None, timeout: float = 600) -> su
     """Run the real command line in a fresh process."""
     return subprocess.run([sys.executable, "-m", "alexnet_cli", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)
+
+
+@contextmanager
+def scratch_dir(tmp_path_factory, name: str) -> Iterator[Path]:
+    """A directory for a module's shared runs, removed when the module is done with it.
+
+    A paper-sized checkpoint weighs ~0.45 GB; kept for the whole session they filled CI's disk.
+    """
+    path = tmp_path_factory.mktemp(name)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -13,7 +13,7 @@ from alexnet_cli.models import build_model
 from alexnet_cli.parallel.layout import free_port
 from alexnet_cli.parallel.towers import TowerParallelAlexNet
 
-from conftest import run_alexnet
+from conftest import run_alexnet, scratch_dir
 
 
 def _split_worker(rank: int, port: int, results_file: str) -> None:
@@ -42,9 +42,10 @@ def _split_worker(rank: int, port: int, results_file: str) -> None:
 
 @pytest.fixture(scope="module")
 def split_results(tmp_path_factory):
-    results_file = tmp_path_factory.mktemp("split") / "results.pt"
-    mp.spawn(_split_worker, args=(free_port(), str(results_file)), nprocs=2, join=True)
-    return torch.load(results_file, weights_only=True)
+    with scratch_dir(tmp_path_factory, "split") as folder:
+        results_file = folder / "results.pt"
+        mp.spawn(_split_worker, args=(free_port(), str(results_file)), nprocs=2, join=True)
+        return torch.load(results_file, weights_only=True)
 
 
 def _single_reference():

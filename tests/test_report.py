@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_alexnet
+from conftest import run_alexnet, scratch_dir
 from PIL import Image
 
 from alexnet_cli.ablations import ABLATIONS
@@ -17,16 +17,17 @@ FAST = ["--recipe", "cpu-demo", "--quiet", "--set", "data.batch_size=8", "--set"
 @pytest.fixture(scope="module")
 def runs(prepared, tmp_path_factory):
     """A finished run with ten-crop results, an ablation run, and a run without validation."""
-    root = tmp_path_factory.mktemp("runs")
-    made = {"paper": root / "paper", "no-lrn": root / "no-lrn", "no-val": root / "no-val"}
-    extra = {"paper": [], "no-lrn": ["--set", "model.lrn=false"], "no-val": ["--set", "trainer.limit_val_batches=0"]}
-    for name, out in made.items():
-        result = run_alexnet("train", "--data", prepared, "--out", out, *FAST, *extra[name])
+    with scratch_dir(tmp_path_factory, "runs") as root:
+        made = {"paper": root / "paper", "no-lrn": root / "no-lrn", "no-val": root / "no-val"}
+        extra = {"paper": [], "no-lrn": ["--set", "model.lrn=false"],
+                 "no-val": ["--set", "trainer.limit_val_batches=0"]}
+        for name, out in made.items():
+            result = run_alexnet("train", "--data", prepared, "--out", out, *FAST, *extra[name])
+            assert result.returncode == 0, result.stderr[-2000:]
+        result = run_alexnet("eval", "--checkpoint", made["paper"] / "checkpoints" / "last.ckpt", "--data", prepared,
+                             "--ten-crop", "--quiet", "--json", made["paper"] / "eval.json")
         assert result.returncode == 0, result.stderr[-2000:]
-    result = run_alexnet("eval", "--checkpoint", made["paper"] / "checkpoints" / "last.ckpt", "--data", prepared,
-                         "--ten-crop", "--quiet", "--json", made["paper"] / "eval.json")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return made
+        yield made
 
 
 def test_a_report_of_several_runs_writes_the_table_and_the_curves(runs, tmp_path):

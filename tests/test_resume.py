@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_alexnet
+from conftest import run_alexnet, scratch_dir
 
 # 23 training images in batches of 4: 5 steps per epoch, 10 in all; last.ckpt every 3 steps and at epoch ends
 # (steps 3, 5, 6, 9, 10).
@@ -54,12 +54,12 @@ def saved_step(checkpoint: Path) -> int:
 
 @pytest.fixture(scope="module")
 def uninterrupted_run(prepared, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("uninterrupted")
-    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert saved_step(out / "checkpoints" / "last.ckpt") == 10
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]  # keep_last 0: no copies
-    return out
+    with scratch_dir(tmp_path_factory, "uninterrupted") as out:
+        result = run_alexnet("train", "--data", prepared, "--out", out, *RUN)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert saved_step(out / "checkpoints" / "last.ckpt") == 10
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]  # keep_last 0: no copies
+        yield out
 
 
 @pytest.fixture(scope="module")

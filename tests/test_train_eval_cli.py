@@ -13,7 +13,7 @@ import alexnet_cli
 from alexnet_cli.checkpoints import load_checkpoint
 from alexnet_cli.evaluate import evaluate
 
-from conftest import run_alexnet
+from conftest import run_alexnet, scratch_dir
 
 FAST = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3", "--set", "data.batch_size=4",
         "--set", "trainer.log_every_n_steps=1",
@@ -22,11 +22,11 @@ FAST = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3
 
 @pytest.fixture(scope="module")
 def trained_run(prepared, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet", *FAST,
-                         "--json", out / "train.json")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out, result
+    with scratch_dir(tmp_path_factory, "run") as out:
+        result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet", *FAST,
+                             "--json", out / "train.json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        yield out, result
 
 
 def test_train_writes_the_run_directory(trained_run):
