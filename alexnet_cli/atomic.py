@@ -1,5 +1,6 @@
 """Writes that never leave a half-written file: write a temporary sibling, then rename."""
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +12,13 @@ os.umask(_UMASK)
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` for a temporary file beside ``path``, fsync it, then rename it into place."""
+    from alexnet_cli.errors import AlexnetError
+
+    if path.is_dir():
+        raise AlexnetError(f"{path} is a folder: name a file to write")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise AlexnetError(f"{blocked} is a file, so {path} cannot be written under it: choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -21,8 +29,20 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if not _out_of_space(exc):
+            raise
+        raise AlexnetError(f"could not write {path}: the disk is full or a file size limit was reached; free "
+                           f"space there and run again ({path.name} was left as it was)") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    # torch.save's zip writer reports a failed write as a RuntimeError of its own
+    return any(sign in str(exc) for sign in ("file write failed", "inline_container.cc"))
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -2,9 +2,12 @@
 the stop, progress and checkpoint callbacks that read device values only when the loop syncs anyway."""
 
 import time
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+from alexnet_cli.atomic import write_text_atomic
 
 
 class ThroughputMeter(L.Callback):
@@ -217,3 +220,15 @@ class TimedCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
         if trainer.global_step % self.check_every_n_steps == 0:
             super().on_train_batch_end(trainer, *args, **kwargs)
+
+
+class WriteOnTrainStart(L.Callback):
+    """Write a file once training starts, after the checkpoint has loaded: a resume that fails
+    leaves the run's recipe.yaml as it was."""
+
+    def __init__(self, path: Path, text: str):
+        self.path, self.text = path, text
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            write_text_atomic(self.path, self.text)

@@ -7,6 +7,7 @@ the tool version, arch, classes, recipe and normalisation.
 
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,19 +40,28 @@ def read_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     of a checkpoint that something else loads in full afterwards.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AlexnetError(f"{path} is a folder: give a checkpoint file (e.g. {path / 'checkpoints' / 'last.ckpt'})")
     if not path.is_file():
         raise AlexnetError(f"{path} not found")
+    if path.stat().st_size == 0:
+        raise AlexnetError(f"{path} is empty (0 bytes), a save that never finished: use another checkpoint")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about old pickle protocols; we report below
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
+        # torch says "Weights only load failed" for code and for random bytes alike; the detail tells them apart
+        detail = next((line.strip() for line in str(exc).splitlines()
+                       if "GLOBAL" in line or line.strip().startswith("Unsupported")), "unsafe pickle")
+        if "GLOBAL" not in detail and "Unsupported global" not in detail:
+            raise AlexnetError(f"{path} is not a PyTorch checkpoint (or is damaged): refused ({detail[:160]})") from None
         raise AlexnetError(
-            f"{path} needs pickled code to load, which could run anything; refused ({first[:160]})"
+            f"{path} needs pickled code to load, which could run anything; refused ({detail[:160]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise AlexnetError(f"{path} is not a PyTorch checkpoint ({str(exc).splitlines()[0][:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise AlexnetError(f"{path} is not a PyTorch checkpoint, or is damaged ({first})") from None
     if not isinstance(data, dict):
         raise AlexnetError(f"{path} holds a {type(data).__name__}, not a checkpoint or state dict")
     return data
@@ -72,6 +82,21 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     state = {k.removeprefix("model."): v for k, v in data["state_dict"].items() if k.startswith("model.")}
     _load_state(model, state, path)
     return LoadedCheckpoint(model.eval(), meta)
+
+
+def initial_model(loaded: LoadedCheckpoint) -> nn.Module:
+    """The network this checkpoint's run started from: its weights are a function of the recipe's seed
+    (``train.prepare_run`` seeds the generator, then builds the model), rebuilt here."""
+    import lightning as L
+
+    from alexnet_cli.recipes import recipe_from_dict
+    from alexnet_cli.train import recipe_model
+
+    if "recipe" not in loaded.meta:
+        raise AlexnetError("this checkpoint does not record the recipe it was trained with: its start cannot be rebuilt")
+    recipe = recipe_from_dict(dict(loaded.meta["recipe"]))
+    L.seed_everything(recipe.seed, workers=False, verbose=False)
+    return recipe_model(recipe, loaded.meta["num_classes"]).eval()
 
 
 def load_model(path: Path | str) -> nn.Module:

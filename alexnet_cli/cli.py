@@ -11,11 +11,11 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from alexnet_cli import __version__
 from alexnet_cli.errors import AlexnetError, TrainingStopped
+from alexnet_cli.terminal import shown
 
 app = typer.Typer(
     name="alexnet", no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -61,12 +61,12 @@ def user_errors(command: Callable) -> Callable:
             from alexnet_cli.preemption import trainer_is_rank_zero
 
             if trainer_is_rank_zero():  # every DDP rank stops alike; one line is enough
-                errors.print(f"[bold yellow]stopped:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                errors.print(f"[bold yellow]stopped:[/] {shown(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except AlexnetError as exc:
             if debug:
                 raise
-            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {shown(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             errors.print("[bold red]interrupted[/]")
@@ -79,11 +79,21 @@ def user_errors(command: Callable) -> Callable:
             message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             if _is_lost_peer(message):
                 message = f"another training process stopped, so this one cannot go on ({message})"
-            errors.print(f"[bold red]error:[/] {escape(type(exc).__name__)}: {escape(message)} "
+            errors.print(f"[bold red]error:[/] {shown(type(exc).__name__)}: {shown(message)} "
                          "(rerun with --debug for details)", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _require(*bounds: tuple[str, int | None, int | None, int | None]) -> None:
+    """Each (option, value, lowest, highest): a value outside its range is refused in one line."""
+    for option, value, low, high in bounds:
+        if value is None:
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise AlexnetError(f"{option} {value}: must be {allowed}")
 
 
 def _check_device(device: str) -> None:
@@ -108,7 +118,7 @@ def _write_json(path: Optional[Path], payload: dict) -> None:
         from alexnet_cli.atomic import write_text_atomic
 
         write_text_atomic(path, json.dumps(payload, indent=1, default=str) + "\n")
-        console.print(f"wrote {path}")
+        console.print(f"wrote {shown(path)}")
 
 
 @app.command("prepare-imagenet")
@@ -134,6 +144,7 @@ def prepare_imagenet_command(
     Example: [cyan]alexnet prepare-imagenet --source ~/Downloads/ilsvrc2012 --out /data/imagenet[/]
     Demo:    [cyan]alexnet prepare-imagenet --demo --out demo-data[/]
     """
+    _require(("--workers", workers, 1, None), ("--classes", classes, 2, None), ("--per-class", per_class, 1, None))
     from alexnet_cli.data.prepare import PrepareOptions, prepare_imagenet, summary_dict
     from alexnet_cli.workflow import prepare_demo
 
@@ -147,17 +158,20 @@ def prepare_imagenet_command(
             raise AlexnetError("--source is required (or --demo for the synthetic dataset)")
         summary = prepare_imagenet(PrepareOptions(source, out, workers, size, mode, classes, per_class,
                                                   verify_md5, strict), progress)
-    table = Table(title=f"prepared {summary.out}" + (" (already complete)" if summary.already_done else ""))
+    table = Table(title=f"prepared {shown(summary.out)}" + (" (already complete)" if summary.already_done else ""))
     for column in ("split", "images", "classes"):
         table.add_column(column, justify="right" if column != "split" else "left")
     for split, count in summary.counts.items():
         table.add_row(split, f"{count:,}", str(summary.classes))
     console.print(table)
+    if summary.source_kind == "imagefolder":
+        console.print("an ImageFolder source has no devkit to check it against: the classes and images above are "
+                      "what its folders held")
     if summary.fixes:
         console.print("converted: " + ", ".join(f"{k} {v}" for k, v in summary.fixes.items()))
     if summary.skipped:
         console.print(f"[yellow]skipped {len(summary.skipped)} unreadable file(s)[/], "
-                      f"listed in {summary.out}/report.json")
+                      f"listed in {shown(summary.out)}/report.json")
     if not summary.already_done and summary.seconds:
         console.print(f"{summary.images_per_second:,.0f} img/s with {summary.workers} worker(s), "
                       f"{summary.seconds:.1f} s")
@@ -173,6 +187,8 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint or a run directory's "
                                           "last.ckpt (any recipe's, if arch and classes agree)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run that --out already holds (its "
+                                   "checkpoints and metrics); without it such an --out is refused."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or model summary."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Print the resolved recipe and the run's shape; train nothing."),
@@ -188,18 +204,18 @@ def train(
     from alexnet_cli.train import run
 
     if dry_run:
-        _print_dry_run(recipe, data, set_, benchmark_json, out, resume)
+        _print_dry_run(recipe, data, set_, benchmark_json, out, resume, overwrite)
         return
-    result = run(recipe, data, out=out, overrides=set_, quiet=quiet, resume=resume)
-    table = Table(title=f"run {result.run_dir}", show_header=False)
+    result = run(recipe, data, out=out, overrides=set_, quiet=quiet, resume=resume, overwrite=overwrite)
+    table = Table(title=f"run {shown(result.run_dir)}", show_header=False)
     if result.best_top1 is not None:
         table.add_row("best val top-1 / top-5", f"{result.best_top1:.2%} / {result.best_top5:.2%} "
                       f"(epoch {result.best_epoch})")
     table.add_row("steps, time", f"{result.global_step}, {result.seconds:.0f} s")
     table.add_row("train throughput", f"{result.images_per_second:,.1f} img/s "
                   f"(data wait {result.data_wait_fraction:.1%})")
-    table.add_row("metrics", str(result.run_dir / "metrics.csv"))
-    table.add_row("checkpoints", str(result.last_checkpoint or "-") + ("  " + str(result.best_checkpoint)
+    table.add_row("metrics", shown(result.run_dir / "metrics.csv"))
+    table.add_row("checkpoints", shown(result.last_checkpoint or "-") + ("  " + shown(result.best_checkpoint)
                                                                          if result.best_checkpoint else ""))
     console.print(table)
     from dataclasses import asdict
@@ -208,7 +224,7 @@ def train(
 
 
 def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark_json: Optional[Path],
-                   out: Optional[Path], resume: Optional[Path]) -> None:
+                   out: Optional[Path], resume: Optional[Path], overwrite: bool) -> None:
     import yaml
 
     from alexnet_cli.dryrun import plan_run
@@ -216,11 +232,13 @@ def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark
     from alexnet_cli.train import prepare_run
 
     recipe = load_recipe(recipe_name, overrides)
-    setup = prepare_run(recipe, data, out=out, resume=resume)  # refuses what 'alexnet train' would refuse
+    setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)  # refuses what 'alexnet train' would refuse
     plan = plan_run(recipe, len(setup.datamodule.split("train")), benchmark_json=benchmark_json)
-    console.print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), highlight=False)
-    table = Table(title=f"dry run: {recipe.name} on {data}", show_header=False)
-    table.add_row("run directory", str(setup.run_dir) + (f" (resuming {setup.checkpoint})" if setup.checkpoint else ""))
+    console.print(shown(yaml.safe_dump(recipe.to_dict(), sort_keys=False)), highlight=False)
+    table = Table(title=f"dry run: {shown(recipe.name)} on {shown(data)}", show_header=False)
+    table.add_row("run directory", shown(setup.run_dir) + (f" (resuming {shown(setup.checkpoint)})"
+                                                           if setup.checkpoint else "")
+                  + (" (replacing the run it holds)" if setup.replaces_run else ""))
     table.add_row("devices", f"{plan.devices} ({plan.data_parallel} data-parallel)")
     table.add_row("global batch", f"{plan.global_batch:,}")
     table.add_row("training images", f"{plan.train_images:,}")
@@ -256,6 +274,7 @@ def eval_command(
 
     Example: [cyan]alexnet eval --checkpoint runs/demo/checkpoints/best.ckpt --data demo-data --ten-crop[/]
     """
+    _require(("--batch-size", batch_size, 1, None), ("--threads", threads, 1, None), ("--devices", devices, 1, None))
     from alexnet_cli.evaluate import PAPER_VAL_ERROR, evaluate
 
     _check_device(device)
@@ -274,6 +293,11 @@ def eval_command(
                       f"{PAPER_VAL_ERROR['top5']:.1%}")
     console.print(table)
     console.print(f"{result.images_per_second:,.1f} img/s")
+    if result.skipped:
+        errors.print(f"[yellow]skipped {len(result.skipped)} image(s) that could not be used[/] (not scored; "
+                     f"accuracy is over the {result.images:,} read), e.g. {shown(result.skipped[0])}"
+                     + (f"; all listed in {shown(json_out)}" if json_out else "; --json lists them all"),
+                     highlight=False, soft_wrap=True)
     if predictions is not None:
         _write_predictions(predictions, result.predictions)
         result.predictions = None  # in the CSV, not also in the JSON
@@ -313,7 +337,7 @@ def report(
     for s in summaries:
         best = (f"{s.best_top1_error:.1f} / {s.best_top5_error:.1f}" if s.best_top1_error is not None
                 else "no validation rows yet")
-        table.add_row(escape(s.name), str(s.epochs), best, escape(paper_figures(s)))
+        table.add_row(shown(s.name), str(s.epochs), best, shown(paper_figures(s)))
     console.print(table)
 
 
@@ -325,19 +349,27 @@ def viz_filters(
     weights: Optional[Path] = typer.Option(None, "--weights", help="A torchvision AlexNet state dict instead."),
     layer: str = typer.Option("conv1", "--layer", help="Which conv layer."),
     scale: int = typer.Option(4, "--scale", help="Pixels per kernel pixel."),
+    since_init: bool = typer.Option(False, "--since-init", help="Draw what training changed (the kernels minus "
+                                    "their initial values, rebuilt from the recipe's seed): a short run's "
+                                    "kernels are still mostly their random start."),
 ) -> None:
     """Draw the learned kernels, like the paper's Figure 3 (one block per GPU tower).
 
     Example: [cyan]alexnet viz-filters --checkpoint runs/demo/checkpoints/best.ckpt --out filters.png[/]
     """
-    from alexnet_cli.checkpoints import load_checkpoint, load_torchvision_weights
-    from alexnet_cli.filters import save_filter_grid
+    _require(("--scale", scale, 1, 64))
+    from alexnet_cli.checkpoints import initial_model, load_checkpoint, load_torchvision_weights
+    from alexnet_cli.filters import relative_change, save_filter_grid
 
     if (checkpoint is None) == (weights is None):
         raise AlexnetError("give exactly one of --checkpoint and --weights")
-    model = load_checkpoint(checkpoint).model if checkpoint else load_torchvision_weights(weights, []).model
-    save_filter_grid(model, out, layer=layer, scale=scale)
-    console.print(f"wrote {out}")
+    if since_init and checkpoint is None:
+        raise AlexnetError("--since-init needs --checkpoint: torchvision's weights do not say how they started")
+    loaded = load_checkpoint(checkpoint) if checkpoint else load_torchvision_weights(weights, [])
+    start = initial_model(loaded) if checkpoint else None
+    save_filter_grid(loaded.model, out, layer=layer, scale=scale, start=start if since_init else None)
+    console.print(f"wrote {shown(out)}" + (f" ({layer} moved {relative_change(loaded.model, start, layer):.1%} "
+                                          "from its initial values)" if start is not None else ""))
 
 
 @app.command()
@@ -352,17 +384,18 @@ def predict(
 
     Example: [cyan]alexnet predict --checkpoint runs/demo/checkpoints/best.ckpt photo.jpg[/]
     """
+    _require(("--top", top, 1, None))
     from dataclasses import asdict
 
     from alexnet_cli.predict import predict as predict_images
 
     predictions = predict_images(checkpoint, images, top=top)
     for prediction in predictions:
-        table = Table(title=prediction.image)
+        table = Table(title=shown(prediction.image))
         for column in ("#", "wnid", "class", "probability"):
             table.add_column(column, justify="right" if column in ("#", "probability") else "left")
         for rank, item in enumerate(prediction.classes, start=1):
-            table.add_row(str(rank), item["wnid"], item["words"], f"{item['probability']:.1%}")
+            table.add_row(str(rank), shown(item["wnid"]), shown(item["words"]), f"{item['probability']:.1%}")
         console.print(table)
     _write_json(json_out, {"predictions": [asdict(p) for p in predictions]})
 
@@ -381,11 +414,13 @@ def neighbors(
 ) -> None:
     """Figure 4: the training images nearest to each query by fc7 activations (Euclidean).
 
-    The training set's codes are stored beside the checkpoint (float16, CHECKPOINT.train-fc7.f16), so the
-    next query is fast; an interrupted embedding continues where it stopped when run again.
+    The training set's codes are stored beside the checkpoint (float16, CHECKPOINT.train-fc7.f16; in
+    ~/.cache/alexnet-cli/neighbors where its folder is read-only), so the next query is fast; an interrupted
+    embedding continues where it stopped when run again. Images that cannot be read are never neighbours.
 
     Example: [cyan]alexnet neighbors --checkpoint best.ckpt --data demo/data --query photo.jpg --k 6[/]
     """
+    _require(("--k", k, 1, None))
     from alexnet_cli.neighbors import find_neighbours
 
     _check_device(device)
@@ -398,7 +433,7 @@ def neighbors(
         for rank, (path, distance) in enumerate(result.neighbours, start=1):
             table.add_row(str(rank), path, f"{distance:,.2f}")
         console.print(table)
-    console.print(f"wrote {out}")
+    console.print(f"wrote {shown(out)}")
 
 
 @app.command()
@@ -411,6 +446,7 @@ def summary(
 
     Example: [cyan]alexnet summary --arch paper[/]
     """
+    _require(("--num-classes", num_classes, 1, None))
     from alexnet_cli.models import ARCHS
     from alexnet_cli.summary import summarize
 
@@ -443,15 +479,17 @@ def demo(
 
     result = run_demo(out, overrides=set_, quiet=quiet, progress=_progress(quiet))
     table = Table(title="alexnet demo", show_header=False)
-    table.add_row("dataset", f"{result.data} ({result.prepare.counts['train']} train, "
+    table.add_row("dataset", f"{shown(result.data)} ({result.prepare.counts['train']} train, "
                   f"{result.prepare.counts['val']} val, {result.prepare.classes} classes)")
-    table.add_row("official-format source", str(result.source))
-    table.add_row("run", f"{result.train.run_dir} ({result.train.images_per_second:.1f} img/s)")
+    table.add_row("official-format source", shown(result.source))
+    table.add_row("run", f"{shown(result.train.run_dir)} ({result.train.images_per_second:.1f} img/s)")
     table.add_row("ten-crop val top-1 / top-5",
                   f"{result.eval.top1:.2%} / {result.eval.top5:.2%} (chance {1 / result.prepare.classes:.1%})")
-    table.add_row("eval results", str(result.eval_json))
-    table.add_row("filters (Figure 3)", str(result.filters))
-    table.add_row("report and curves", str(result.report / "report.md"))
+    table.add_row("eval results", shown(result.eval_json))
+    table.add_row("filters (Figure 3)", shown(result.filters))
+    table.add_row("what training changed in them", f"{shown(result.filters_change)} (conv1 moved "
+                  f"{result.conv1_change:.1%} from its random start)")
+    table.add_row("report and curves", shown(result.report / "report.md"))
     console.print(table)
 
 
@@ -468,7 +506,7 @@ def recipes_list(ctx: typer.Context) -> None:
     table.add_column("name")
     table.add_column("description")
     for name in available_recipes():
-        table.add_row(name, load_recipe(name).description)
+        table.add_row(shown(name), shown(load_recipe(name).description))
     console.print(table)
     ablations = Table(title="the paper's ablations: add to any paper-arch recipe, e.g. alexnet train --recipe "
                       "single-gpu --set model.lrn=false")
@@ -493,7 +531,7 @@ def recipes_show(
 
     from alexnet_cli.recipes import load_recipe
 
-    console.print(yaml.safe_dump(load_recipe(name, set_).to_dict(), sort_keys=False), highlight=False)
+    console.print(shown(yaml.safe_dump(load_recipe(name, set_).to_dict(), sort_keys=False)), highlight=False)
 
 
 @benchmark_app.command("data")
@@ -521,6 +559,9 @@ def benchmark_data_command(
 
     Example: [cyan]alexnet benchmark data --data /data/imagenet --recipe single-gpu --repeats 3[/]
     """
+    _require(("--batch-size", batch_size, 1, None), ("--threads", threads, 1, None), ("--py-workers", py_workers, 0, None),
+             ("--workers", workers, 0, None), ("--batches", batches, 1, None), ("--warmup", warmup, 0, None),
+             ("--repeats", repeats, 1, None))
     from alexnet_cli.benchmark import as_dict, benchmark_data
     from alexnet_cli.recipes import load_recipe
 
@@ -565,6 +606,7 @@ def benchmark_model_command(
 
     Example: [cyan]alexnet benchmark model --arch paper --batch-size 128 --device gpu --precision bf16-mixed[/]
     """
+    _require(("--batch-size", batch_size, 1, None), ("--warmup", warmup, 0, None), ("--batches", batches, 1, None))
     from alexnet_cli.benchmark import as_dict, benchmark_model
     from alexnet_cli.models import ARCHS
 
@@ -616,6 +658,7 @@ def benchmark_train_command(
 
     Example: [cyan]alexnet benchmark train --recipe cpu-demo --data demo-data --steps 20 --set data.batch_size=32[/]
     """
+    _require(("--steps", steps, 1, None), ("--warmup", warmup, 0, None), ("--repeats", repeats, 1, None))
     from dataclasses import asdict
 
     from alexnet_cli.benchmark_train import benchmark_train
@@ -666,6 +709,7 @@ def benchmark_soak_command(
 
     Example: [cyan]alexnet benchmark soak --data demo-data --epochs 30 --set data.batch_size=16[/]
     """
+    _require(("--epochs", epochs, 1, None), ("--settle", settle, 0, None))
     from dataclasses import asdict
 
     from alexnet_cli.soak import soak
@@ -695,6 +739,7 @@ def benchmark_comms_command(
 
     Example: [cyan]alexnet benchmark comms --batch-size 128[/]
     """
+    _require(("--batch-size", batch_size, 2, None))
     from alexnet_cli.parallel.communication import measure_communication
 
     report = measure_communication(batch_size)

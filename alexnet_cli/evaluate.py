@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from alexnet_cli.checkpoints import LoadedCheckpoint, load_checkpoint, load_torchvision_weights
+from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.data.layout import read_classes
 from alexnet_cli.data.loader import Normalization
 from alexnet_cli.errors import AlexnetError
@@ -31,6 +32,7 @@ class EvalResult:
     seconds: float = 0.0
     images_per_second: float = 0.0
     predictions: list[dict] | None = None  # with_predictions: per image, in the split's order
+    skipped: list[str] = field(default_factory=list)  # files that could not be used: not scored, not counted
 
     @property
     def top1_error(self) -> float:
@@ -76,12 +78,15 @@ def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None
     per_class = {w: float(counts["class_hits"][i] / counts["class_seen"][i])
                  for i, w in enumerate(wnids) if counts["class_seen"][i]}
     predictions = None
+    files = _split_files(data, split) if with_predictions or counts["skipped"] else []
     if with_predictions:
-        files = _split_files(data, split)
         predictions = [{"file": str(files[index]), "label": label, "top5": top}
                        for index, label, top in counts["predictions"]]
+    if not seen:
+        raise AlexnetError(f"no image of {data}/{split} could be used: prepare the dataset again")
     return EvalResult(seen, counts["top1"] / seen, counts["top5"] / seen, ten_crop, str(checkpoint or weights),
-                      loaded.arch, per_class, seconds, seen / seconds if seconds else 0.0, predictions)
+                      loaded.arch, per_class, seconds, seen / seconds if seconds else 0.0, predictions,
+                      [str(files[index]) for index in sorted(counts["skipped"])])
 
 
 @dataclass(frozen=True)
@@ -125,12 +130,16 @@ def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, i
     num_classes = loaded.meta["num_classes"]
     k = min(5, num_classes)
     counts = {"top1": 0, "top5": 0, "seen": 0, "class_hits": np.zeros(num_classes), "class_seen": np.zeros(num_classes),
-              "predictions": []}
+              "predictions": [], "skipped": []}
     label = f"eval {job.split} ({'10 crops' if job.ten_crop else 'centre crop'})"
     with progress.task(label, loader.plan.shard_size) as task, torch.inference_mode():
         for step, (images, labels) in enumerate(loader):
             topk = _probabilities(model, images).topk(k, dim=1).indices
             indices = loader.plan.batch_indices(0, step)
+            used = labels != SKIPPED
+            if not bool(used.all()):  # a file that could not be used is reported, never scored
+                counts["skipped"] += indices[~used.cpu().numpy()].tolist()
+                indices, labels, topk = indices[used.cpu().numpy()], labels[used], topk[used]
             counts["predictions"] += zip(indices.tolist(), labels.tolist(), topk.tolist())
             hits1 = (topk[:, 0] == labels).cpu().numpy()
             counts["top1"] += int(hits1.sum())
@@ -153,7 +162,8 @@ def _evaluate_in_processes(job: _EvalJob, devices: int) -> dict:
         out = Path(tmp) / "counts.pt"
         mp.spawn(_eval_worker, args=(devices, free_port(), job, str(out)), nprocs=devices, join=True)
         totals = torch.load(out, weights_only=True)
-    return {key: value.numpy() if key.startswith("class_") else float(value) for key, value in totals.items()}
+    return {key: value if key == "skipped" else value.numpy() if key.startswith("class_") else float(value)
+            for key, value in totals.items()}
 
 
 def _eval_worker(rank: int, world: int, port: int, job: _EvalJob, out: str) -> None:
@@ -171,6 +181,9 @@ def _eval_worker(rank: int, world: int, port: int, job: _EvalJob, out: str) -> N
     device = torch.device("cuda", rank) if job.device == "gpu" else torch.device("cpu")
     totals = {}
     counts.pop("predictions")
+    skipped: list[list[int]] = [[] for _ in range(world)]
+    dist.all_gather_object(skipped, counts.pop("skipped"))
+    totals["skipped"] = sorted(index for part in skipped for index in part)
     for key, value in counts.items():
         tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), device=device)
         dist.all_reduce(tensor)  # sums: each image was counted by exactly one rank

@@ -51,6 +51,12 @@ def conv_weights(model: torch.nn.Module, layer: str) -> torch.Tensor:
     return modules[candidates[0]].weight.detach().float().cpu()
 
 
+def relative_change(model: torch.nn.Module, start: torch.nn.Module, layer: str = "conv1") -> float:
+    """‖W − W₀‖ / ‖W₀‖ of ``layer``: how far training moved its kernels from where they started."""
+    initial = conv_weights(start, layer)
+    return float((conv_weights(model, layer) - initial).norm() / initial.norm())
+
+
 def normalise_kernel(kernel: np.ndarray) -> np.ndarray:
     low, high = kernel.min(), kernel.max()
     return (kernel - low) / (high - low) if high > low else np.zeros_like(kernel)
@@ -80,11 +86,14 @@ def filter_grid(weights: torch.Tensor, *, scale: int = 4, groups: int = 1) -> tu
 
 
 def save_filter_grid(model: torch.nn.Module, out: Path, *, layer: str = "conv1", scale: int = 4,
-                     groups: int | None = None) -> GridLayout:
-    """Write the kernel grid of ``layer`` as a PNG; returns its layout."""
+                     groups: int | None = None, start: torch.nn.Module | None = None) -> GridLayout:
+    """Write the kernel grid of ``layer`` as a PNG; returns its layout. With ``start`` (the network
+    before training), draw what training changed: the kernels minus their initial values."""
     if scale < 1:
         raise AlexnetError("--scale must be at least 1")
     weights = conv_weights(model, layer)
+    if start is not None:
+        weights = weights - conv_weights(start, layer)
     if groups is None:
         groups = 2 if layer == "conv1" and weights.shape[0] == 96 else 1  # the paper's two towers
     canvas, layout = filter_grid(weights, scale=scale, groups=groups)

@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet_cli import rng
+from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.parallel.layout import data_parallel_group, data_parallel_shard
 from alexnet_cli.optimizer import apply_weight_decay, sgd, split_single_group, zero_momentum_buffers
 from alexnet_cli.recipes import OptimConfig
@@ -32,8 +33,9 @@ class AlexNetModule(L.LightningModule):
         self.first_nonfinite_loss: torch.Tensor | None = None
         self._step_loss: torch.Tensor | None = None
         top5 = min(5, num_classes)
-        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        # Validation samples whose file could not be used carry the label SKIPPED: scored by nothing.
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=SKIPPED)
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro", ignore_index=SKIPPED)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -87,11 +89,11 @@ class AlexNetModule(L.LightningModule):
         images, labels = batch
         logits = self.model(images)
         # Sum, not mean: with short last batches and uneven shards only a sum weights every image once.
-        loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum", ignore_index=SKIPPED)
         self.val_top1.update(logits, labels)
         self.val_top5.update(logits, labels)
         self._val_loss_sum += loss_sum.detach()
-        self._val_count += labels.numel()
+        self._val_count += (labels != SKIPPED).sum()
 
     def on_validation_epoch_start(self) -> None:
         self._val_loss_sum = torch.zeros((), device=self.device)

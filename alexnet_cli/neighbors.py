@@ -22,6 +22,7 @@ from PIL import Image
 
 from alexnet_cli.atomic import write_atomic, write_text_atomic
 from alexnet_cli.checkpoints import LoadedCheckpoint, load_checkpoint
+from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.progress import Progress, SilentProgress
 
@@ -47,9 +48,12 @@ class CodeStore:
         self.rows, self.width = rows, width
         self.stamp = {"rows": rows, "width": width, **(stamp or {})}
         saved = self._saved()
-        fresh = saved.get("stamp") != self.stamp or not self.path.is_file() \
+        done = saved.get("done")
+        valid = isinstance(done, int) and 0 <= done <= rows  # anything else: a damaged index, built again
+        fresh = not valid or saved.get("stamp") != self.stamp or not self.path.is_file() \
             or self.path.stat().st_size != rows * width * 2
         if fresh:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.index.unlink(missing_ok=True)
             with open(self.path, "wb") as handle:
                 handle.truncate(rows * width * 2)  # sparse until written
@@ -57,9 +61,10 @@ class CodeStore:
 
     def _saved(self) -> dict:
         try:
-            return json.loads(self.index.read_text())
+            saved = json.loads(self.index.read_text())
         except (OSError, ValueError):
             return {}
+        return saved if isinstance(saved, dict) else {}
 
     @property
     def complete(self) -> bool:
@@ -86,7 +91,9 @@ class CodeStore:
 def nearest(store: CodeStore, queries: np.ndarray, *, k: int, device: torch.device | str = "cpu",
             block_rows: int = SEARCH_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest stored codes to each query: (indices, distances), nearest first. Reads the store
-    ``block_rows`` at a time and keeps a running top-k, so memory does not grow with the store."""
+    ``block_rows`` at a time and keeps a running top-k, so memory does not grow with the store. Rows that
+    of NaN (images that could not be read) are never returned: where fewer than ``k`` usable rows
+    exist, the places left over keep an infinite distance."""
     device = torch.device(device)
     q = torch.as_tensor(queries, dtype=torch.float32, device=device)
     k = min(k, store.rows)
@@ -94,13 +101,13 @@ def nearest(store: CodeStore, queries: np.ndarray, *, k: int, device: torch.devi
     best_i = torch.full((len(q), k), -1, dtype=torch.int64, device=device)
     for start in range(0, store.rows, block_rows):
         block = torch.from_numpy(store.read(start, block_rows)).to(device).float()
-        distances = torch.cdist(q, block)
+        distances = torch.cdist(q, block)  # NaN for a row of NaN, which topk ranks after every number
         candidates_d = torch.cat([best_d, distances], dim=1)
         candidates_i = torch.cat([best_i, torch.arange(start, start + len(block), device=device).expand(len(q), -1)],
                                  dim=1)
         best_d, order = candidates_d.topk(k, dim=1, largest=False, sorted=True)
         best_i = candidates_i.gather(1, order)
-    return best_i.cpu().numpy(), best_d.cpu().numpy()
+    return best_i.cpu().numpy(), best_d.cpu().numpy()  # infinite distances: no usable row was left
 
 
 def penultimate_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -133,7 +140,7 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
     width = list(loaded.model.classifier.children())[-1].in_features
     stamp = {"checkpoint_mtime_ns": Path(checkpoint).stat().st_mtime_ns,
              "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest()}
-    store = CodeStore(Path(f"{checkpoint}.{split}-fc7"), len(files), width, stamp)
+    store = CodeStore(codes_prefix(Path(checkpoint), split), len(files), width, stamp)
     if store.complete:
         return store, files
     model = loaded.model.to(torch_device)
@@ -143,8 +150,9 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
     row = store.done - store.done % batch_size
     with progress.task(f"embedding {split} images (fc7)", len(files)) as task, torch.inference_mode():
         task.advance(row)
-        for step, (images, _) in enumerate(loader, start=1):
+        for step, (images, labels) in enumerate(loader, start=1):
             codes = penultimate_features(model, images).float().cpu().numpy()
+            codes[(labels == SKIPPED).cpu().numpy()] = np.nan  # a file that could not be read: never a neighbour
             store.write(row, codes)
             row += len(codes)
             if step % 100 == 0:
@@ -153,6 +161,16 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
     loader.close()
     store.mark_done(row)
     return store, files
+
+
+def codes_prefix(checkpoint: Path, split: str) -> Path:
+    """Where a checkpoint's codes live: beside it, or, where its folder is not writable (a shared
+    model directory), in the user's cache under a name derived from the checkpoint's full path."""
+    if os.access(checkpoint.resolve().parent, os.W_OK):
+        return Path(f"{checkpoint}.{split}-fc7")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-cli" / "neighbors"
+    key = hashlib.sha256(str(checkpoint.resolve()).encode()).hexdigest()[:16]
+    return cache / f"{checkpoint.name}-{key}.{split}-fc7"
 
 
 def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int = 6, out: Path | None = None,
@@ -170,7 +188,7 @@ def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int
     with torch.inference_mode():
         query_codes = penultimate_features(model, preprocess(loaded.meta, queries).to(torch_device))
     indices, distances = nearest(store, query_codes.float().cpu().numpy(), k=k, device=torch_device)
-    results = [NeighbourResult(str(query), [(files[i], float(d)) for i, d in zip(row_i, row_d)])
+    results = [NeighbourResult(str(query), [(files[i], float(d)) for i, d in zip(row_i, row_d) if np.isfinite(d)])
                for query, row_i, row_d in zip(queries, indices, distances)]
     if out is not None:
         save_grid(results, Path(out))

@@ -28,8 +28,11 @@ def preprocess(meta: dict, images: list[Path]) -> torch.Tensor:
     batch = []
     for path in images:
         path = Path(path)
+        if path.is_dir():
+            raise AlexnetError(f"{path} is a folder: give image files (a shell glob like {path}/*.JPEG will do)")
         if not path.is_file():
             raise AlexnetError(f"{path} not found")
+        _check_proportions(path, resize)
         try:
             rgb = convert_image(path.read_bytes(), resize, "shorter").rgb
         except BadImage as exc:
@@ -40,6 +43,23 @@ def preprocess(meta: dict, images: list[Path]) -> torch.Tensor:
         else:
             batch.append((pixels - mean) / std)
     return torch.stack(batch)
+
+
+# The shorter side goes to the resize size: a long thin image would become a huge one first.
+_MAX_ASPECT = 20
+
+
+def _check_proportions(path: Path, resize: int) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError):
+        return  # convert_image says what is wrong with it
+    if max(width, height) > _MAX_ASPECT * min(width, height):
+        raise AlexnetError(f"{path} is {width}×{height} pixels: more than {_MAX_ASPECT} times longer than wide, "
+                           f"too thin to classify from a centre crop (its shorter side would go to {resize})")
 
 
 def predict(checkpoint: Path, images: list[Path], *, top: int = 5) -> list[Prediction]:

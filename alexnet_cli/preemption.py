@@ -16,6 +16,11 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
+class StopNow(BaseException):
+    """A second Ctrl-C: leave the step under way at once. Not a KeyboardInterrupt, which Lightning
+    turns into exit code 1 and a message of its own; ``train`` turns this into 130 and says what is saved."""
+
+
 class GracefulStop(L.Callback):
     """Installs the handlers for the fit and saves ``checkpoint`` when a signal stopped it."""
 
@@ -42,7 +47,7 @@ class GracefulStop(L.Callback):
 
     def _interrupt(self, signum, frame) -> None:
         if self.signal is not None:
-            raise KeyboardInterrupt  # second Ctrl-C: stop now, keep the checkpoints already written
+            raise StopNow  # second Ctrl-C: stop now, keep the checkpoints already written
         if trainer_is_rank_zero():
             print("\nCtrl-C: finishing this step and saving (press Ctrl-C again to stop at once)",
                   file=sys.stderr, flush=True)

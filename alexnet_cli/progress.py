@@ -7,6 +7,8 @@ and scripts pass nothing and get the silent default.
 from contextlib import contextmanager
 from typing import Iterator, Protocol
 
+from alexnet_cli.terminal import shown
+
 
 class ProgressTask(Protocol):
     def advance(self, amount: float = 1) -> None: ...
@@ -50,7 +52,7 @@ class RichProgress:
                    TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn()]
         with Bars(*columns, console=self.console, transient=False) as bars:
-            task_id = bars.add_task(description, total=total, rate="")
+            task_id = bars.add_task(shown(description), total=total, rate="")
             unit = self.unit
 
             class _Task:

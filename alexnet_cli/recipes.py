@@ -126,32 +126,91 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     if not isinstance(raw, dict):
         raise AlexnetError(f"recipe {path} must be a mapping of sections, not {type(raw).__name__}")
     raw.setdefault("name", path.stem)
+    overridden = {}
     for override in overrides or []:
-        _apply_override(raw, override)
-    return recipe_from_dict(raw, source=str(path))
+        overridden[_apply_override(raw, override)] = override
+    return recipe_from_dict(raw, source=str(path), overridden=overridden)
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overridden: dict[str, str] | None = None) -> Recipe:
+    """``overridden``: dotted key → the ``--set`` that gave its value, which errors then name."""
+    overridden = overridden or {}
+
+    def where(dotted: str) -> str:
+        return f"--set {overridden[dotted]}" if dotted in overridden else f"{source}: {dotted}"
+
     recipe = Recipe()
     for key, value in raw.items():
         if key in _TOP_LEVEL:
-            setattr(recipe, key, _coerce(value, _TOP_LEVEL[key], f"{source}: {key}"))
+            setattr(recipe, key, _coerce(value, _TOP_LEVEL[key], where(key)))
         elif key in _SECTIONS:
-            setattr(recipe, key, _section(_SECTIONS[key], value, f"{source}: {key}"))
+            setattr(recipe, key, _section(_SECTIONS[key], value, key, where))
         elif key == "trainer":
-            recipe.trainer = _trainer_section(value, source)
+            recipe.trainer = _trainer_section(value, where)
         else:
             allowed = ", ".join([*_TOP_LEVEL, *_SECTIONS, "trainer"])
-            raise AlexnetError(f"{source}: unknown key {key!r} (allowed: {allowed})")
+            raise AlexnetError(f"{where(key)}: unknown key (allowed: {allowed})")
+    _check_ranges(recipe, where)
     return recipe
 
 
-def _apply_override(raw: dict[str, Any], override: str) -> None:
+# The values each numeric key can take: (test, what to say). Types are checked by _coerce first.
+_RANGES: dict[str, tuple[Any, str]] = {
+    "model.num_classes": (lambda v: v is None or v >= 2, "at least 2 (or null: the dataset's)"),
+    "model.dropout": (lambda v: v is None or 0 <= v < 1, "in [0, 1)"),
+    "model.fc_width": (lambda v: v is None or v >= 1, "at least 1"),
+    "data.batch_size": (lambda v: v >= 1, "at least 1"),
+    "data.num_threads": (lambda v: v >= 1, "at least 1"),
+    "data.py_workers": (lambda v: v >= 0, "0 or more"),
+    "data.crop_size": (lambda v: v is None or v >= 1, "at least 1 (or null: the arch's)"),
+    "data.resize_size": (lambda v: v >= 1, "at least 1"),
+    "data.pca_std": (lambda v: v >= 0, "0 or more"),
+    "data.prefetch": (lambda v: v >= 1, "at least 1"),
+    "optim.lr": (lambda v: v > 0, "above 0"),
+    "optim.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optim.weight_decay": (lambda v: v >= 0, "0 or more"),
+    "optim.plateau_patience": (lambda v: v >= 0, "0 or more"),
+    "optim.step_size": (lambda v: v >= 1, "at least 1"),
+    "optim.gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "optim.min_lr": (lambda v: v >= 0, "0 or more"),
+    "optim.reference_batch": (lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    "checkpoint.every_n_train_steps": (lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    "checkpoint.every_minutes": (lambda v: v is None or v > 0, "above 0 (or null)"),
+    "checkpoint.keep_last": (lambda v: v >= 0, "0 or more"),
+}
+# Trainer keys whose bad values Lightning reports late or not at all (max_epochs 0 trains nothing).
+_TRAINER_RANGES: dict[str, tuple[Any, str]] = {
+    "max_epochs": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "at least 1 (or -1: no limit)"),
+    "max_steps": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "at least 1 (or -1: no limit)"),
+    "devices": (lambda v: v == "auto" or (isinstance(v, int) and (v >= 1 or v == -1)) or
+                (isinstance(v, list) and len(v) > 0), "at least 1, -1 (all), auto, or a list of device ids"),
+    "num_nodes": (lambda v: isinstance(v, int) and v >= 1, "at least 1"),
+    "precision": (lambda v: str(v) in _PRECISIONS, "one of 32-true, bf16-mixed, 16-mixed, bf16-true, 16-true, 64-true"),
+    "log_every_n_steps": (lambda v: isinstance(v, int) and v >= 1, "at least 1"),
+}
+_PRECISIONS = {"32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "64-true", "64", "bf16-true", "16-true",
+               "transformer-engine", "transformer-engine-float16"}
+
+
+def _check_ranges(recipe: Recipe, where) -> None:
+    for dotted, (allowed, words) in _RANGES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(recipe, section), key)
+        if not allowed(value):
+            raise AlexnetError(f"{where(dotted)}: {value!r} is out of range: it must be {words}")
+    for key, (allowed, words) in _TRAINER_RANGES.items():
+        value = recipe.trainer.get(key)
+        if key in recipe.trainer and (isinstance(value, bool) or not allowed(value)):
+            raise AlexnetError(f"{where('trainer.' + key)}: {value!r} is out of range: it must be {words}")
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> str:
+    """Apply ``section.key=value`` to ``raw``; returns the dotted key."""
     if "=" not in override or "." not in override.split("=", 1)[0]:
         if "=" in override and override.split("=", 1)[0] in _TOP_LEVEL:
             key, text = override.split("=", 1)
             raw[key] = yaml.safe_load(text)
-            return
+            return key
         raise AlexnetError(f"--set {override!r}: expected section.key=value, e.g. --set optim.lr=0.02")
     dotted, text = override.split("=", 1)
     section, key = dotted.split(".", 1)
@@ -166,35 +225,36 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     if not isinstance(raw[section], dict):
         raise AlexnetError(f"recipe section {section!r} must be a mapping")
     raw[section][key] = value
+    return dotted
 
 
-def _section(cls: type, values: Any, where: str) -> Any:
+def _section(cls: type, values: Any, section: str, where) -> Any:
     if values is None:
         return cls()
     if not isinstance(values, dict):
-        raise AlexnetError(f"{where} must be a mapping of keys, not {type(values).__name__}")
+        raise AlexnetError(f"{where(section)} must be a mapping of keys, not {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         if key not in known:
-            raise AlexnetError(f"{where}.{key}: unknown key (allowed: {', '.join(sorted(known))})")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+            raise AlexnetError(f"{where(f'{section}.{key}')}: unknown key (allowed: {', '.join(sorted(known))})")
+        kwargs[key] = _coerce(value, hints[key], where(f"{section}.{key}"))
     return cls(**kwargs)
 
 
-def _trainer_section(values: Any, source: str) -> dict[str, Any]:
+def _trainer_section(values: Any, where) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise AlexnetError(f"{source}: trainer must be a mapping of lightning.Trainer arguments")
+        raise AlexnetError(f"{where('trainer')} must be a mapping of lightning.Trainer arguments")
     import lightning
 
     accepted = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
     accepted.add("logger")  # a name here (csv, tensorboard, wandb); the train module builds it
     for key in values:
         if key not in accepted:
-            raise AlexnetError(f"{source}: trainer.{key} is not a lightning.Trainer argument")
+            raise AlexnetError(f"{where('trainer.' + key)} is not a lightning.Trainer argument")
     return dict(values)
 
 

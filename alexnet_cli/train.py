@@ -122,27 +122,28 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides: list[str] | None = None,
-        quiet: bool = False, resume: Path | None = None) -> TrainResult:
+        quiet: bool = False, resume: Path | None = None, overwrite: bool = False) -> TrainResult:
     """Train a recipe on a prepared dataset; returns where everything went and the best metrics.
 
     ``resume``: a checkpoint (or a run directory's last.ckpt) to continue from, whatever
     recipe wrote it, as long as arch and classes agree (a single-gpu checkpoint resumes
-    as two-gpu and back).
+    as two-gpu and back). ``overwrite``: replace the run an existing ``out`` holds (refused otherwise).
     """
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from alexnet_cli.callbacks import BestMetrics, DataPosition, MemoryMeter, ThroughputMeter
+    from alexnet_cli.callbacks import BestMetrics, DataPosition, MemoryMeter, ThroughputMeter, WriteOnTrainStart
     from alexnet_cli.checkpoint_io import remove_unfinished
     from alexnet_cli.module import AlexNetModule
-    from alexnet_cli.preemption import GracefulStop, trainer_is_rank_zero
+    from alexnet_cli.preemption import GracefulStop, StopNow, trainer_is_rank_zero
 
     _quiet_lightning(quiet)
     _report_lost_ranks()
     if isinstance(recipe, str):
         recipe = load_recipe(recipe, overrides)
     data = Path(data)
-    setup = prepare_run(recipe, data, out=out, resume=resume)
+    setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
+    check_gpu_present(recipe)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
     checkpoint, run_dir, datamodule, changes = setup.checkpoint, setup.run_dir, setup.datamodule, setup.changes
     module = AlexNetModule(setup.model, recipe.optim, num_classes=setup.num_classes, meta=setup.meta,
                            batch_size=recipe.data.batch_size)
@@ -153,8 +154,12 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     checkpoints = run_dir / "checkpoints"
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero:
+        if setup.replaces_run:
+            remove_run_files(run_dir)
         remove_unfinished(checkpoints)
-    write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    if checkpoint is None:
+        write_text_atomic(run_dir / "recipe.yaml", recipe_text)
     earlier = _read_run_facts(run_dir) if checkpoint is not None else {}  # a resumed run adds up its segments
     facts = {"recipe": recipe.name, "num_classes": setup.num_classes,
              "train_images": len(datamodule.split("train")), "finished": False,
@@ -164,6 +169,8 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     throughput, best = ThroughputMeter(), BestMetrics()
     stop = GracefulStop(checkpoints / "last.ckpt")
     callbacks = [throughput, best, MemoryMeter(), DataPosition(datamodule), stop]
+    if checkpoint is not None:  # a resume that fails to load keeps the run's recipe.yaml as it was
+        callbacks.append(WriteOnTrainStart(run_dir / "recipe.yaml", recipe_text))
     arguments = trainer_arguments(recipe, run_dir, quiet, callbacks)
     if checkpoint is not None:
         _keep_previous_metrics(arguments["logger"], run_dir)
@@ -177,6 +184,14 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
             f"{stop.signal_name} received: saved {checkpoints / 'last.ckpt'} at step {stop.saved_step}; resume with: "
             f"alexnet train --recipe {run_dir / 'recipe.yaml'} --data {data} --resume {run_dir}",
             exit_code=128 + int(stop.signal or signal.SIGTERM)) from None
+    except StopNow:
+        good = latest_checkpoint(checkpoints) if checkpoints.is_dir() else None
+        from alexnet_cli.checkpoints import read_file
+
+        saved = (f"the newest checkpoint is {good} (step {read_file(good, mmap=True).get('global_step')}); resume "
+                 f"with: alexnet train --recipe {run_dir / 'recipe.yaml'} --data {data} --resume {run_dir}"
+                 if good else "no checkpoint had been saved yet")
+        raise TrainingStopped(f"second Ctrl-C: stopped at once, mid-step; {saved}", exit_code=130) from None
     except TrainingStopped as exc:  # bad numbers: the checkpoints on disk are from before them
         good = latest_checkpoint(checkpoints) if checkpoints.is_dir() else None
         advice = (f"resume the last good checkpoint ({good.name}) with a smaller lr: alexnet train --recipe "
@@ -209,9 +224,11 @@ class RunSetup:
     model: Any
     meta: dict[str, Any]
     changes: list[str]  # on resume: the recipe keys that differ from the checkpoint's
+    replaces_run: bool = False  # --overwrite given and the run directory held a run
 
 
-def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: Path | None = None) -> RunSetup:
+def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: Path | None = None,
+                overwrite: bool = False) -> RunSetup:
     """Resolve the resume, the run directory, the data and the network, and check them against each other
     and against the Trainer arguments, without writing anything: ``train`` and ``train --dry-run`` both
     start here, so a dry run refuses what the run would."""
@@ -226,6 +243,7 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
         checkpoint, resumed_dir = resolve_resume(resume)
         out = out if out is not None else resumed_dir
     run_dir = Path(out) if out is not None else default_run_dir(recipe)
+    replaces_run = check_run_dir(run_dir, overwrite) if checkpoint is None else False
     crop = crop_size(recipe)
     datamodule = DaliDataModule(data, recipe.data, crop=crop, seed=recipe.seed)
     num_classes = recipe.model.num_classes or datamodule.num_classes
@@ -237,7 +255,49 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     model = recipe_model(recipe, num_classes)
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
-    return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes)
+    return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes, replaces_run)
+
+
+def check_gpu_present(recipe: Recipe) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    accelerator = str(recipe.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        raise AlexnetError(f"trainer.accelerator={accelerator}: this machine has no CUDA GPU; train on its CPU with "
+                           "--set trainer.accelerator=cpu --set data.device=cpu (or --recipe cpu-demo)")
+    if recipe.data.device == "gpu":
+        raise AlexnetError("data.device=gpu: this machine has no CUDA GPU for DALI to decode on; use "
+                           "--set data.device=cpu")
+
+
+# What a run writes at its top level; --overwrite removes these and the checkpoints, nothing else.
+_RUN_FILES = ("metrics.csv", "run.json", "eval.json", "recipe.yaml", "hparams.yaml")
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
+    """Refuse to start a new run where one already is (it would replace its checkpoints and metrics);
+    True when ``overwrite`` lets it. A folder with no checkpoint yet (a job requeued before its
+    first save) holds nothing to lose."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AlexnetError(f"--out {run_dir} is a file: name a folder for the run")
+    held = min((run_dir / "checkpoints").glob("*.ckpt"), default=None)
+    if held is None:
+        return False
+    if not overwrite:
+        raise AlexnetError(f"--out {run_dir} already holds a run ({held}): continue it with --resume {run_dir}, "
+                           "choose another --out, or add --overwrite to replace it")
+    return True
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """--overwrite: the earlier run's checkpoints and records (and only those) go before the new run starts."""
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for name in _RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def _read_run_facts(run_dir: Path) -> dict:

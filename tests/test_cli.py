@@ -185,3 +185,13 @@ def test_an_image_of_the_wrong_size_is_stood_in_for_and_named_once(prepared, tmp
                          "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count(f"{misfit} is 300×180 pixels, but this dataset's images are 256×256") == 1
+
+
+def test_shown_escapes_markup_and_writes_control_characters_visibly():
+    from rich.console import Console
+
+    from alexnet_cli.terminal import shown
+
+    console = Console(record=True, width=200, color_system=None)
+    console.print(shown("[/bold] [link=file:///etc/passwd]x[/link] \x1b]0;t\x07 \x9b\nkept"))
+    assert console.export_text() == "[/bold] [link=file:///etc/passwd]x[/link] \\x1b]0;t\\x07 \\x9b\nkept\n"

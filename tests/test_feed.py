@@ -11,7 +11,6 @@ from test_pipeline import make_loader
 from alexnet_cli.data import feed as F
 from alexnet_cli.data.loader import hand_off
 from alexnet_cli.data.sampling import ShardPlan, epoch_order
-from alexnet_cli.errors import AlexnetError
 
 
 class Info:
@@ -129,11 +128,16 @@ def test_an_image_of_the_wrong_size_is_stood_in_for_in_training_with_one_warning
     assert [str(f) for f in files.files if "aaa_tiny" in str(f)][0] in loader.damaged
 
 
-def test_an_image_of_the_wrong_size_stops_an_evaluation_naming_it(prepared):
+def test_an_image_of_the_wrong_size_is_left_out_of_an_evaluation_naming_it(prepared):
     root = _add_tiny_jpeg(prepared, "val")
-    loader, _ = make_loader(root, "val", batch_size=100)
-    with pytest.raises(AlexnetError, match=r"aaa_tiny.JPEG is 1×1 pixels, but the crop is 227 pixels"):
-        list(loader)
+    loader, files = make_loader(root, "val", batch_size=5)
+    clean, _ = make_loader(prepared, "val", batch_size=5)
+    with pytest.warns(UserWarning, match=r"aaa_tiny.JPEG is 1×1 pixels, but the crop is 227 pixels; it is left out"):
+        labels = torch.cat([labels.clone() for _, labels in loader])
+    tiny = next(k for k, f in enumerate(files.files) if "aaa_tiny" in str(f))
+    assert labels[tiny] == F.SKIPPED and (labels == F.SKIPPED).sum() == 1
+    expected = torch.cat([labels.clone() for _, labels in clean])
+    assert labels[labels != F.SKIPPED].tolist() == expected.tolist()  # every other image once, in order
 
 
 def test_a_cpu_output_is_refused_for_a_cuda_tensor():

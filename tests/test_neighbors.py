@@ -1,6 +1,7 @@
 """Figure 4's retrieval at any size: codes on disk in float16, resumable, searched block by block."""
 
 import numpy as np
+import pytest
 import torch
 
 from alexnet_cli.neighbors import CodeStore, nearest
@@ -35,3 +36,27 @@ def test_a_store_continues_from_the_rows_it_had_finished_and_restarts_for_other_
 def test_codes_are_stored_as_float16(tmp_path):
     store = CodeStore(tmp_path / "codes", 1000, 4096)
     assert store.path.stat().st_size == 1000 * 4096 * 2
+
+
+def test_rows_that_are_not_finite_are_never_neighbours(tmp_path):
+    codes = np.arange(40, dtype=np.float32).reshape(10, 4)
+    codes[[0, 3]] = np.nan  # images that could not be read
+    store = CodeStore(tmp_path / "codes", 10, 4)
+    store.write(0, codes)
+    store.mark_done(10)
+    indices, distances = nearest(store, codes[[1]] * 0, k=10, block_rows=4)
+    finite = np.isfinite(distances[0])
+    assert finite.sum() == 8 and not {0, 3} & set(indices[0][finite].tolist())
+    assert np.isposinf(distances[0][~finite]).all()  # the left-over places say "no neighbour", not NaN
+    assert indices[0][0] == 1  # the nearest usable row to the origin
+
+
+@pytest.mark.parametrize("index", ['{"stamp": {"rows": 10, "width": 4}, "done": "6"}',
+                                   '{"stamp": {"rows": 10, "width": 4}, "done": 11}', "[1, 2]", "not json"])
+def test_a_damaged_index_starts_the_store_again(tmp_path, index):
+    store = CodeStore(tmp_path / "codes", 10, 4)
+    store.write(0, np.ones((6, 4), np.float32))
+    store.mark_done(6)
+    store.index.write_text(index)
+    again = CodeStore(tmp_path / "codes", 10, 4)
+    assert again.done == 0 and not again.read(0, 10).any()

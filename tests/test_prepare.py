@@ -19,6 +19,7 @@ from alexnet_cli.data import official
 from alexnet_cli.data.demo import DemoSpec, write_demo_source
 from alexnet_cli.data.layout import list_split, read_classes
 from alexnet_cli.data.prepare import PrepareOptions, prepare_imagenet
+from alexnet_cli.data.sources import choose_classes
 from alexnet_cli.data.stats import DatasetStats
 from alexnet_cli.errors import AlexnetError
 
@@ -173,3 +174,88 @@ def test_a_prepare_killed_mid_run_resumes_to_an_identical_result(tmp_path):
 def test_verify_md5_names_the_file_that_is_not_the_official_one(official_source, tmp_path):
     with pytest.raises(AlexnetError, match=f"{official.TRAIN_TAR}: MD5 .* is not the official"):
         prepare_imagenet(PrepareOptions(official_source, tmp_path / "out", workers=1, verify_md5=True))
+
+
+def test_an_out_holding_files_prepare_did_not_write_is_refused_and_kept(official_source, prepared, tmp_path):
+    out = tmp_path / "out"
+    wnid = next(p.name for p in (prepared / "train").iterdir())
+    mine = out / "train" / wnid / "my_photo.JPEG"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"not prepare's")
+    with pytest.raises(AlexnetError, match=f"--out {out} already holds 'train'.*did not write"):
+        prepare_imagenet(PrepareOptions(official_source, out, workers=1))
+    assert mine.read_bytes() == b"not prepare's"
+    assert sorted(p.name for p in out.iterdir()) == ["train"]  # nothing of its own left behind either
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep")
+    with pytest.raises(AlexnetError, match="is a file"):
+        prepare_imagenet(PrepareOptions(official_source, a_file, workers=1))
+
+
+def test_a_source_inside_out_as_demo_writes_it_is_prepared(tmp_path):
+    out = tmp_path / "demo"
+    source = write_demo_source(out / "source", DemoSpec(classes=2, train_per_class=3, val_per_class=1, seed=4,
+                                                        hazards=False))
+    summary = prepare_imagenet(PrepareOptions(source, out, workers=1))
+    assert summary.counts["train"] == 6 and (out / "source").is_dir()
+
+
+def _copy_source_with(official_source: Path, folder: Path, name: str, members: list[tuple[str, bytes]]) -> Path:
+    """The official source with one of its tars rewritten to hold ``members``."""
+    folder.mkdir()
+    for other in (official.TRAIN_TAR, official.VAL_TAR, official.DEVKIT_TAR):
+        if other != name:
+            (folder / other).symlink_to(official_source / other)
+    with tarfile.open(folder / name, "w") as tar:
+        for member_name, data in members:
+            info = tarfile.TarInfo(member_name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def _members(path: Path) -> list[tuple[str, bytes]]:
+    with tarfile.open(path) as tar:
+        return [(info.name, tar.extractfile(info).read()) for info in tar]
+
+
+def test_a_train_tar_cut_at_a_member_boundary_is_refused_naming_the_missing_classes(official_source, tmp_path):
+    members = _members(official_source / official.TRAIN_TAR)
+    cut = _copy_source_with(official_source, tmp_path / "cut", official.TRAIN_TAR, members[:2])
+    missing = sorted(name.removesuffix(".tar") for name, _ in members[2:])
+    with pytest.raises(AlexnetError, match=f"holds class tars for 2 of the devkit's 4 classes; missing 2: "
+                                           f"{missing[0]}, {missing[1]}"):
+        prepare_imagenet(PrepareOptions(cut, tmp_path / "out", workers=1))
+    # a --classes subset is drawn from the devkit: it prepares when its classes are all there...
+    present = {name.removesuffix(".tar") for name, _ in members[:2]}
+    seed = next(s for s in range(100) if set(choose_classes(sorted(present | set(missing)), 2, s)) == present)
+    summary = prepare_imagenet(PrepareOptions(cut, tmp_path / "subset", workers=1, classes=2, seed=seed))
+    assert summary.classes == 2 and summary.counts["val"] == 2 * TINY.val_per_class
+    # ...and is refused when one of them is not (any 3 of the 4 include a missing one)
+    with pytest.raises(AlexnetError, match="for [12] of 3 chosen classes; missing [12]: "):
+        prepare_imagenet(PrepareOptions(cut, tmp_path / "subset3", workers=1, classes=3))
+
+
+def test_a_truncated_val_tar_is_refused_naming_the_first_missing_image(official_source, tmp_path):
+    members = sorted(_members(official_source / official.VAL_TAR))
+    cut = _copy_source_with(official_source, tmp_path / "cut", official.VAL_TAR, members[: len(members) // 2])
+    first_missing = members[len(members) // 2][0]
+    with pytest.raises(AlexnetError, match=f"holds {len(members) // 2} of the {len(members)} validation images.*"
+                                           f"{first_missing} is missing"):
+        prepare_imagenet(PrepareOptions(cut, tmp_path / "out", workers=1))
+
+
+def test_a_class_tar_cut_inside_a_member_is_refused_naming_it(official_source, tmp_path):
+    members = _members(official_source / official.TRAIN_TAR)
+    name, inner = members[1]
+    inner_members = _members_of_bytes(inner)
+    cut_at = 512 + len(inner_members[0][1]) // 2  # inside the first image (after its 512-byte header)
+    members[1] = (name, inner[:cut_at])
+    cut = _copy_source_with(official_source, tmp_path / "cut", official.TRAIN_TAR, members)
+    with pytest.raises(AlexnetError, match=f"{name} is cut short inside '{inner_members[0][0]}'"):
+        prepare_imagenet(PrepareOptions(cut, tmp_path / "out", workers=1))
+
+
+def _members_of_bytes(data: bytes) -> list[tuple[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return [(info.name, tar.extractfile(info).read()) for info in tar]

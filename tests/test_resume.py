@@ -144,6 +144,22 @@ def test_sigusr1_and_ctrl_c_save_and_stop_cleanly(prepared, tmp_path, signum, ex
     assert 3 <= saved_step(out / "checkpoints" / "last.ckpt") < 10
 
 
+def test_a_second_ctrl_c_stops_at_once_with_130_and_names_the_checkpoint_on_disk(prepared, tmp_path):
+    out = tmp_path / "run"
+    # batches of 16: steps long enough (~1 s here) that the second Ctrl-C lands inside one
+    process = start_training(prepared, out, "--set", "data.batch_size=16", "--set", "trainer.max_epochs=40")
+    wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists(), process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "graceful shutdown" not in stderr
+    step = saved_step(out / "checkpoints" / "last.ckpt")
+    assert f"second Ctrl-C: stopped at once, mid-step; the newest checkpoint is {out / 'checkpoints'}" in stderr
+    assert f"(step {step}); resume with: alexnet train" in stderr
+
+
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(prepared, tmp_path):
     out = tmp_path / "run"
     result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "optim.lr=1e12",

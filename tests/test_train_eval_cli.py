@@ -1,8 +1,10 @@
 """The real command line end to end on a tiny dataset: train a few steps, eval, filters, load_model."""
 
 import csv
-from pathlib import Path
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +83,33 @@ def test_eval_json_has_the_documented_fields(trained_run, prepared, tmp_path):
     assert "paper, 1 CNN" in result.stdout
 
 
+def test_eval_leaves_out_a_damaged_image_and_names_it(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    damaged = tmp_path / "damaged"
+    shutil.copytree(prepared, damaged, symlinks=True)
+    victim = min((damaged / "val").rglob("*.JPEG"))
+    victim.write_bytes(victim.read_bytes()[:300])  # cut short after preparation
+    runs = {}
+    for name, data in (("clean", prepared), ("damaged", damaged)):
+        result = run_alexnet("eval", "--checkpoint", checkpoint, "--data", data, "--center-crop", "--quiet",
+                             "--json", tmp_path / f"{name}.json", "--predictions", tmp_path / f"{name}.csv")
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text()), result.stderr
+    (clean, _), (report, stderr) = runs["clean"], runs["damaged"]
+    assert clean["skipped"] == [] and report["skipped"] == [str(victim)]
+    assert report["images"] == clean["images"] - 1
+    assert "skipped 1 image(s) that could not be used" in stderr and str(victim) in stderr
+    # the others score as before: the damaged image neither counts nor has a stand-in scored in its place
+    with open(tmp_path / "clean.csv") as clean_csv, open(tmp_path / "damaged.csv") as damaged_csv:
+        before = {Path(r["file"]).name: r for r in csv.DictReader(clean_csv)}
+        after = {Path(r["file"]).name: r for r in csv.DictReader(damaged_csv)}
+    assert set(before) - set(after) == {victim.name}
+    assert all(after[name] == {**before[name], "file": after[name]["file"]} for name in after)
+    victim_hit = before[victim.name]["label"] == before[victim.name]["top1"]
+    assert round(report["top1"] * report["images"]) == round(clean["top1"] * clean["images"]) - victim_hit
+
+
 def test_ten_crops_average_softmax_probabilities_not_logits():
     from torch import nn
 
@@ -139,6 +168,30 @@ def test_predict_names_the_top_classes_of_an_image(trained_run, prepared, tmp_pa
     assert top[0]["words"].startswith("demo ")
 
 
+HOSTILE_WORDS = ["[/bold] x", "[link=file:///etc/passwd]click[/link]", "\x1b]0;pwned\x07title", "\x1b[31mred"]
+
+
+def test_class_names_and_file_names_print_as_text_never_as_markup_or_terminal_codes(trained_run, prepared, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one table row per line: the texts are not wrapped
+    out, _ = trained_run
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    for entry, words in zip(state["alexnet_cli"]["classes"], HOSTILE_WORDS):
+        entry["words"] = words
+    checkpoint = tmp_path / "hostile.ckpt"
+    torch.save(state, checkpoint)
+    image = tmp_path / "a [" / "b] [link=x].jpg"  # the path reads a [/b] [link=x].jpg
+    image.parent.mkdir()
+    image.write_bytes(sorted((prepared / "val").glob("*/*.JPEG"))[0].read_bytes())
+    result = run_alexnet("predict", "--checkpoint", checkpoint, image, "--top", "4")
+    assert result.returncode == 0, result.stderr
+    assert "a [/b] [link=x].jpg" in " ".join(result.stdout.split())  # (the title may wrap)
+    assert "[/bold] x" in result.stdout and "[link=file:///etc/passwd]click[/link]" in result.stdout
+    assert "\x1b" not in result.stdout and "\\x1b]0;pwned\\x07title" in result.stdout
+    missing = run_alexnet("predict", "--checkpoint", checkpoint, tmp_path / "no [/such] \x1b[2J.jpg")
+    assert missing.returncode == 2 and "no [/such] \\x1b[2J.jpg" in missing.stderr and "\x1b" not in missing.stderr
+
+
 def test_torchvision_weights_load_into_owt_and_give_torchvisions_logits(tmp_path):
     import torchvision
 
@@ -167,6 +220,37 @@ def test_neighbors_finds_a_training_query_first_and_caches_the_codes(trained_run
     assert found.neighbours[0][0] == str(query)
     with Image.open(grid) as image:
         assert image.size == (4 + 4 * (96 + 4), 4 + 96 + 4)
+
+
+def test_neighbors_of_a_read_only_checkpoint_skip_a_damaged_training_image(trained_run, prepared, tmp_path,
+                                                                           monkeypatch):
+    import subprocess
+
+    out, _ = trained_run
+    shared = tmp_path / "shared-models"
+    shared.mkdir()
+    os.link(out / "checkpoints" / "last.ckpt", shared / "model.ckpt")
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data, symlinks=True)
+    victim = sorted((data / "train").glob("*/*.JPEG"))[5]
+    query = tmp_path / "query.JPEG"
+    query.write_bytes(victim.read_bytes())
+    victim.write_bytes(victim.read_bytes()[:300])  # damaged after preparation
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if subprocess.run(["chattr", "+i", shared], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i (a folder even root cannot write) is not available here")
+    from alexnet_cli.neighbors import find_neighbours
+
+    try:
+        with pytest.warns(UserWarning, match="not a whole JPEG; it is left out"):
+            [found] = find_neighbours(shared / "model.ckpt", data, [query], k=30, out=tmp_path / "grid.png")
+    finally:
+        subprocess.run(["chattr", "-i", shared], check=True)
+    assert list((tmp_path / "cache" / "alexnet-cli" / "neighbors").glob("model.ckpt-*.train-fc7.f16"))
+    names = [path for path, _ in found.neighbours]
+    assert str(victim) not in names  # the damaged file is nobody's neighbour, and the grid was drawn
+    assert len(names) == len(list((data / "train").glob("*/*.JPEG"))) - 1
+    assert (tmp_path / "grid.png").is_file()
 
 
 def test_an_interrupted_embedding_continues_from_the_rows_already_written(trained_run, prepared, tmp_path):

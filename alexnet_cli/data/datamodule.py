@@ -1,5 +1,6 @@
 """The Lightning DataModule: a prepared dataset → DALI loaders sharded by data-parallel rank."""
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -27,10 +28,21 @@ class DaliDataModule(L.LightningDataModule):
         self.root, self.config, self.crop, self.seed = Path(root), config, crop, seed
         self.classes: list[ClassInfo] = read_classes(self.root)
         self.info = read_dataset_info(self.root)
-        self.stats: DatasetStats = load_stats(self.root)
+        if not self.info:
+            warnings.warn(f"{self.root / 'dataset.json'} not found: the stored image size is unknown, so the pipeline "
+                          "resizes every image (prepare the dataset with 'alexnet prepare-imagenet' to skip that)",
+                          stacklevel=2)
+        self._stats: DatasetStats | None = None
         self.normalization = normalization or self._normalization()
         self._splits: dict[str, SplitFiles] = {}
         self._resume_position: tuple[int, int] | None = None
+
+    @property
+    def stats(self) -> DatasetStats:
+        """Read when first needed: an evaluation normalises from its checkpoint and needs none."""
+        if self._stats is None:
+            self._stats = load_stats(self.root)
+        return self._stats
 
     @property
     def num_classes(self) -> int:

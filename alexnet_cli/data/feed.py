@@ -25,6 +25,7 @@ EPOCH, STEP, INDEX, PROBLEM, WIDTH, HEIGHT = range(6)
 INFO_COLUMNS = 6
 # PROBLEM codes: the sample at INDEX was replaced by another image of its batch because...
 READABLE, UNREADABLE, WRONG_SIZE = 0, 1, 2
+SKIPPED = -1  # the label the loader gives an evaluation sample whose file could not be used
 
 
 @dataclass(frozen=True)

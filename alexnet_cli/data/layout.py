@@ -81,15 +81,22 @@ def list_split(root: Path, split: str, classes: list[ClassInfo]) -> SplitFiles:
         raise AlexnetError(f"{split_dir}/{strangers[0]} is not listed in classes.json; prepare the dataset again")
     files: list[str] = []
     labels: list[int] = []
+    empty = []
     for info in classes:
         class_dir = os.path.join(split_dir, info.wnid)
         try:
             with os.scandir(class_dir) as entries:
                 names = sorted(e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
         except (FileNotFoundError, NotADirectoryError):
-            continue
+            names = []
+        if not names:
+            empty.append(info)
         files += [os.path.join(class_dir, name) for name in names]
         labels += [info.index] * len(names)
     if not files:
         raise AlexnetError(f"{split_dir} holds no JPEG images")
+    if empty and split == "train":  # (a class without validation images is only left unscored)
+        raise AlexnetError(f"{split_dir / empty[0].wnid}: class {empty[0].wnid} of classes.json has no training "
+                           f"images ({len(empty)} such classes), so the network would have an output it never "
+                           "learns: prepare the dataset again")
     return SplitFiles(files, labels)

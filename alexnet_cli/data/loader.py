@@ -42,6 +42,8 @@ class DaliLoader:
     ``len()`` is the number of batches per epoch (``steps_per_epoch`` if given and smaller than the
     plan's); each ``iter()`` is one epoch. Images are float32 CHW on ``torch_device``; ten-crop
     batches are ``[B, 10, 3, H, W]``. A batch stays valid for as long as it is referenced.
+    In an evaluation a file that cannot be used is never replaced: its sample keeps a stand-in's
+    pixels (the batch keeps its shape) but gets the label ``feed.SKIPPED``, which every metric ignores.
     """
 
     def __init__(self, kind: Kind, files: list[Path], labels: list[int], plan: ShardPlan, *,
@@ -58,7 +60,7 @@ class DaliLoader:
         self.steps = plan.steps_per_epoch if steps_per_epoch is None else min(steps_per_epoch, plan.steps_per_epoch)
         self.torch_device = torch.device("cuda", device_id or 0) if device == "gpu" else torch.device("cpu")
         self.epoch, self.step = 0, 0  # the next batch to return
-        self.damaged: set[str] = set()  # files stood in for, each reported once
+        self.damaged: set[str] = set()  # files stood in for (training) or skipped (evaluation), each reported once
         self.pipelines_built = 0
         self._iterating = False  # an epoch is under way (or was abandoned part-way)
         self._pipe = None
@@ -119,7 +121,12 @@ class DaliLoader:
             raise RuntimeError(f"DALI returned batch (epoch, step) {got} where {wanted} was due")
         self._due = (self.epoch, self.step + 1) if self.step + 1 < len(self) else (self.epoch + 1, 0)
         self._report_problems(info)
-        return hand_off(images, self.torch_device), hand_off(labels, self.torch_device).reshape(-1)
+        labels = hand_off(labels, self.torch_device).reshape(-1)
+        unusable = np.flatnonzero(info[:, F.PROBLEM] != F.READABLE)
+        if self.kind != "train" and len(unusable):  # rare: the copy of a few indices costs nothing
+            labels = labels.clone()
+            labels[torch.as_tensor(unusable, device=self.torch_device)] = F.SKIPPED
+        return hand_off(images, self.torch_device), labels
 
     def _start_at(self, epoch: int, step: int) -> None:
         """A new pipeline whose first batch is (epoch, step)."""
@@ -167,12 +174,13 @@ class DaliLoader:
                 wanted = (f"this dataset's images are {rule.square}×{rule.square} as 'alexnet prepare-imagenet' "
                           "stores them" if rule.square else f"the crop is {self.crop} pixels")
                 problem = f"{path} is {width}×{height} pixels, but {wanted}"
-            if self.kind != "train":  # every image counts exactly once in an evaluation: none may be replaced
-                raise AlexnetError(f"{problem}: prepare the dataset again, or remove the file")
             if path not in self.damaged:
                 self.damaged.add(path)
-                warnings.warn(f"{problem}; another image of the batch stands in for it (run 'alexnet "
-                              "prepare-imagenet' again to repair the dataset)", stacklevel=3)
+                # An evaluation scores only what it read: a stand-in would count another image twice.
+                instead = ("another image of the batch stands in for it" if self.kind == "train" else
+                           "it is left out of the evaluation")
+                warnings.warn(f"{problem}; {instead} (run 'alexnet prepare-imagenet' again to repair the dataset)",
+                              stacklevel=3)
 
 
 def hand_off(output, device: torch.device) -> torch.Tensor:

@@ -59,32 +59,43 @@ class PrepareSummary:
     images_per_second: float = 0.0
     workers: int = 1
     already_done: bool = False
+    source_kind: str = "official"  # official, extracted (both checked against the devkit) or imagefolder
 
 
 def prepare_imagenet(options: PrepareOptions, progress: Progress | None = None) -> PrepareSummary:
     """Prepare a dataset; see the module docstring for the guarantees."""
     progress = progress or SilentProgress()
     _check_options(options)
+    _check_out_is_ours(options)
     started = time.perf_counter()
     work = options.out / ".work"
+    created = not options.out.exists()
     work.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(work / "lock"):
-        config = _config(options)
-        if (options.out / "dataset.json").is_file() and _stored_config(work) == config:
-            summary = _summary_from_report(options.out)
-            summary.already_done = True
-            return summary
-        _check_config(work, config)
-        if options.verify_md5:
-            _verify_md5(options.source, progress)
-        plan = plan_source(options.source, options.classes, options.per_class, options.seed)
-        done_dir = work / "done"
-        done_dir.mkdir(exist_ok=True)
-        todo = [u for u in plan.units if not (done_dir / f"{u.unit_id}.json").is_file()]
-        _check_disk(options, todo)
-        workers = options.workers or os.cpu_count() or 1
-        _run_units(todo, options, workers, progress)
-        summary = _finish(options, plan, work)
+    try:
+        with _exclusive_lock(work / "lock"):
+            try:
+                config = _config(options)
+                if (options.out / "dataset.json").is_file() and _stored_config(work) == config:
+                    summary = _summary_from_report(options.out)
+                    summary.already_done = True
+                    return summary
+                _check_config(work, config)
+                if options.verify_md5:
+                    _verify_md5(options.source, progress)
+                plan = plan_source(options.source, options.classes, options.per_class, options.seed)
+                done_dir = work / "done"
+                done_dir.mkdir(exist_ok=True)
+                todo = [u for u in plan.units if not (done_dir / f"{u.unit_id}.json").is_file()]
+                _check_disk(options, todo)
+                workers = options.workers or os.cpu_count() or 1
+                _run_units(todo, options, workers, progress)
+                summary = _finish(options, plan, work)
+            except BaseException:
+                _forget_if_nothing_done(work)
+                raise
+    finally:
+        if created and options.out.is_dir() and not any(options.out.iterdir()):
+            options.out.rmdir()  # a failed first attempt leaves no empty folder behind
     summary.seconds = time.perf_counter() - started
     processed = sum(len(u.files) for u in todo)
     summary.images_per_second = processed / summary.seconds if summary.seconds else 0.0
@@ -103,6 +114,33 @@ def _check_options(options: PrepareOptions) -> None:
         raise AlexnetError("--quality must be between 1 and 100")
     if options.out.resolve() == options.source.resolve():
         raise AlexnetError("--out must differ from --source")
+
+
+def _forget_if_nothing_done(work: Path) -> None:
+    """A prepare that failed before finishing any unit (a wrong --source, a truncated tar) leaves no
+    record: a corrected rerun, with other options, starts afresh. Finished units stay to be resumed."""
+    if not any((work / "done").glob("*.json")):
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_out_is_ours(options: PrepareOptions) -> None:
+    """Prepare replaces class folders it writes: it starts only in an empty OUT (or one holding the
+    source, as --demo writes it), and resumes only an OUT where it started."""
+    out = options.out
+    if out.exists() and not out.is_dir():
+        raise AlexnetError(f"--out {out} is a file: name a folder for the dataset")
+    if not out.is_dir() or (out / ".work" / "config.json").is_file():
+        return
+    own = {".work"}
+    try:
+        own.add(options.source.resolve().relative_to(out.resolve()).parts[0])
+    except (ValueError, IndexError):
+        pass
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise AlexnetError(f"--out {out} already holds {foreign[0]!r}{more}, which prepare-imagenet did not write: "
+                           "choose a new or empty folder")
 
 
 def _config(options: PrepareOptions) -> dict:
@@ -329,7 +367,8 @@ def _finish(options: PrepareOptions, plan: SourcePlan, work: Path) -> PrepareSum
 
 def _summary_from_report(out: Path) -> PrepareSummary:
     report = json.loads((out / "report.json").read_text())
-    return PrepareSummary(out, report["counts"], report["classes"], report["skipped"], report["fixes"])
+    return PrepareSummary(out, report["counts"], report["classes"], report["skipped"], report["fixes"],
+                          source_kind=report.get("source_kind", "official"))
 
 
 def summary_dict(summary: PrepareSummary) -> dict:

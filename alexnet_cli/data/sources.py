@@ -124,7 +124,7 @@ def _plan_official(source: Path, classes: int | None, per_class: int | None, see
     unknown = sorted(set(inner) - set(devkit.words))
     if unknown:
         raise AlexnetError(f"{train_tar}: class {unknown[0]} is not in the devkit's meta.mat")
-    chosen = choose_classes(list(inner), classes, seed)
+    chosen = _chosen_from_devkit(devkit, set(inner), classes, seed, f"{train_tar} holds class tars")
     infos = [ClassInfo(i, wnid, devkit.words.get(wnid, "")) for i, wnid in enumerate(chosen)]
     plan = SourcePlan("official", infos)
     with open(train_tar, "rb") as handle:
@@ -133,9 +133,25 @@ def _plan_official(source: Path, classes: int | None, per_class: int | None, see
             plan.units.append(WorkUnit(f"train-{wnid}", "train", True, tuple((n, wnid, ref) for n, ref in files)))
     val_members = official.list_tar(source / official.VAL_TAR)
     plan.units += _flat_val_units(
-        [(m.name, ("tar", str(source / official.VAL_TAR), m.offset, m.size)) for m in val_members], devkit, chosen
+        [(m.name, ("tar", str(source / official.VAL_TAR), m.offset, m.size)) for m in val_members], devkit, chosen,
+        source / official.VAL_TAR,
     )
     return plan
+
+
+def _chosen_from_devkit(devkit: official.Devkit, found: set[str], classes: int | None, seed: int,
+                        where: str) -> list[str]:
+    """The devkit decides which classes there are: a source missing some is incomplete (a download cut
+    short), unless --classes asked for a subset, which is drawn from the devkit and must all be there."""
+    chosen = choose_classes(list(devkit.words), classes, seed)
+    missing = [wnid for wnid in chosen if wnid not in found]
+    if missing:
+        of = f"{len(chosen)} chosen" if classes is not None and classes < len(devkit.words) else \
+            f"the devkit's {len(chosen)}"
+        raise AlexnetError(f"{where} for {len(chosen) - len(missing)} of {of} classes; missing {len(missing)}: "
+                           f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} (a download cut short? "
+                           "compare it with --verify-md5)")
+    return chosen
 
 
 def _list_inner_tar(outer: Path, handle, member: official.TarMember) -> list[tuple[str, SourceRef]]:
@@ -145,6 +161,9 @@ def _list_inner_tar(outer: Path, handle, member: official.TarMember) -> list[tup
         with tarfile.open(fileobj=io.BufferedReader(_TarSlice(handle, member.offset, member.size)), mode="r:") as tar:
             for info in tar:
                 official.check_member(label, info)
+                if info.offset_data + info.size > member.size:
+                    raise AlexnetError(f"{label} is cut short inside {info.name!r} (a download cut short? "
+                                       "compare it with --verify-md5)")
                 files.append((info.name, ("tar", str(outer), member.offset + info.offset_data, info.size)))
     except tarfile.TarError as exc:
         raise AlexnetError(f"{label} is not a readable tar archive ({exc})") from None
@@ -152,8 +171,14 @@ def _list_inner_tar(outer: Path, handle, member: official.TarMember) -> list[tup
 
 
 def _flat_val_units(
-    members: list[tuple[str, SourceRef]], devkit: official.Devkit, chosen: list[str]
+    members: list[tuple[str, SourceRef]], devkit: official.Devkit, chosen: list[str], where: Path
 ) -> list[WorkUnit]:
+    if len(members) < len(devkit.val_ids):
+        numbers = {_val_number(name) for name, _ in members}
+        first = next(n for n in range(1, len(devkit.val_ids) + 1) if n not in numbers)
+        raise AlexnetError(f"{where} holds {len(members)} of the {len(devkit.val_ids)} validation images the devkit's "
+                           f"ground truth lists (ILSVRC2012_val_{first:08d}.JPEG is missing; a download cut short? "
+                           "compare it with --verify-md5)")
     wanted = set(chosen)
     labelled = []
     for name, ref in sorted(members):
@@ -195,13 +220,17 @@ def _image_files(folder: Path) -> list[tuple[str, SourceRef]]:
 def _plan_extracted(source: Path, classes: int | None, per_class: int | None, seed: int) -> SourcePlan:
     devkit = official.read_devkit(_find_devkit(source))
     class_dirs = sorted(p for p in (source / "train").iterdir() if p.is_dir())
-    chosen = choose_classes([p.name for p in class_dirs], classes, seed)
+    unknown = sorted({p.name for p in class_dirs} - set(devkit.words))
+    if unknown:
+        raise AlexnetError(f"{source / 'train' / unknown[0]}: class {unknown[0]} is not in the devkit's meta.mat")
+    chosen = _chosen_from_devkit(devkit, {p.name for p in class_dirs}, classes, seed,
+                                 f"{source / 'train'} holds folders")
     infos = [ClassInfo(i, wnid, devkit.words.get(wnid, "")) for i, wnid in enumerate(chosen)]
     plan = SourcePlan("extracted", infos)
     for wnid in chosen:
         files = _image_files(source / "train" / wnid)[:per_class]
         plan.units.append(WorkUnit(f"train-{wnid}", "train", True, tuple((n, wnid, ref) for n, ref in files)))
-    plan.units += _flat_val_units(_image_files(source / "val"), devkit, chosen)
+    plan.units += _flat_val_units(_image_files(source / "val"), devkit, chosen, source / "val")
     return plan
 
 

@@ -6,6 +6,7 @@ scaled to [0, 1], as in every public reproduction, so that the PCA shift
 multiplies the shift by 255.
 """
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,10 @@ class DatasetStats:
                 mean_image = data["mean_image"] if "mean_image" in data else None
                 return cls(data["channel_mean"], data["channel_std"], data["eigval"], data["eigvec"],
                            mean_image, int(data["images"]))
-        except (OSError, KeyError, ValueError) as exc:
+        except FileNotFoundError:
+            raise AlexnetError(f"{path} not found: the dataset has no statistics (mean image, RGB PCA), which "
+                               "training normalises with; prepare the dataset again") from None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise AlexnetError(f"{path} is not a valid statistics file ({exc}); prepare the dataset again") from None
 
 
@@ -120,6 +124,6 @@ class StatsAccumulator:
 
 
 def load_stats(root: Path) -> DatasetStats:
-    """The dataset's own statistics, or ImageNet's published values if it has none."""
-    path = root / "stats.npz"
-    return DatasetStats.load(path) if path.is_file() else DatasetStats.imagenet_defaults()
+    """The dataset's own statistics (``stats.npz``, written by prepare-imagenet); a one-line error
+    naming it if it is missing or damaged: training normalises and colour-augments with them."""
+    return DatasetStats.load(Path(root) / "stats.npz")

@@ -1,0 +1,81 @@
+"""A run directory that holds a run is never replaced by accident, nor its recipe by a failed resume."""
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from conftest import run_alexnet
+
+ONE_STEP = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=1", "--set", "data.batch_size=4",
+            "--set", "trainer.limit_val_batches=0", "--quiet"]
+
+
+def fingerprints(run_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def trained_once(prepared, out: Path) -> Path:
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, *ONE_STEP)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_a_new_run_over_an_existing_one_is_refused_and_changes_nothing(prepared, tmp_path):
+    out = trained_once(prepared, tmp_path / "run")
+    before = fingerprints(out)
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, *ONE_STEP)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert message.count("\n") == 0 and "already holds a run" in message, message
+    assert f"--resume {out}" in message and "--overwrite" in message
+    assert fingerprints(out) == before
+    dry = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--dry-run", *ONE_STEP)
+    assert dry.returncode == 2 and "already holds a run" in dry.stderr  # the dry run refuses what train would
+
+    # --overwrite replaces the run: its checkpoints and records are the new run's, a stray file stays
+    (out / "notes.txt").write_text("mine")
+    (out / "checkpoints" / "step-00000009.ckpt").write_bytes(b"an older copy")
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--overwrite",
+                         *ONE_STEP, "--set", "optim.lr=0.001")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert "lr: 0.001" in (out / "recipe.yaml").read_text()
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["train/loss"] for r in rows if r.get("train/loss")] != [] and len([r for r in rows
+                                                                            if r.get("train/loss")]) == 1
+    assert {r["lr-SGD/weights"] for r in rows if r.get("lr-SGD/weights")} == {"0.001"}  # none of the old run's
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_folder_without_checkpoints_is_no_run_to_protect(prepared, tmp_path):
+    out = tmp_path / "requeued"
+    (out / "checkpoints").mkdir(parents=True)  # a job requeued before its first save
+    (out / "recipe.yaml").write_text("description: from the first attempt\n")
+    trained_once(prepared, out)
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_out_naming_a_file_is_refused(prepared, tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", target, *ONE_STEP)
+    assert result.returncode == 2 and "is a file" in result.stderr and str(target) in result.stderr
+    assert target.read_text() == "keep me"
+
+
+def test_a_resume_that_fails_to_load_keeps_the_runs_recipe(prepared, tmp_path):
+    out = trained_once(prepared, tmp_path / "run")
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    state["state_dict"].pop(next(iter(state["state_dict"])))  # a weight gone: Lightning's strict load fails
+    torch.save(state, checkpoint)
+    recipe_before = (out / "recipe.yaml").read_bytes()
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", out, *ONE_STEP,
+                         "--set", "trainer.max_epochs=2", "--set", "optim.lr=0.5")
+    assert result.returncode == 1
+    assert (out / "recipe.yaml").read_bytes() == recipe_before
+    assert os.path.getsize(checkpoint) > 0
