@@ -195,3 +195,110 @@ def test_shown_escapes_markup_and_writes_control_characters_visibly():
     console = Console(record=True, width=200, color_system=None)
     console.print(shown("[/bold] [link=file:///etc/passwd]x[/link] \x1b]0;t\x07 \x9b\nkept"))
     assert console.export_text() == "[/bold] [link=file:///etc/passwd]x[/link] \\x1b]0;t\\x07 \\x9b\nkept\n"
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("data.batch_size=0", "--set data.batch_size=0: 0 is out of range: it must be at least 1"),
+    ("data.batch_size=-4", "--set data.batch_size=-4: -4 is out of range"),
+    ("optim.lr=0", "--set optim.lr=0: 0.0 is out of range: it must be above 0"),
+    ("trainer.devices=0", "--set trainer.devices=0: 0 is out of range"),
+    ("trainer.precision=fp8", "--set trainer.precision=fp8: 'fp8' is out of range: it must be one of 32-true"),
+    ("trainer.max_epochs=0", "--set trainer.max_epochs=0: 0 is out of range: it must be at least 1"),
+    ("trainer.accelerator=gpu", "trainer.accelerator=gpu: this machine has no CUDA GPU"),
+])
+def test_bad_values_are_one_line_naming_the_set_in_train_and_the_dry_run_alike(prepared, tmp_path, setting, words):
+    arguments = ["train", "--recipe", "cpu-demo", "--data", str(prepared), "--set", "data.batch_size=4", "--set", setting,
+                 "--out", str(tmp_path / "r"), "--quiet"]
+    if torch.cuda.is_available() and "accelerator" in setting:
+        pytest.skip("this machine has a GPU")
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+    assert not (tmp_path / "r").exists()
+    if "accelerator" not in setting:  # a dry run on a login node without GPUs checks a GPU recipe
+        dry = runner.invoke(app, [*arguments, "--dry-run"])
+        assert dry.exit_code == 2 and words in dry.stderr, dry.stderr
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["eval", "--checkpoint", "c.ckpt", "--data", "d", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["predict", "--checkpoint", "c.ckpt", "x.jpg", "--top", "0"], "--top 0: must be at least 1"),
+    (["summary", "--num-classes", "0"], "--num-classes 0: must be at least 1"),
+    (["benchmark", "model", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["viz-filters", "--checkpoint", "c.ckpt", "--scale", "100000"], "--scale 100000: must be between 1 and 64"),
+    (["neighbors", "--checkpoint", "c.ckpt", "--data", "d", "--query", "q.jpg", "--k", "0"], "--k 0: must be"),
+])
+def test_out_of_range_options_are_one_line_before_any_work(arguments, words):
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+
+
+def test_damaged_checkpoints_and_statistics_are_named_in_one_line(prepared, tmp_path):
+    import os
+
+    for name, content, words in [("empty.ckpt", b"", "is empty (0 bytes)"),
+                                 ("random.ckpt", os.urandom(4096), "is not a PyTorch checkpoint (or is damaged)")]:
+        (tmp_path / name).write_bytes(content)
+        one_line_error(run_alexnet("eval", "--checkpoint", tmp_path / name, "--data", prepared), str(tmp_path / name),
+                       words)
+    one_line_error(run_alexnet("predict", "--checkpoint", tmp_path / "empty.ckpt", tmp_path), "is empty")
+    broken = _copy_dataset(prepared, tmp_path)
+    (broken / "stats.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    result = runner.invoke(app, ["train", "--recipe", "cpu-demo", "--data", str(broken), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "stats.npz is not a valid statistics file" in result.stderr, result.stderr
+    (broken / "stats.npz").unlink()
+    result = runner.invoke(app, ["train", "--recipe", "cpu-demo", "--data", str(broken), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "stats.npz not found" in result.stderr, result.stderr
+
+
+def test_a_class_without_training_images_is_named(prepared, tmp_path):
+    broken = _copy_dataset(prepared, tmp_path)
+    victim = min((broken / "train").iterdir())
+    for image in victim.iterdir():
+        image.unlink()
+    result = runner.invoke(app, ["train", "--recipe", "cpu-demo", "--data", str(broken), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and f"class {victim.name} of classes.json has no training images" in result.stderr
+
+
+def test_predict_refuses_a_folder_and_an_image_too_thin_to_crop(trained_checkpoint_free_model, tmp_path):
+    from PIL import Image
+
+    checkpoint = trained_checkpoint_free_model
+    one_line_error(run_alexnet("predict", "--checkpoint", checkpoint, tmp_path), "is a folder: give image files")
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (10000, 10), "white").save(thin)
+    one_line_error(run_alexnet("predict", "--checkpoint", checkpoint, thin), "10000×10 pixels: more than 20 times")
+
+
+@pytest.fixture
+def trained_checkpoint_free_model(prepared, tmp_path):
+    """A checkpoint of the tool's format without training: one step at lr 1e-9 would cost 15 s more."""
+    from alexnet_cli.data.layout import read_classes
+    from alexnet_cli.models import build_model
+
+    classes = [vars(c) for c in read_classes(prepared)]
+    meta = {"arch": "paper", "num_classes": len(classes), "classes": classes, "crop": 227, "resize_size": 256,
+            "normalization": {"channel_mean": [120.0] * 3, "channel_std": [60.0] * 3}}
+    model = build_model("paper", len(classes))
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "alexnet_cli": meta}, path)
+    return path
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_partial_file(prepared, tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    def small_files() -> None:  # a 64 MB file size limit: a paper checkpoint (~0.45 GB) cannot be written
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "alexnet_cli", "train", "--recipe", "cpu-demo", "--data",
+                             str(prepared), "--out", str(out), "--quiet", "--set", "trainer.max_steps=1",
+                             "--set", "data.batch_size=4", "--set", "trainer.limit_val_batches=0"],
+                            capture_output=True, text=True, preexec_fn=small_files, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"error: could not write {out / 'checkpoints' / 'last.ckpt'}: the disk is full")
+    assert "Traceback" not in result.stderr
+    assert not list((out / "checkpoints").glob(".*.tmp")) and not (out / "checkpoints" / "last.ckpt").exists()
