@@ -132,6 +132,14 @@ def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, i
     counts = {"top1": 0, "top5": 0, "seen": 0, "class_hits": np.zeros(num_classes), "class_seen": np.zeros(num_classes),
               "predictions": [], "skipped": []}
     label = f"eval {job.split} ({'10 crops' if job.ten_crop else 'centre crop'})"
+    try:
+        _score(loader, model, k, counts, progress, label)
+    finally:
+        loader.close()  # now: a worker process exiting with a live pipeline would wait for its reader forever
+    return counts
+
+
+def _score(loader, model: torch.nn.Module, k: int, counts: dict, progress: Progress, label: str) -> None:
     with progress.task(label, loader.plan.shard_size) as task, torch.inference_mode():
         for step, (images, labels) in enumerate(loader):
             topk = _probabilities(model, images).topk(k, dim=1).indices
@@ -148,7 +156,6 @@ def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, i
             np.add.at(counts["class_hits"], labels.cpu().numpy(), hits1)
             np.add.at(counts["class_seen"], labels.cpu().numpy(), 1)
             task.advance(len(labels))
-    return counts
 
 
 def _evaluate_in_processes(job: _EvalJob, devices: int) -> dict:

@@ -254,7 +254,7 @@ def _trainer_section(values: Any, where) -> dict[str, Any]:
     accepted.add("logger")  # a name here (csv, tensorboard, wandb); the train module builds it
     for key in values:
         if key not in accepted:
-            raise AlexnetError(f"{where('trainer.' + key)} is not a lightning.Trainer argument")
+            raise AlexnetError(f"{where('trainer.' + key)}: not a lightning.Trainer argument")
     return dict(values)
 
 

@@ -257,3 +257,17 @@ def test_a_file_damaged_after_preparation_does_not_stop_the_epoch(prepared, tmp_
     with pytest.warns(UserWarning, match="not a whole JPEG"):
         batches = [labels.clone() for _, labels in loader]
     assert len(batches) == len(loader) and all(len(b) == 4 for b in batches)
+
+
+def test_a_dataset_without_dataset_json_is_resized_in_the_pipeline_and_says_so(prepared, tmp_path):
+    import shutil
+
+    from alexnet_cli.data.datamodule import DaliDataModule
+    from alexnet_cli.recipes import DataConfig
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    (copy / "dataset.json").unlink()
+    with pytest.warns(UserWarning, match="dataset.json not found: the stored image size is unknown"):
+        module = DaliDataModule(copy, DataConfig(device="cpu", batch_size=4), crop=227)
+    assert module.resize_size == 256

@@ -259,3 +259,20 @@ def test_a_class_tar_cut_inside_a_member_is_refused_naming_it(official_source, t
 def _members_of_bytes(data: bytes) -> list[tuple[str, bytes]]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return [(info.name, tar.extractfile(info).read()) for info in tar]
+
+
+def test_a_first_attempt_that_fails_leaves_nothing_and_a_corrected_rerun_with_other_options_starts(official_source,
+                                                                                                   tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(AlexnetError, match="is not a folder"):
+        prepare_imagenet(PrepareOptions(tmp_path / "no-such-source", out, workers=1))
+    assert not out.exists()
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / official.TRAIN_TAR).symlink_to(official_source / official.TRAIN_TAR)  # no val tar, no devkit
+    with pytest.raises(AlexnetError):
+        prepare_imagenet(PrepareOptions(partial, out, workers=1))
+    assert not out.exists()
+    summary = prepare_imagenet(PrepareOptions(official_source, out, workers=1, per_class=2))
+    fresh = prepare_imagenet(PrepareOptions(official_source, tmp_path / "fresh", workers=1, per_class=2))
+    assert not summary.already_done and summary.counts == fresh.counts and summary.counts["train"] <= 2 * TINY.classes
