@@ -1,0 +1,99 @@
+"""``WeirdTrickAlexNet``: the 2014 sequel's layout (Krizhevsky, arXiv:1404.5997) on one rank of N.
+
+The convolutional layers (~5 % of the parameters, ~95 % of the compute) run data-parallel:
+every rank holds all of them and convolves its own batch. The fully connected layers (~95 % of
+the parameters) run model-parallel: every rank holds rows [r·n/N, (r+1)·n/N) of each of them
+(``torch.tensor_split``'s slices, uneven where N does not divide n). At the conv→FC boundary the
+ranks all-gather their last conv activations, so each computes its slice of fc6 for the whole
+N×B batch; each further FC layer reads all of the previous one (a gather of the slices), and the
+class scores are gathered so that every rank computes the same loss over the N×B batch.
+
+Gradients come back the way the activations went: a gather's backward sums the gradient over
+the ranks and keeps this rank's part (for the boundary: a reduce-scatter of the conv activations'
+gradient to the rank that produced them). The FC slices' gradients stay where they are; the conv
+layers' gradients are summed over the ranks (``sync_conv_gradients``), because each rank's
+gradient holds only its own images' share of the N×B batch's mean loss.
+
+This is the all-gather form of the paper; its pipelined variant (one rank's batch at a time,
+overlapping communication) is not implemented.
+"""
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from alexnet_cli.parallel.collectives import CommunicationLog, gather, gather_rows
+from alexnet_cli.parallel.towers import shard_sizes
+
+
+class WeirdTrickAlexNet(nn.Module):
+    """One rank's part: all conv layers, and a row slice of every Linear layer of the classifier."""
+
+    def __init__(self, full: nn.Module, *, rank: int, size: int, group) -> None:
+        super().__init__()
+        self.rank, self.size, self.group = rank, size, group
+        self.log = CommunicationLog()
+        self.features = full.features
+        self.avgpool = getattr(full, "avgpool", nn.Identity())  # torchvision's (owt); the paper has none
+        self.classifier = nn.Sequential()
+        self.sizes: dict[str, list[int]] = {}  # a sliced layer's rows on each rank
+        for name, layer in full.classifier.named_children():
+            if isinstance(layer, nn.Linear):
+                self.sizes[name] = shard_sizes(layer.out_features, size)
+                layer = self._slice(layer, self.sizes[name][rank])
+            self.classifier.add_module(name, layer)
+        self.linear_names = list(self.sizes)
+
+    def _slice(self, layer: nn.Linear, rows: int) -> nn.Linear:
+        part = nn.Linear(layer.in_features, rows, bias=layer.bias is not None)
+        with torch.no_grad():
+            for name, tensor in part.named_parameters():
+                tensor.copy_(getattr(layer, name).tensor_split(self.size, dim=0)[self.rank])
+        return part
+
+    def _gather(self, x: torch.Tensor, point: str, sizes: list[int], dim: int, replicated: bool = False):
+        return gather(x, group=self.group, rank=self.rank, sizes=sizes, dim=dim, replicated=replicated, log=self.log,
+                      point=point)
+
+    def batch_sizes(self, local: int, device: torch.device) -> list[int]:
+        """Every rank's batch size (a last batch may be short on some ranks)."""
+        mine = torch.tensor([local], device=device)
+        sizes = [torch.zeros_like(mine) for _ in range(self.size)]
+        dist.all_gather(sizes, mine, group=self.group)
+        return [int(s) for s in sizes]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's images → the class scores of every rank's images, in rank order (on every rank)."""
+        batches = self.batch_sizes(len(x), x.device)
+        h = torch.flatten(self.avgpool(self.features(x)), 1)
+        h = self._gather(h, "fc6 reads every rank's conv activations", batches, dim=0)
+        linear_seen = 0
+        for name, layer in self.classifier.named_children():
+            if isinstance(layer, nn.Linear) and linear_seen > 0:
+                previous = self.linear_names[linear_seen - 1]
+                h = self._gather(h, f"{name} reads all of {previous}", self.sizes[previous], dim=1)
+            h = layer(h)
+            linear_seen += isinstance(layer, nn.Linear)
+        last = self.linear_names[-1]
+        return self._gather(h, "class scores to every rank", self.sizes[last], dim=1, replicated=True)
+
+    def gather_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Every rank's labels in rank order: the loss is over the N×B batch the scores cover."""
+        return gather_rows(labels, group=self.group, sizes=self.batch_sizes(len(labels), labels.device))
+
+    @torch.no_grad()
+    def sync_conv_gradients(self) -> None:
+        """Sum the conv layers' gradients over the ranks (each holds its own images' share)."""
+        for parameter in self.features.parameters():
+            if parameter.grad is not None:
+                self.log.add("conv gradients all-reduce", parameter.grad)
+                dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM, group=self.group)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The single-device state dict: conv layers as they are, FC slices joined (collective)."""
+        state = {}
+        for name, tensor in self.named_parameters():
+            layer = name.split(".")[1] if name.startswith("classifier.") else None
+            state[name] = (gather_rows(tensor, group=self.group, sizes=self.sizes[layer]) if layer in self.sizes
+                           else tensor.detach()).cpu()
+        return state
