@@ -240,6 +240,7 @@ def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark
                                                            if setup.checkpoint else "")
                   + (" (replacing the run it holds)" if setup.replaces_run else ""))
     table.add_row("devices", f"{plan.devices} ({plan.data_parallel} data-parallel)")
+    table.add_row("layout", plan.layout)
     table.add_row("global batch", f"{plan.global_batch:,}")
     table.add_row("training images", f"{plan.train_images:,}")
     table.add_row("steps per epoch", f"{plan.steps_per_epoch:,}")
@@ -732,27 +733,37 @@ def benchmark_soak_command(
 @benchmark_app.command("comms")
 @user_errors
 def benchmark_comms_command(
-    batch_size: int = typer.Option(128, "--batch-size", help="Images per step (per tower pair / per DDP pair)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images whose conv layers one device computes per "
+                                   "step: each DDP or weird-trick device's own batch, a tower pair's shared one."),
+    layout: list[str] = typer.Option([], "--layout", help="ddp, two-gpu, hybrid or weird-trick (repeatable; "
+                                     "default: all four)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
 ) -> None:
-    """Bytes per device per step: the paper's two-GPU split vs DDP's gradient all-reduce (2 CPU processes).
+    """Bytes per device per training step of every multi-device layout, fp32, the paper's network
+    (gloo processes on this machine: 2 per layout, 4 for hybrid).
 
     Example: [cyan]alexnet benchmark comms --batch-size 128[/]
     """
-    _require(("--batch-size", batch_size, 2, None))
-    from alexnet_cli.parallel.communication import measure_communication
+    _require(("--batch-size", batch_size, 1, None))
+    from alexnet_cli.parallel.communication import LAYOUT_DEVICES, measure_communication
 
-    report = measure_communication(batch_size)
-    table = Table(title=f"communication per device per training step, batch {batch_size}, fp32")
+    unknown = [name for name in layout if name not in LAYOUT_DEVICES]
+    if unknown:
+        raise AlexnetError(f"--layout {unknown[0]!r}: choose from {', '.join(LAYOUT_DEVICES)}")
+    report = measure_communication(batch_size, layout or None)
+    table = Table(title=f"communication per device per training step, {batch_size} images per device's conv "
+                  "layers, fp32")
     table.add_column("layout / exchange point")
     table.add_column("MB", justify="right")
-    for point, count in report.split_bytes.items():
-        table.add_row(f"two-gpu: {point}", f"{count / 1e6:,.2f}")
-    table.add_row("[bold]two-gpu total[/]", f"[bold]{report.split_total / 1e6:,.2f}[/]")
-    table.add_row("[bold]ddp: gradient all-reduce[/]", f"[bold]{report.ddp_bytes / 1e6:,.2f}[/]")
+    for name, points in report.bytes_by_layout.items():
+        for point, count in points.items():
+            table.add_row(f"{name}: {shown(point)}", f"{count / 1e6:,.2f}")
+        table.add_row(f"[bold]{name} total ({LAYOUT_DEVICES[name]} devices)[/]",
+                      f"[bold]{report.total(name) / 1e6:,.2f}[/]")
     console.print(table)
-    _write_json(json_out, {"batch_size": batch_size, "split_bytes": report.split_bytes,
-                           "split_total": report.split_total, "ddp_bytes": report.ddp_bytes})
+    _write_json(json_out, {"batch_size": batch_size, "devices": {n: LAYOUT_DEVICES[n] for n in report.bytes_by_layout},
+                           "bytes_by_layout": report.bytes_by_layout,
+                           "totals": {n: report.total(n) for n in report.bytes_by_layout}})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ class RunPlan:
     total_steps: int | None
     images_per_second: float | None  # from a `benchmark model --json` file, if given
     estimated_hours: float | None
+    layout: str = ""  # how the devices share the network and the batch, in words
 
 
 def plan_run(recipe: Recipe, train_images: int, *, benchmark_json: Path | None = None) -> RunPlan:
@@ -36,7 +37,22 @@ def plan_run(recipe: Recipe, train_images: int, *, benchmark_json: Path | None =
     hours = None
     if speed and total:
         hours = total * global_batch / (speed * max(1, data_parallel)) / 3600
-    return RunPlan(recipe, devices, data_parallel, global_batch, train_images, steps, epochs, total, speed, hours)
+    return RunPlan(recipe, devices, data_parallel, global_batch, train_images, steps, epochs, total, speed, hours,
+                   describe_layout(recipe, devices))
+
+
+def describe_layout(recipe: Recipe, devices: int) -> str:
+    strategy = recipe.trainer.get("strategy")
+    if strategy == "towers":
+        pairs = max(1, devices // 2)
+        return (f"the paper's two-GPU split: {pairs} pair(s) of towers, each pair one network on one batch"
+                + (f", data-parallel over the {pairs} pairs" if pairs > 1 else ""))
+    if strategy == "weird-trick":
+        return (f"the 2014 layout: conv layers data-parallel over {devices} devices (each its own batch), every FC "
+                f"layer split by rows {devices} ways over all {devices}×{recipe.data.batch_size} images")
+    if devices > 1:
+        return f"data-parallel (DDP): {devices} copies of the network, gradients averaged"
+    return "one device"
 
 
 def device_count(recipe: Recipe) -> int:

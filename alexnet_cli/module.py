@@ -42,12 +42,23 @@ class AlexNetModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        loss = F.cross_entropy(self.model(images), labels)
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, self._labels_of(logits, labels))
         self._step_loss = loss.detach()
         # Not prog_bar=True: Lightning would copy it to the host after every batch for the bar (a GPU sync);
         # SparseMetricsProgressBar shows it every few steps instead.
         self.log("train/loss", loss)
         return loss
+
+    def _labels_of(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The labels the scores belong to: under the weird-trick layout every rank's, gathered."""
+        gather_labels = getattr(self.model, "gather_labels", None)
+        return labels if gather_labels is None else gather_labels(labels)
+
+    def on_after_backward(self) -> None:
+        sync = getattr(self.model, "sync_conv_gradients", None)  # the weird-trick layout's data-parallel part
+        if sync is not None:
+            sync()
 
     def on_before_optimizer_step(self, optimizer) -> None:
         bad = self._nonfinite_update()
@@ -88,6 +99,7 @@ class AlexNetModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.model(images)
+        labels = self._labels_of(logits, labels)
         # Sum, not mean: with short last batches and uneven shards only a sum weights every image once.
         loss_sum = F.cross_entropy(logits, labels, reduction="sum", ignore_index=SKIPPED)
         self.val_top1.update(logits, labels)
@@ -208,7 +220,12 @@ class AlexNetModule(L.LightningModule):
         checkpoint["alexnet_cli_monitors"] = {key: float(value) for key, value in self.trainer.callback_metrics.items()
                                               if key.startswith("val/")}
         from alexnet_cli.parallel.towers import TowerParallelAlexNet, full_optimizer_state
+        from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet, full_weird_trick_optimizer_state
 
+        if isinstance(self.model, WeirdTrickAlexNet):
+            checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}
+            checkpoint["optimizer_states"] = [full_weird_trick_optimizer_state(self.model, state)
+                                              for state in checkpoint["optimizer_states"]]
         if isinstance(self.model, TowerParallelAlexNet):
             # Save the single-device layout: any recipe can load, evaluate or resume it.
             checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}

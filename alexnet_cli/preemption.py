@@ -1,10 +1,16 @@
 """Stopping on request without losing the run: SIGTERM, SIGUSR1 and Ctrl-C each finish the step
 under way, save ``last.ckpt`` and end the run with a message that says how to resume.
 
-Lightning already turns SIGTERM into a stop after the current step (and passes it on to
-the other ranks). SIGUSR1 (SLURM's warning before preemption) and a first Ctrl-C are
-turned into SIGTERM; a second Ctrl-C stops at once. Under SLURM with auto-requeue,
-Lightning keeps its own SIGUSR1 handler, which saves and requeues the job.
+SIGUSR1 (SLURM's warning before preemption) and a first Ctrl-C are turned into SIGTERM; a
+second Ctrl-C stops at once. Under SLURM with auto-requeue, Lightning keeps its own SIGUSR1
+handler, which saves and requeues the job.
+
+SIGTERM itself is handled here, not by Lightning 2.6: its handler broadcasts from inside the
+signal handler and forwards the signal to the other ranks, whose handlers broadcast again, which
+deadlocks a run whose ranks meet in collectives every step (the weird-trick layout; DDP at
+the wrong moment). Here a signal only marks a stop as requested; on one process the step ends
+and the run stops; on several, the ranks agree at the next logging step (one all-reduce of a
+flag, where the loop syncs anyway) and all stop after that same step, then save together.
 """
 
 import os
@@ -24,17 +30,39 @@ class StopNow(BaseException):
 class GracefulStop(L.Callback):
     """Installs the handlers for the fit and saves ``checkpoint`` when a signal stopped it."""
 
-    def __init__(self, checkpoint: Path) -> None:
+    def __init__(self, checkpoint: Path, every_n_steps: int = 1) -> None:
         self.checkpoint = Path(checkpoint)
+        self.every_n_steps = max(1, every_n_steps)  # how often ranks agree on a requested stop
         self.signal: int | None = None  # the first stop request (None: SIGTERM through Lightning)
         self.saved_step: int | None = None
         self._previous: dict[int, object] = {}
+        self._requested = False
+        self._trainer = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         # After Lightning registered its handlers (it skips SIGUSR1 if one is already set).
+        self._trainer = trainer
+        self._install(signal.SIGTERM, self._sigterm)
         self._install(signal.SIGINT, self._interrupt)
         if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
             self._install(signal.SIGUSR1, self._as_sigterm)
+
+    def _sigterm(self, signum, frame) -> None:
+        self._requested = True
+        if self._trainer is not None and self._trainer.world_size == 1:
+            self._trainer._signal_connector.received_sigterm = True  # Lightning stops after this step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.world_size == 1 or trainer.global_step % self.every_n_steps:
+            return
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(self._requested)], device=trainer.strategy.root_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item():  # every rank, after the same step
+            trainer._signal_connector.received_sigterm = True
+
 
     def _install(self, signum: int, handler) -> None:
         self._previous[signum] = signal.getsignal(signum)

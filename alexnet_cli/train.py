@@ -167,7 +167,7 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     if rank_zero:
         _write_run_facts(run_dir, facts)
     throughput, best = ThroughputMeter(), BestMetrics()
-    stop = GracefulStop(checkpoints / "last.ckpt")
+    stop = GracefulStop(checkpoints / "last.ckpt", every_n_steps=int(recipe.trainer.get("log_every_n_steps", 50)))
     callbacks = [throughput, best, MemoryMeter(), DataPosition(datamodule), stop]
     if checkpoint is not None:  # a resume that fails to load keeps the run's recipe.yaml as it was
         callbacks.append(WriteOnTrainStart(run_dir / "recipe.yaml", recipe_text))
@@ -386,6 +386,10 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
         from alexnet_cli.parallel.strategy import TowerParallelStrategy
 
         args["strategy"] = TowerParallelStrategy()
+    elif args.get("strategy") == "weird-trick":
+        from alexnet_cli.parallel.strategy import WeirdTrickStrategy
+
+        args["strategy"] = WeirdTrickStrategy()
     args.setdefault("num_sanity_val_steps", 0)
     args.update(
         default_root_dir=str(run_dir), logger=make_logger(logger_name, run_dir), callbacks=callbacks,

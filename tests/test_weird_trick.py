@@ -88,3 +88,102 @@ def test_two_ranks_train_exactly_as_one_device_on_their_joined_batch(arch, tmp_p
     for name, tensor in single.state_dict().items():  # after the steps: the single-device layout, equal
         torch.testing.assert_close(state[name], tensor, rtol=1e-4, atol=1e-5)
     assert "fc6 reads every rank's conv activations forward" in exchanged
+
+
+def test_the_recipe_trains_on_two_gloo_ranks_and_its_checkpoint_evaluates_on_one(prepared, tmp_path):
+    import csv
+    import json
+
+    from conftest import run_alexnet
+
+    out = tmp_path / "run"
+    result = run_alexnet(
+        "train", "--recipe", "weird-trick", "--data", prepared, "--out", out, "--quiet",
+        "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.precision=32-true",
+        "--set", "data.device=cpu", "--set", "data.batch_size=2", "--set", "data.num_threads=1",
+        "--set", "data.py_workers=1", "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
+        "--set", "data.batch_size=5",  # 12 val images: 6 per rank, batches of 5 → 2 on each (none of 5 + 1)
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert max(int(r["step"]) for r in rows if r.get("train/loss")) == 1  # 23 images → 11 per rank → 2 steps of 5
+    [val] = [r for r in rows if r.get("val/images")]
+    assert float(val["val/images"]) == 12  # every val image once, though every rank scored all of them
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert state["state_dict"]["model.classifier.6.weight"].shape == (4, 4096)  # the single-device layout
+    momentum = state["optimizer_states"][0]["state"]
+    assert any(entry["momentum_buffer"].shape == (4096, 9216) for entry in momentum.values())  # fc6, joined
+    for devices in ("1", "2"):
+        report = tmp_path / f"eval{devices}.json"
+        evaluated = run_alexnet("eval", "--checkpoint", out / "checkpoints" / "last.ckpt", "--data", prepared,
+                                "--center-crop", "--devices", devices, "--quiet", "--json", report)
+        assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+        # the training run's last validation, made by the split network, is the single-device model's
+        assert json.loads(report.read_text())["top1"] == pytest.approx(float(val["val/top1"]), abs=1e-6)
+
+
+def test_evaluation_batches_are_chosen_so_every_rank_runs_as_many():
+    from alexnet_cli.data.sampling import ShardPlan, equal_steps_batch_size
+    from alexnet_cli.errors import AlexnetError
+
+    # 13 images on 2 ranks: 7 and 6; batches of 6 would give 2 and 1 batches (a gather waiting forever)
+    assert equal_steps_batch_size(13, 2, 6) == 7
+    assert equal_steps_batch_size(12, 2, 5) == 5  # already equal: unchanged
+    for samples, shards, batch in [(13, 2, 6), (50_000, 8, 128), (1001, 3, 4), (9, 4, 2)]:
+        chosen = equal_steps_batch_size(samples, shards, batch)
+        steps = {ShardPlan(samples, chosen, r, shards, train=False).steps_per_epoch for r in range(shards)}
+        assert len(steps) == 1 and chosen >= batch
+    with pytest.raises(AlexnetError, match="3 validation images cannot give each of 4 devices one"):
+        equal_steps_batch_size(3, 4, 2)
+
+
+def test_benchmark_comms_counts_every_exchange_of_the_layouts_exactly():
+    from alexnet_cli.parallel.communication import measure_communication
+
+    batch, floats = 2, 4  # images per device's conv layers; fp32 bytes
+    report = measure_communication(batch, ["ddp", "weird-trick"])
+    assert report.total("ddp") == 60_965_224 * floats  # DDP all-reduces every gradient
+    trick = report.bytes_by_layout["weird-trick"]
+    both = 2 * batch  # the FC layers see both devices' images
+    assert trick == {
+        "fc6 reads every rank's conv activations forward": batch * 9216 * floats,  # pool5, 256×6×6
+        "fc6 reads every rank's conv activations backward": both * 9216 * floats,  # reduce-scattered back
+        "fc7 reads all of fc6 forward": both * 2048 * floats,
+        "fc7 reads all of fc6 backward": both * 4096 * floats,
+        "fc8 reads all of fc7 forward": both * 2048 * floats,
+        "fc8 reads all of fc7 backward": both * 4096 * floats,
+        "class scores to every rank forward": both * 500 * floats,
+        "conv gradients all-reduce": 2_334_080 * floats,  # conv1-5 with biases: the data-parallel part
+    }
+
+
+def test_sigterm_saves_a_weird_trick_run_that_resumes_to_its_end(prepared, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import run_alexnet
+
+    out = tmp_path / "run"
+    common = ["--data", str(prepared), "--quiet", "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2",
+              "--set", "trainer.precision=32-true", "--set", "data.device=cpu", "--set", "data.batch_size=4",
+              "--set", "data.num_threads=1", "--set", "data.py_workers=1", "--set", "trainer.limit_val_batches=0",
+              "--set", "checkpoint.every_minutes=null", "--set", "checkpoint.every_n_train_steps=1",
+              "--set", "trainer.log_every_n_steps=1",  # several ranks agree on a stop at logging steps
+              "--set", "trainer.max_epochs=4"]  # 23 images → 11 per rank → 2 steps of 4 an epoch, 8 in all
+    process = subprocess.Popen([sys.executable, "-m", "alexnet_cli", "train", "--recipe", "weird-trick",
+                                "--out", str(out), *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "last.ckpt").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-3000:]
+    stopped = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"]
+    assert 1 <= stopped < 8 and "SIGTERM received" in stderr
+    result = run_alexnet("train", "--recipe", "weird-trick", "--resume", out, *common, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert final["global_step"] == 8 and final["state_dict"]["model.classifier.6.weight"].shape == (4, 4096)

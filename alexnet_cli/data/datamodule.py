@@ -7,7 +7,7 @@ import lightning as L
 
 from alexnet_cli.data.layout import ClassInfo, SplitFiles, list_split, read_classes, read_dataset_info
 from alexnet_cli.data.loader import DaliLoader, Normalization
-from alexnet_cli.data.sampling import Augmentation, ShardPlan
+from alexnet_cli.data.sampling import Augmentation, ShardPlan, equal_steps_batch_size
 from alexnet_cli.data.stats import DatasetStats, load_stats
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.layout import data_parallel_shard
@@ -93,8 +93,11 @@ class DaliDataModule(L.LightningDataModule):
         files = self.split(split)
         shard_id, num_shards = shard or self.shard()
         train = kind == "train"
-        plan = ShardPlan(len(files), batch_size or self.config.batch_size, shard_id, num_shards,
-                         train=train, seed=self.seed)
+        batch_size = batch_size or self.config.batch_size
+        if not train and shard is None and getattr(self.trainer.strategy if self.trainer else None,
+                                                   "collective_forward", False):
+            batch_size = equal_steps_batch_size(len(files), num_shards, batch_size)
+        plan = ShardPlan(len(files), batch_size, shard_id, num_shards, train=train, seed=self.seed)
         augmentation = None
         if train:
             augmentation = Augmentation(self.crop, self.stored_square_size, self.config.mirror,

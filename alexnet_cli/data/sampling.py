@@ -54,6 +54,18 @@ class ShardPlan:
         return shard[step * self.batch_size : (step + 1) * self.batch_size]
 
 
+def equal_steps_batch_size(num_samples: int, num_shards: int, batch_size: int) -> int:
+    """The smallest evaluation batch size ≥ ``batch_size`` that gives every shard the same number of
+    batches: where every forward is a collective (the weird-trick layout), a rank with one batch
+    more than the others would wait for them forever."""
+    sizes = [len(range(shard, num_samples, num_shards)) for shard in range(num_shards)]
+    if min(sizes) == 0:
+        raise AlexnetError(f"{num_samples} validation images cannot give each of {num_shards} devices one")
+    while len({-(-size // batch_size) for size in sizes}) > 1:
+        batch_size += 1
+    return batch_size
+
+
 @lru_cache(maxsize=2)
 def epoch_order(seed: int, epoch: int, num_samples: int) -> np.ndarray:
     """The epoch's permutation of the whole set, drawn once per epoch and process: at 1.28 M images

@@ -13,6 +13,8 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.towers import TowerParallelAlexNet, shard_optimizer_state
+from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet, \
+    shard_weird_trick_optimizer_state
 
 TENSOR_PARALLEL = 2  # the paper's two GPUs
 
@@ -59,4 +61,35 @@ class TowerParallelStrategy(DDPStrategy):
         """Checkpoints hold the single-device optimizer state; take this tower's rows of it."""
         towers = self.lightning_module.model
         states = [shard_optimizer_state(towers, state) for state in checkpoint["optimizer_states"]]
+        super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})
+
+
+class WeirdTrickStrategy(DDPStrategy):
+    """The 2014 sequel's layout on every device: conv layers data-parallel, FC layers sliced by rows
+    (``WeirdTrickAlexNet``). Not wrapped in DDP: the model sums its conv gradients itself, and each
+    rank already holds the scores of every rank's images, so metrics are not reduced again."""
+
+    strategy_name = "weird-trick"
+    collective_forward = True  # every forward gathers: all ranks must run the same number of batches
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        # Every rank scores the whole N×B batch: the metrics' "data-parallel group" is the rank alone.
+        singles = [dist.new_group([rank]) for rank in range(self.world_size)]
+        self.data_parallel_group = singles[self.global_rank]
+
+    def setup(self, trainer) -> None:
+        module = self.lightning_module
+        if not isinstance(module.model, WeirdTrickAlexNet):
+            module.model = WeirdTrickAlexNet(module.model, rank=self.global_rank, size=self.world_size,
+                                             group=dist.group.WORLD)
+        super().setup(trainer)
+
+    def configure_ddp(self) -> None:
+        return  # no parameter is averaged by DDP: conv gradients are summed by the model, FC slices are local
+
+    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
+        """Checkpoints hold the single-device optimizer state; take this rank's FC rows of it."""
+        model = self.lightning_module.model
+        states = [shard_weird_trick_optimizer_state(model, state) for state in checkpoint["optimizer_states"]]
         super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})

@@ -89,11 +89,43 @@ class WeirdTrickAlexNet(nn.Module):
                 self.log.add("conv gradients all-reduce", parameter.grad)
                 dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM, group=self.group)
 
+    def row_sizes(self, name: str) -> list[int] | None:
+        """Per-rank rows of parameter ``name`` if it is sliced (an FC layer's), else None."""
+        layer = name.split(".")[1] if name.startswith("classifier.") else None
+        return self.sizes.get(layer)
+
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The single-device state dict: conv layers as they are, FC slices joined (collective)."""
-        state = {}
-        for name, tensor in self.named_parameters():
-            layer = name.split(".")[1] if name.startswith("classifier.") else None
-            state[name] = (gather_rows(tensor, group=self.group, sizes=self.sizes[layer]) if layer in self.sizes
-                           else tensor.detach()).cpu()
-        return state
+        return {name: _joined(self, name, tensor) for name, tensor in self.named_parameters()}
+
+    def slice_of(self, name: str, full: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a single-device tensor of parameter ``name`` (all of it if not sliced)."""
+        return full.tensor_split(self.size, dim=0)[self.rank] if self.row_sizes(name) else full
+
+
+def _joined(model: WeirdTrickAlexNet, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    sizes = model.row_sizes(name)
+    return (gather_rows(tensor, group=model.group, sizes=sizes) if sizes else tensor.detach()).cpu()
+
+
+def _parameter_names(model: nn.Module) -> list[str]:
+    """The optimizer's order of the parameters (weights, then biases), the same in every layout."""
+    from alexnet_cli.optimizer import ordered_names
+
+    return ordered_names([name for name, _ in model.named_parameters()])
+
+
+def full_weird_trick_optimizer_state(model: WeirdTrickAlexNet, state: dict) -> dict:
+    """Momentum buffers in the single-device layout: FC slices joined (collective), conv ones as they are."""
+    names = _parameter_names(model)
+    joined = {index: {key: _joined(model, names[index], value) if torch.is_tensor(value) and value.dim() > 0
+                      else value for key, value in entry.items()} for index, entry in state["state"].items()}
+    return {**state, "state": joined}
+
+
+def shard_weird_trick_optimizer_state(model: WeirdTrickAlexNet, state: dict) -> dict:
+    """This rank's part of a single-device optimizer state."""
+    names = _parameter_names(model)
+    sliced = {index: {key: model.slice_of(names[index], value).clone() if torch.is_tensor(value) and value.dim() > 0
+                      else value for key, value in entry.items()} for index, entry in state["state"].items()}
+    return {**state, "state": sliced}
