@@ -187,3 +187,9 @@ def test_sigterm_saves_a_weird_trick_run_that_resumes_to_its_end(prepared, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert final["global_step"] == 8 and final["state_dict"]["model.classifier.6.weight"].shape == (4, 4096)
+    # the checkpoint is in the single-device layout: it resumes on one device, sliced momentum joined
+    one_device = [*common, "--set", "trainer.devices=1", "--set", "trainer.strategy=auto", "--set",
+                  "trainer.max_epochs=5"]
+    result = run_alexnet("train", "--recipe", "weird-trick", "--resume", out, *one_device, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8 + 5  # 23 // 4 a step
