@@ -12,6 +12,10 @@ import pytest
 from alexnet_cli.data.demo import DemoSpec, write_demo_source
 from alexnet_cli.data.prepare import PrepareOptions, prepare_imagenet
 
+# A GPU recipe as two gloo processes on this machine's CPU, one DALI thread and reader each.
+TWO_CPU_PROCESSES = ["--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.precision=32-true",
+                     "--set", "data.device=cpu", "--set", "data.num_threads=1", "--set", "data.py_workers=1"]
+
 TINY = DemoSpec(classes=4, train_per_class=6, val_per_class=3, min_side=120, max_side=200, seed=1)
 
 

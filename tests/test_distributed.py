@@ -6,17 +6,14 @@ import signal
 
 import torch
 
-from conftest import run_alexnet
+from conftest import TWO_CPU_PROCESSES, run_alexnet
 
 
 def test_ddp_on_two_gloo_ranks_runs_equal_steps_and_counts_each_val_image_once(prepared, tmp_path):
     out = tmp_path / "ddp"
     result = run_alexnet(
         "train", "--recipe", "ddp", "--data", prepared, "--out", out, "--quiet",
-        "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.precision=32-true",
-        "--set", "data.device=cpu", "--set", "data.batch_size=2", "--set", "data.num_threads=1",
-        "--set", "data.py_workers=1",
-        "--set", "data.normalize=channel", "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
+        *TWO_CPU_PROCESSES, "--set", "data.batch_size=2", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

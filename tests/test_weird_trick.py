@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import TWO_CPU_PROCESSES, run_alexnet
 
 from alexnet_cli.models import build_model
 from alexnet_cli.parallel.layout import free_port
@@ -94,14 +95,11 @@ def test_the_recipe_trains_on_two_gloo_ranks_and_its_checkpoint_evaluates_on_one
     import csv
     import json
 
-    from conftest import run_alexnet
 
     out = tmp_path / "run"
     result = run_alexnet(
         "train", "--recipe", "weird-trick", "--data", prepared, "--out", out, "--quiet",
-        "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.precision=32-true",
-        "--set", "data.device=cpu", "--set", "data.batch_size=2", "--set", "data.num_threads=1",
-        "--set", "data.py_workers=1", "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
+        *TWO_CPU_PROCESSES, "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
         "--set", "data.batch_size=5",  # 12 val images: 6 per rank, batches of 5 → 2 on each (none of 5 + 1)
         timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -164,12 +162,10 @@ def test_sigterm_saves_a_weird_trick_run_that_resumes_to_its_end(prepared, tmp_p
     import sys
     import time
 
-    from conftest import run_alexnet
 
     out = tmp_path / "run"
-    common = ["--data", str(prepared), "--quiet", "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2",
-              "--set", "trainer.precision=32-true", "--set", "data.device=cpu", "--set", "data.batch_size=4",
-              "--set", "data.num_threads=1", "--set", "data.py_workers=1", "--set", "trainer.limit_val_batches=0",
+    common = ["--data", str(prepared), "--quiet", *TWO_CPU_PROCESSES, "--set", "data.batch_size=4",
+              "--set", "trainer.limit_val_batches=0",
               "--set", "checkpoint.every_minutes=null", "--set", "checkpoint.every_n_train_steps=1",
               "--set", "trainer.log_every_n_steps=1",  # several ranks agree on a stop at logging steps
               "--set", "trainer.max_epochs=4"]  # 23 images → 11 per rank → 2 steps of 4 an epoch, 8 in all
