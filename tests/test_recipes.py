@@ -18,7 +18,7 @@ def test_every_shipped_recipe_validates_and_builds_its_model_and_optimizer(name)
     module = AlexNetModule(model, recipe.optim, num_classes=10, meta={})
     optimizer = torch.optim.SGD(module.parameters(), lr=recipe.optim.lr)
     assert optimizer.param_groups[0]["lr"] == recipe.optim.lr
-    assert crop_size(recipe) == 227
+    assert crop_size(recipe) == {"paper": 227, "owt": 224}[recipe.model.arch]  # weird-trick runs the 2014 net
 
 
 def test_every_recipe_key_carries_a_comment():
@@ -57,7 +57,7 @@ def test_the_plateau_schedule_divides_lr_by_10_at_the_first_epoch_without_a_new_
     assert rates == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
 
 
-@pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid"])
+@pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid", "weird-trick"])
 def test_a_paper_recipe_does_not_force_the_papers_init_on_another_arch(name):
     from alexnet_cli.train import recipe_model
 
@@ -70,7 +70,7 @@ def test_a_paper_recipe_does_not_force_the_papers_init_on_another_arch(name):
     assert conv.weight.std() > 0.03  # √(2 / (64·9)) = 0.059
 
 
-@pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid"])
+@pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid", "weird-trick"])
 def test_gpu_recipes_let_cudnn_pick_its_fastest_kernels(name, tmp_path):
     import lightning as L
 
