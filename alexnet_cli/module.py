@@ -43,15 +43,15 @@ class AlexNetModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self.model(images)
-        loss = F.cross_entropy(logits, self._labels_of(logits, labels))
+        loss = F.cross_entropy(logits, self._labels_of(labels))
         self._step_loss = loss.detach()
         # Not prog_bar=True: Lightning would copy it to the host after every batch for the bar (a GPU sync);
         # SparseMetricsProgressBar shows it every few steps instead.
         self.log("train/loss", loss)
         return loss
 
-    def _labels_of(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The labels the scores belong to: under the weird-trick layout every rank's, gathered."""
+    def _labels_of(self, labels: torch.Tensor) -> torch.Tensor:
+        """The labels the last forward's scores belong to: under the weird-trick layout every rank's."""
         gather_labels = getattr(self.model, "gather_labels", None)
         return labels if gather_labels is None else gather_labels(labels)
 
@@ -99,7 +99,7 @@ class AlexNetModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.model(images)
-        labels = self._labels_of(logits, labels)
+        labels = self._labels_of(labels)
         # Sum, not mean: with short last batches and uneven shards only a sum weights every image once.
         loss_sum = F.cross_entropy(logits, labels, reduction="sum", ignore_index=SKIPPED)
         self.val_top1.update(logits, labels)

@@ -43,6 +43,7 @@ class WeirdTrickAlexNet(nn.Module):
                 layer = self._slice(layer, self.sizes[name][rank])
             self.classifier.add_module(name, layer)
         self.linear_names = list(self.sizes)
+        self._batches: list[int] = []  # every rank's batch size in the last forward
 
     def _slice(self, layer: nn.Linear, rows: int) -> nn.Linear:
         part = nn.Linear(layer.in_features, rows, bias=layer.bias is not None)
@@ -56,7 +57,10 @@ class WeirdTrickAlexNet(nn.Module):
                       point=point)
 
     def batch_sizes(self, local: int, device: torch.device) -> list[int]:
-        """Every rank's batch size (a last batch may be short on some ranks)."""
+        """Every rank's batch size. Training batches are equal on every rank (the shard plan drops the
+        ragged end), so only evaluation pays for the exchange, whose read waits for the device."""
+        if self.training:
+            return [local] * self.size
         mine = torch.tensor([local], device=device)
         sizes = [torch.zeros_like(mine) for _ in range(self.size)]
         dist.all_gather(sizes, mine, group=self.group)
@@ -64,7 +68,7 @@ class WeirdTrickAlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's images → the class scores of every rank's images, in rank order (on every rank)."""
-        batches = self.batch_sizes(len(x), x.device)
+        batches = self._batches = self.batch_sizes(len(x), x.device)
         h = torch.flatten(self.avgpool(self.features(x)), 1)
         h = self._gather(h, "fc6 reads every rank's conv activations", batches, dim=0)
         linear_seen = 0
@@ -78,8 +82,8 @@ class WeirdTrickAlexNet(nn.Module):
         return self._gather(h, "class scores to every rank", self.sizes[last], dim=1, replicated=True)
 
     def gather_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """Every rank's labels in rank order: the loss is over the N×B batch the scores cover."""
-        return gather_rows(labels, group=self.group, sizes=self.batch_sizes(len(labels), labels.device))
+        """Every rank's labels in rank order, for the scores the last forward returned (same batch sizes)."""
+        return gather_rows(labels, group=self.group, sizes=self._batches)
 
     @torch.no_grad()
     def sync_conv_gradients(self) -> None:
