@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 def load_model(path):
     """Load a training checkpoint into an eval-mode model (``weights_only``; see ``checkpoints``)."""
-    from alexnet_cli.checkpoints import load_model as _load_model
+    from alexnet_cli.models.checkpoints import load_model as _load_model
 
     return _load_model(path)
 

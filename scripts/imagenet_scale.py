@@ -82,7 +82,7 @@ def _listed(module):
 
 def pipeline_img_s(roots: dict[str, Path], batch_size: int, repeats: int, batches: int = 30) -> dict:
     """The DALI training pipeline alone (cpu-demo's settings) on each root, alternating, medians."""
-    from alexnet_cli.benchmark import _images_per_second
+    from alexnet_cli.bench.speed import _images_per_second
     from alexnet_cli.data.datamodule import DaliDataModule
     from alexnet_cli.progress import SilentProgress
     from alexnet_cli.recipes import load_recipe
@@ -122,7 +122,7 @@ def eval_setup_seconds(root: Path) -> float:
 
 def neighbours_search(work: Path, rows: int = TRAIN, queries: int = 4) -> dict:
     """Search a synthetic rows × 4096 fp16 code file (embedding 1.28 M images on 2 cores takes hours)."""
-    from alexnet_cli.neighbors import CODE_WIDTH, CodeStore, nearest
+    from alexnet_cli.inspection.neighbors import CODE_WIDTH, CodeStore, nearest
 
     store = CodeStore(work / "codes", rows, CODE_WIDTH)
     if not store.complete:

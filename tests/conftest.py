@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_cli.data.demo import DemoSpec, write_demo_source
-from alexnet_cli.data.prepare import PrepareOptions, prepare_imagenet
+from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
+from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet
 
 # A GPU recipe as two gloo processes on this machine's CPU, one DALI thread and reader each.
 TWO_CPU_PROCESSES = ["--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.precision=32-true",

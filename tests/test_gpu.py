@@ -77,7 +77,7 @@ def test_lrn_under_bf16_autocast_on_the_gpu_equals_float32_rounded():
 
 
 def test_a_nonfinite_step_leaves_weights_and_momentum_unchanged_on_the_gpu():
-    from alexnet_cli.optimizer import zero_momentum_buffers
+    from alexnet_cli.training.optimizer import zero_momentum_buffers
 
     weight = torch.nn.Parameter(torch.ones(5, device="cuda"))
     optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True)

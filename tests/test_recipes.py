@@ -5,9 +5,9 @@ import torch
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models import build_model
-from alexnet_cli.module import AlexNetModule
+from alexnet_cli.training.module import AlexNetModule
 from alexnet_cli.recipes import available_recipes, load_recipe
-from alexnet_cli.train import crop_size
+from alexnet_cli.training.run import crop_size
 
 
 @pytest.mark.parametrize("name", sorted(available_recipes()))
@@ -59,7 +59,7 @@ def test_the_plateau_schedule_divides_lr_by_10_at_the_first_epoch_without_a_new_
 
 @pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid", "weird-trick"])
 def test_a_paper_recipe_does_not_force_the_papers_init_on_another_arch(name):
-    from alexnet_cli.train import recipe_model
+    from alexnet_cli.training.run import recipe_model
 
     torch.manual_seed(0)
     recipe = load_recipe(name, ["model.arch=vgg11"])
@@ -74,7 +74,7 @@ def test_a_paper_recipe_does_not_force_the_papers_init_on_another_arch(name):
 def test_gpu_recipes_let_cudnn_pick_its_fastest_kernels(name, tmp_path):
     import lightning as L
 
-    from alexnet_cli.train import trainer_arguments
+    from alexnet_cli.training.run import trainer_arguments
 
     recipe = load_recipe(name, ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto"])
     assert recipe.trainer["benchmark"] is True

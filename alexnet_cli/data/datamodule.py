@@ -10,7 +10,7 @@ from alexnet_cli.data.loader import DaliLoader, Normalization
 from alexnet_cli.data.sampling import Augmentation, ShardPlan, equal_steps_batch_size
 from alexnet_cli.data.stats import DatasetStats, load_stats
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.parallel.layout import data_parallel_shard
+from alexnet_cli.parallel.ranks import data_parallel_shard
 from alexnet_cli.recipes import DataConfig
 
 

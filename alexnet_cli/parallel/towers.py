@@ -110,7 +110,7 @@ class TowerParallelAlexNet(nn.Module):
 
 def _parameter_names(model: nn.Module) -> list[str]:
     """The optimizer's order of the parameters (see ``optimizer.parameter_groups``)."""
-    from alexnet_cli.optimizer import ordered_names
+    from alexnet_cli.training.optimizer import ordered_names
 
     return ordered_names([name for name, _ in model.named_parameters()])
 

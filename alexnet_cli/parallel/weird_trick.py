@@ -114,7 +114,7 @@ def _joined(model: WeirdTrickAlexNet, name: str, tensor: torch.Tensor) -> torch.
 
 def _parameter_names(model: nn.Module) -> list[str]:
     """The optimizer's order of the parameters (weights, then biases), the same in every layout."""
-    from alexnet_cli.optimizer import ordered_names
+    from alexnet_cli.training.optimizer import ordered_names
 
     return ordered_names([name for name, _ in model.named_parameters()])
 

@@ -1,0 +1,1 @@
+"""Speed measurements, each beside a baseline: data pipeline, model, training loop, soak, communication."""

@@ -1,0 +1,246 @@
+"""``alexnet benchmark``: measured speed, always beside a baseline measured in the same run.
+
+``data``: a recipe's DALI training pipeline vs torchvision's ImageFolder + DataLoader doing the
+same work (resize if needed, crop, flip, PCA lighting, the recipe's normalisation).
+``model``: forward and forward+backward+SGD step of a zoo network on synthetic tensors,
+mean ± std over timed batches after warm-up (like the seeds' TF1 AlexNet benchmark).
+"""
+
+import contextlib
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.progress import Progress, SilentProgress
+
+Precision = Literal["32", "bf16-mixed", "16-mixed"]
+
+
+@dataclass
+class DataBenchmark:
+    dali_img_s: float  # medians over the repeats
+    torchvision_img_s: float
+    ratio: float
+    batch_size: int
+    dali_threads: int
+    dali_py_workers: int
+    baseline_workers: int
+    device: str
+    normalize: str
+    batches: int
+    warmup: int
+    repeats: int = 1
+    dali_runs: list[float] = field(default_factory=list)
+    torchvision_runs: list[float] = field(default_factory=list)
+
+
+class TorchvisionTwin:
+    """The pipeline's work per image done torchvision's way, in DataLoader workers: PIL decode, the resize
+    if the dataset is not stored at the recipe's size, the §4.1 crop, flip and PCA shift drawn by the
+    same ``Augmentation`` as the pipeline's, and the same normalisation (channel, or the mean image
+    cropped and flipped like the image)."""
+
+    def __init__(self, augmentation, normalization, crop: int, resize: int | None) -> None:
+        self.augmentation, self.normalization, self.crop, self.resize = augmentation, normalization, crop, resize
+        mean_image = normalization.mean_image
+        self.mean_image = None if mean_image is None else torch.as_tensor(mean_image).permute(2, 0, 1).float()
+        self.mean = torch.as_tensor(normalization.channel_mean, dtype=torch.float32)[:, None, None]
+        self.std = torch.as_tensor(normalization.channel_std, dtype=torch.float32)[:, None, None]
+
+    def __call__(self, image) -> torch.Tensor:
+        import random
+
+        import torchvision.transforms.functional as TF
+
+        if self.resize:
+            image = TF.resize(image, self.resize)
+        draw = self.augmentation.draw(0, random.getrandbits(31), 0, 1)  # workers are seeded apart
+        width, height = image.size
+        x, y = (draw["position"][0] * [width - self.crop, height - self.crop]).round().astype(int)
+        pixels = TF.pil_to_tensor(TF.crop(image, int(y), int(x), self.crop, self.crop)).float()
+        pixels += torch.as_tensor(draw["shift"][0])[:, None, None]
+        if self.mean_image is not None:
+            pixels -= self.mean_image[:, y : y + self.crop, x : x + self.crop]
+        else:
+            pixels = (pixels - self.mean) / self.std
+        return pixels.flip(-1) if draw["mirror"][0] else pixels
+
+
+def _torchvision_loader(root: Path, transform, *, batch_size: int, workers: int):
+    from torchvision.datasets import ImageFolder
+
+    dataset = ImageFolder(str(root / "train"), transform=transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                       drop_last=True, persistent_workers=workers > 0)
+
+
+def _images_per_second(loader, batches: int, warmup: int, batch_size: int, task) -> float:
+    iterator = _cycle(loader)
+    for _ in range(warmup):
+        next(iterator)
+        task.advance()
+    started = time.perf_counter()
+    for _ in range(batches):
+        images, _ = next(iterator)
+        synchronize(images.device)  # a GPU batch exists once its kernels are done; a CPU batch already does
+        task.advance()
+    return batches * batch_size / (time.perf_counter() - started)
+
+
+def _cycle(loader):
+    while True:
+        yield from loader
+
+
+def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, batches: int = 20, warmup: int = 3,
+                   repeats: int = 1, progress: Progress | None = None) -> DataBenchmark:
+    """img/s of the recipe's DALI training pipeline and of torchvision doing the same work on the same files,
+    each run ``repeats`` times, alternating, medians reported. The baseline gets ``baseline_workers``
+    DataLoader workers (default: the recipe's DALI threads)."""
+    from alexnet_cli.data.datamodule import DaliDataModule
+    from alexnet_cli.training.run import crop_size
+
+    progress = progress or SilentProgress()
+    config = recipe.data
+    if config.device == "gpu" and not torch.cuda.is_available():
+        raise AlexnetError(f"recipe {recipe.name!r} decodes on a GPU (data.device=gpu) and none is visible: use "
+                           "--device cpu")
+    module = DaliDataModule(Path(data), config, crop=crop_size(recipe), seed=recipe.seed)
+    batch_size, workers = config.batch_size, baseline_workers or config.num_threads
+    if len(module.split("train")) < batch_size:
+        raise AlexnetError(f"{data}/train has fewer than --batch-size {batch_size} images")
+    if repeats < 1:
+        raise AlexnetError("--repeats must be at least 1")
+    dali_runs, baseline_runs = [], []
+    for _ in range(repeats):  # alternate the sides: drift on a shared machine hits both alike
+        with progress.task(f"DALI pipeline, {config.device}", warmup + batches) as task:
+            loader = module.loader("train", "train", shard=(0, 1))
+            dali_runs.append(_images_per_second(loader, batches, warmup, batch_size, task))
+            loader.close()  # before the baseline forks its workers
+        with progress.task(f"torchvision ImageFolder, {workers} workers", warmup + batches) as task:
+            augmentation = loader.augmentation
+            twin = TorchvisionTwin(augmentation, module.normalization, module.crop, module.resize_size)
+            baseline_loader = _torchvision_loader(Path(data), twin, batch_size=batch_size, workers=workers)
+            baseline_runs.append(_images_per_second(baseline_loader, batches, warmup, batch_size, task))
+            del baseline_loader  # its workers exit before the next DALI run
+    dali, baseline = statistics.median(dali_runs), statistics.median(baseline_runs)
+    return DataBenchmark(dali, baseline, dali / baseline, batch_size, config.num_threads, config.py_workers, workers,
+                         config.device, config.normalize, batches, warmup, repeats, dali_runs, baseline_runs)
+
+
+@dataclass
+class ModelBenchmark:
+    arch: str
+    variant: str
+    batch_size: int
+    device: str
+    forward_ms: float
+    forward_ms_std: float
+    train_ms: float
+    train_ms_std: float
+    forward_img_s: float
+    train_img_s: float
+    peak_memory_mb: float
+
+
+def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", "gpu"] = "cpu",
+                    precision: Precision = "32", channels_last: bool = False, compile: bool = False,
+                    warmup: int = 10, batches: int = 100, progress: Progress | None = None) -> ModelBenchmark:
+    """Time forward and forward+backward+SGD step on synthetic data, device-synchronised."""
+    from alexnet_cli.models import ARCHS, build_model
+
+    progress = progress or SilentProgress()
+    if arch not in ARCHS:
+        raise AlexnetError(f"--arch {arch!r}: choose one of all, {', '.join(ARCHS)}")
+    if device == "gpu" and not torch.cuda.is_available():
+        raise AlexnetError("--device gpu: no CUDA device is visible")
+    torch_device = torch.device("cuda" if device == "gpu" else "cpu")
+    size = ARCHS[arch].input_size
+    model = build_model(arch, 1000).to(torch_device)
+    images = torch.randn(batch_size, 3, size, size, device=torch_device)
+    labels = torch.randint(0, 1000, (batch_size,), device=torch_device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    runner = torch.compile(model) if compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    precision_context = autocast(precision, torch_device)
+    scaler = torch.amp.GradScaler(enabled=precision == "16-mixed" and device == "gpu")
+
+    def forward() -> None:
+        with torch.no_grad(), precision_context():
+            runner(images)
+
+    def train_step() -> None:
+        with precision_context():
+            loss = torch.nn.functional.cross_entropy(runner(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    if device == "gpu":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    variant = _variant_name(precision, channels_last, compile)
+    with progress.task(f"{arch} {variant}", 2 * (warmup + batches)) as task:
+        forward_times = _time(forward, warmup, batches, torch_device, task)
+        train_times = _time(train_step, warmup, batches, torch_device, task)
+    if device == "gpu":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    fwd, trn = statistics.mean(forward_times), statistics.mean(train_times)
+    return ModelBenchmark(arch, variant, batch_size, device, fwd * 1e3, _std(forward_times) * 1e3, trn * 1e3,
+                          _std(train_times) * 1e3, batch_size / fwd, batch_size / trn, peak)
+
+
+def _variant_name(precision: str, channels_last: bool, compile: bool) -> str:
+    parts = ["fp32" if precision == "32" else precision]
+    parts += ["channels_last"] if channels_last else []
+    parts += ["compiled"] if compile else ["eager"]
+    return " ".join(parts)
+
+
+def autocast(precision: str, device: torch.device):
+    """A factory of the context Lightning's precision plugin puts around the forward pass."""
+    if precision in ("32", "32-true"):
+        return contextlib.nullcontext
+    if precision not in ("bf16-mixed", "16-mixed"):
+        raise AlexnetError(f"precision {precision!r}: use 32, bf16-mixed or 16-mixed")
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def _time(step, warmup: int, batches: int, device: torch.device, task) -> list[float]:
+    for _ in range(warmup):
+        step()
+        task.advance()
+    times = []
+    for _ in range(batches):
+        synchronize(device)
+        started = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+        task.advance()
+    return times
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def as_dict(result) -> dict:
+    return asdict(result)

@@ -1,0 +1,316 @@
+"""``alexnet benchmark train``: the Lightning training step of a recipe against a plain PyTorch loop
+doing the same work (same model, optimizer, precision and batches) in the same run.
+
+Both sides are timed over the same window: ``steps`` optimizer steps after ``warmup``
+untimed ones, from the end of the last warm-up step to the end of the last step, with
+the device synchronised at both ends. Data wait is the time the loop blocked on the
+loader between steps (NVIDIA's DeepLearningExamples report it the same way).
+"""
+
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from alexnet_cli.bench.speed import autocast, synchronize
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.recipes import Recipe
+
+
+@dataclass
+class TrainBenchmark:
+    recipe: str
+    batch_size: int
+    device: str
+    precision: str
+    steps: int
+    warmup: int
+    synthetic: bool
+    lightning_img_s: float
+    plain_img_s: float
+    overhead_pct: float  # 100 × (plain − lightning) / plain
+    data_wait_frac: float  # of the Lightning run
+    plain_data_wait_frac: float
+    repeats: int = 1  # each side ran this many times, alternating; the figures above are medians
+    plain_img_s_runs: list[float] = field(default_factory=list)
+    lightning_img_s_runs: list[float] = field(default_factory=list)
+    overhead_pct_runs: list[float] = field(default_factory=list)  # per pair of runs: the spread of overhead_pct
+    synthetic_img_s: float | None = None  # Lightning on in-memory batches, beside a real-data run
+    real_vs_synthetic: float | None = None  # lightning_img_s / synthetic_img_s
+    lightning_syncs_per_step: float | None = None  # with count_syncs on a GPU: host waits per timed step
+    plain_syncs_per_step: float | None = None
+
+
+class SyntheticBatches:
+    """The same in-memory batch ``steps`` times: the loop's speed with data costing nothing."""
+
+    def __init__(self, batch_size: int, crop: int, num_classes: int, steps: int, device: torch.device) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randn(batch_size, 3, crop, crop, generator=generator).to(device)
+        self.labels = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        for _ in range(self.steps):
+            yield self.images, self.labels
+
+
+class SyncCounter:
+    """Counts the operations that make the host wait for the GPU (``torch.cuda.set_sync_debug_mode``), each
+    of which stalls the queue of kernels the CPU would otherwise keep ahead of the GPU."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._recording = None
+
+    def start(self) -> None:
+        self._recording = warnings.catch_warnings(record=True)
+        self._caught = self._recording.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def stop(self) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+        self.count = sum("synchronizing" in str(w.message) for w in self._caught)
+        self._recording.__exit__(None, None, None)
+
+
+class _Window:
+    """Times steps ``warmup`` … ``warmup + steps - 1`` and the data wait between them, and with
+    ``count_syncs`` (CUDA only) the host syncs inside that window."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device, count_syncs: bool = False) -> None:
+        self.warmup, self.steps, self.device = warmup, steps, device
+        self.done = 0
+        self.started = self.ended = None
+        self.wait = 0.0
+        self._last_end: float | None = None
+        self.syncs = SyncCounter() if count_syncs and device.type == "cuda" else None
+
+    def _now(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter()
+
+    def step_started(self) -> None:
+        if self.started is not None and self._last_end is not None and self.ended is None:
+            self.wait += time.perf_counter() - self._last_end
+
+    def step_ended(self) -> None:
+        self.done += 1
+        if self.done == self.warmup:
+            self.started = self._now()
+            if self.syncs:
+                self.syncs.start()  # after the window's own synchronize
+        elif self.done == self.warmup + self.steps:
+            if self.syncs:
+                self.syncs.stop()
+            self.ended = self._now()
+        self._last_end = time.perf_counter()
+
+    @property
+    def syncs_per_step(self) -> float | None:
+        return None if self.syncs is None else self.syncs.count / self.steps
+
+    @property
+    def seconds(self) -> float:
+        if self.started is None or self.ended is None:
+            raise AlexnetError("the benchmark ended before its timed steps did (the data ran out?)")
+        return self.ended - self.started
+
+
+class _WindowCallback(L.Callback):
+    def __init__(self, window: _Window) -> None:
+        self.window = window
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.window.step_started()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.window.step_ended()
+
+
+class _LoaderDataModule(L.LightningDataModule):
+    def __init__(self, make_loader) -> None:
+        super().__init__()
+        self.make_loader = make_loader
+
+    def train_dataloader(self):
+        return self.make_loader()
+
+
+def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmup: int = 5,
+                    synthetic: bool = False, compare_synthetic: bool = True, repeats: int = 1,
+                    progress_bar: bool = False, count_syncs: bool = False,
+                    progress: Progress | None = None) -> TrainBenchmark:
+    """Lightning vs plain loop on the recipe's data (or ``synthetic`` batches); img/s, overhead, data wait.
+
+    ``progress_bar``: the Lightning side shows (and pays for) the progress bar of ``alexnet train``.
+    ``count_syncs``: on a GPU, also count the host syncs per timed step of each side.
+    """
+    from alexnet_cli.training.run import crop_size
+
+    progress = progress or SilentProgress()
+    _check_single_process(recipe)
+    if data is None and not synthetic:
+        raise AlexnetError("give --data DATASET, or --synthetic for in-memory batches")
+    if steps < 1 or warmup < 1 or repeats < 1:
+        raise AlexnetError("--steps, --warmup and --repeats must be at least 1")
+    crop = crop_size(recipe)
+    device = _torch_device(recipe)
+    datamodule = None
+    if data is not None:
+        from alexnet_cli.data.datamodule import DaliDataModule
+
+        datamodule = DaliDataModule(Path(data), recipe.data, crop=crop, seed=recipe.seed)
+    num_classes = recipe.model.num_classes or (datamodule.num_classes if datamodule else 1000)
+    total = warmup + steps
+    batch = recipe.data.batch_size
+
+    def loader(use_synthetic: bool):
+        if use_synthetic:
+            return SyntheticBatches(batch, crop, num_classes, total, device)
+        return datamodule.loader("train", "train", shard=(0, 1))
+
+    plain_runs, lightning_runs, synthetic_runs = [], [], []
+    def run_plain() -> None:
+        plain_loader = loader(synthetic)
+        plain_runs.append(_run_plain(recipe, num_classes, plain_loader, _Window(warmup, steps, device, count_syncs),
+                                     progress))
+        _close(plain_loader)
+
+    def run_lightning() -> None:
+        lightning_runs.append(_run_lightning(recipe, num_classes, lambda: loader(synthetic),
+                                             _Window(warmup, steps, device, count_syncs), progress_bar))
+
+    for repeat in range(repeats):
+        # Pairs, each side first in every other pair: drift on a shared machine and whatever the first run of
+        # a pair pays (caches, allocator, the CPU's clock) hit both sides alike.
+        for side in ((run_plain, run_lightning) if repeat % 2 == 0 else (run_lightning, run_plain)):
+            side()
+        if not synthetic and compare_synthetic:
+            synthetic_runs.append(_run_lightning(recipe, num_classes, lambda: loader(True),
+                                                 _Window(warmup, steps, device), progress_bar))
+    plain, lightning = _median_run(plain_runs), _median_run(lightning_runs)
+    lightning_img_s, plain_img_s = steps * batch / lightning.seconds, steps * batch / plain.seconds
+    result = TrainBenchmark(
+        recipe=recipe.name, batch_size=batch, device=str(device), precision=str(recipe.trainer.get("precision", "32")),
+        steps=steps, warmup=warmup, synthetic=synthetic, lightning_img_s=lightning_img_s, plain_img_s=plain_img_s,
+        overhead_pct=100.0 * (plain_img_s - lightning_img_s) / plain_img_s,
+        data_wait_frac=lightning.wait / lightning.seconds, plain_data_wait_frac=plain.wait / plain.seconds,
+        repeats=repeats, plain_img_s_runs=[steps * batch / run.seconds for run in plain_runs],
+        lightning_img_s_runs=[steps * batch / run.seconds for run in lightning_runs],
+        overhead_pct_runs=[100.0 * (ours.seconds - plain_run.seconds) / ours.seconds
+                           for plain_run, ours in zip(plain_runs, lightning_runs)],
+        lightning_syncs_per_step=lightning.syncs_per_step, plain_syncs_per_step=plain.syncs_per_step,
+    )
+    if synthetic_runs:
+        result.synthetic_img_s = steps * batch / _median_run(synthetic_runs).seconds
+        result.real_vs_synthetic = result.lightning_img_s / result.synthetic_img_s
+    return result
+
+
+def _median_run(runs: list[_Window]) -> _Window:
+    return sorted(runs, key=lambda run: run.seconds)[len(runs) // 2]
+
+
+def _check_single_process(recipe: Recipe) -> None:
+    devices = recipe.trainer.get("devices", 1)
+    if devices not in (1, "1", [0]) or recipe.trainer.get("strategy") not in (None, "auto"):
+        raise AlexnetError(f"recipe {recipe.name!r} runs {devices} processes; benchmark train times one: use a "
+                           "single-device recipe (single-gpu, cpu-demo) or --set trainer.devices=1 "
+                           "--set trainer.strategy=auto")
+
+
+def _torch_device(recipe: Recipe) -> torch.device:
+    accelerator = recipe.trainer.get("accelerator", "auto")
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise AlexnetError(f"recipe {recipe.name!r} trains on a GPU and none is visible: use "
+                               "--set trainer.accelerator=cpu --set data.device=cpu")
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def _build(recipe: Recipe, num_classes: int):
+    from alexnet_cli.training.run import recipe_model
+
+    torch.manual_seed(recipe.seed)  # both sides start from the same weights
+    return recipe_model(recipe, num_classes)
+
+
+def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progress: Progress) -> _Window:
+    """The loop every PyTorch tutorial writes: nothing but forward, loss, backward, step (the same
+    optimizer as ``alexnet train``'s, so that the two sides differ only in what Lightning and the
+    module add)."""
+    from alexnet_cli.training.optimizer import sgd
+
+    device, total = window.device, window.warmup + window.steps
+    torch.backends.cudnn.benchmark = bool(recipe.trainer.get("benchmark", False))  # as the Trainer sets it
+    model = _build(recipe, num_classes).to(device).train()
+    optimizer = sgd(model, recipe.optim, recipe.optim.lr)
+    precision = str(recipe.trainer.get("precision", "32-true"))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    precision_context = autocast(precision, device)
+    with progress.task("plain PyTorch loop", total * recipe.data.batch_size) as task:
+        while window.done < total:
+            for images, labels in loader:
+                window.step_started()
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                with precision_context():
+                    loss = F.cross_entropy(model(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                window.step_ended()
+                task.advance(len(labels))
+                if window.done == total:
+                    break
+    return window
+
+
+def _run_lightning(recipe: Recipe, num_classes: int, make_loader, window: _Window, progress_bar: bool) -> _Window:
+    """The module and Trainer settings of ``alexnet train``: metrics, logging, throughput meter, the NaN
+    stop, and its progress bar if ``progress_bar``."""
+    from alexnet_cli.training.callbacks import SparseMetricsProgressBar, StopOnNonFiniteLoss, ThroughputMeter
+    from alexnet_cli.training.module import AlexNetModule
+    from alexnet_cli.training.run import _quiet_lightning, make_logger
+
+    _quiet_lightning(True)
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    module = AlexNetModule(_build(recipe, num_classes), recipe.optim, num_classes=num_classes, meta={},
+                           batch_size=recipe.data.batch_size)
+    warmup, steps = window.warmup, window.steps
+    loader = make_loader()
+    args = {k: v for k, v in recipe.trainer.items() if k not in ("logger", "max_epochs", "limit_train_batches")}
+    sync_every = int(args.get("log_every_n_steps", 50))
+    callbacks = [ThroughputMeter(), StopOnNonFiniteLoss(sync_every), _WindowCallback(window)]
+    if progress_bar:
+        callbacks.append(SparseMetricsProgressBar(sync_every))
+    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as logs:
+        args.update(
+            max_steps=warmup + steps, max_epochs=-(-(warmup + steps) // max(1, len(loader))),
+            limit_val_batches=0, num_sanity_val_steps=0,
+            enable_checkpointing=False, enable_model_summary=False, default_root_dir=logs,
+            logger=make_logger(recipe.trainer.get("logger", "csv"), Path(logs)), callbacks=callbacks,
+            enable_progress_bar=progress_bar, use_distributed_sampler=False,
+        )
+        trainer = L.Trainer(**args)
+        trainer.fit(module, datamodule=_LoaderDataModule(lambda: loader))
+    _close(loader)
+    return window
+
+
+def _close(loader) -> None:
+    if hasattr(loader, "close"):
+        loader.close()  # DALI's threads would otherwise idle on, beside the next measurement

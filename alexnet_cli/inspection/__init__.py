@@ -1,0 +1,1 @@
+"""Looking at trained models: ten-crop evaluation, predictions, neighbours, filters, summaries, reports."""

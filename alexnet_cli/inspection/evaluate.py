@@ -1,0 +1,232 @@
+"""``alexnet eval``: the paper's ten-crop test (§4.1) or a single centre crop, top-1/top-5."""
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint, load_torchvision_weights
+from alexnet_cli.data.feed import SKIPPED
+from alexnet_cli.data.layout import read_classes
+from alexnet_cli.data.loader import Normalization
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.recipes import DataConfig
+
+# §6, Table 2: one CNN on the ILSVRC-2012 validation set.
+PAPER_VAL_ERROR = {"top1": 0.407, "top5": 0.182}
+
+
+@dataclass
+class EvalResult:
+    images: int
+    top1: float
+    top5: float
+    ten_crop: bool
+    checkpoint: str
+    arch: str
+    per_class_top1: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    predictions: list[dict] | None = None  # with_predictions: per image, in the split's order
+    skipped: list[str] = field(default_factory=list)  # files that could not be used: not scored, not counted
+
+    @property
+    def top1_error(self) -> float:
+        return 1.0 - self.top1
+
+    @property
+    def top5_error(self) -> float:
+        return 1.0 - self.top5
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.update(top1_error=self.top1_error, top5_error=self.top5_error)
+        return data
+
+
+def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None = None, split: str = "val",
+             ten_crop: bool = True, batch_size: int = 32, device: Literal["cpu", "gpu"] = "cpu",
+             num_threads: int = 2, devices: int = 1, with_predictions: bool = False,
+             progress: Progress | None = None) -> EvalResult:
+    """Evaluate a training checkpoint (or torchvision weights) on a prepared split.
+
+    ``devices`` > 1 runs one process per device (gloo on CPU, NCCL on GPU), each over its own
+    shard of the split; the counts are summed, so every image is counted exactly once.
+    ``with_predictions`` (one device only): each image's label and top-5 classes, in the split's order.
+    """
+    data = Path(data)
+    if (checkpoint is None) == (weights is None):
+        raise AlexnetError("give exactly one of --checkpoint and --weights")
+    if devices < 1:
+        raise AlexnetError("--devices must be at least 1")
+    if with_predictions and devices > 1:
+        raise AlexnetError("--predictions needs --devices 1")
+    loaded = _load(data, checkpoint, weights)
+    job = _EvalJob(data, checkpoint, weights, split, ten_crop, batch_size, device, num_threads)
+    started = time.perf_counter()
+    if devices == 1:
+        counts = _evaluate_shard(job, loaded, (0, 1), progress or SilentProgress())
+    else:
+        counts = _evaluate_in_processes(job, devices)
+    seconds = time.perf_counter() - started
+    seen = int(counts["seen"])
+    wnids = [c["wnid"] for c in loaded.meta["classes"]]
+    per_class = {w: float(counts["class_hits"][i] / counts["class_seen"][i])
+                 for i, w in enumerate(wnids) if counts["class_seen"][i]}
+    predictions = None
+    files = _split_files(data, split) if with_predictions or counts["skipped"] else []
+    if with_predictions:
+        predictions = [{"file": str(files[index]), "label": label, "top5": top}
+                       for index, label, top in counts["predictions"]]
+    if not seen:
+        raise AlexnetError(f"no image of {data}/{split} could be used: prepare the dataset again")
+    return EvalResult(seen, counts["top1"] / seen, counts["top5"] / seen, ten_crop, str(checkpoint or weights),
+                      loaded.arch, per_class, seconds, seen / seconds if seconds else 0.0, predictions,
+                      [str(files[index]) for index in sorted(counts["skipped"])])
+
+
+@dataclass(frozen=True)
+class _EvalJob:
+    data: Path
+    checkpoint: Path | None
+    weights: Path | None
+    split: str
+    ten_crop: bool
+    batch_size: int
+    device: str
+    num_threads: int
+
+
+def _load(data: Path, checkpoint: Path | None, weights: Path | None) -> LoadedCheckpoint:
+    classes = read_classes(data)
+    if checkpoint is not None:
+        loaded = load_checkpoint(Path(checkpoint))
+        _check_classes(loaded, [c.wnid for c in classes], data)
+        return loaded
+    loaded = load_torchvision_weights(Path(weights), [vars(c) for c in classes])
+    if loaded.meta["num_classes"] != len(classes):
+        raise AlexnetError(f"{weights} has {loaded.meta['num_classes']} outputs but {data} has "
+                           f"{len(classes)} classes")
+    return loaded
+
+
+def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, int], progress: Progress,
+                    device_index: int = 0) -> dict:
+    """Top-1/top-5 hits and per-class counts over one shard of the split."""
+    from alexnet_cli.data.datamodule import DaliDataModule
+
+    torch_device = torch.device("cuda", device_index) if job.device == "gpu" else torch.device("cpu")
+    model = loaded.model.to(torch_device)
+    config = DataConfig(device=job.device, batch_size=job.batch_size, num_threads=job.num_threads,
+                        resize_size=loaded.meta.get("resize_size", 256), normalize="channel")
+    module = DaliDataModule(job.data, config, crop=loaded.meta["crop"],
+                            normalization=normalization_from_meta(loaded.meta))
+    loader = module.loader(job.split, "ten_crop" if job.ten_crop else "val", batch_size=job.batch_size, shard=shard,
+                           device_id=device_index if job.device == "gpu" else None)
+    num_classes = loaded.meta["num_classes"]
+    k = min(5, num_classes)
+    counts = {"top1": 0, "top5": 0, "seen": 0, "class_hits": np.zeros(num_classes), "class_seen": np.zeros(num_classes),
+              "predictions": [], "skipped": []}
+    label = f"eval {job.split} ({'10 crops' if job.ten_crop else 'centre crop'})"
+    try:
+        _score(loader, model, k, counts, progress, label)
+    finally:
+        loader.close()  # now: a worker process exiting with a live pipeline would wait for its reader forever
+    return counts
+
+
+def _score(loader, model: torch.nn.Module, k: int, counts: dict, progress: Progress, label: str) -> None:
+    with progress.task(label, loader.plan.shard_size) as task, torch.inference_mode():
+        for step, (images, labels) in enumerate(loader):
+            topk = _probabilities(model, images).topk(k, dim=1).indices
+            indices = loader.plan.batch_indices(0, step)
+            used = labels != SKIPPED
+            if not bool(used.all()):  # a file that could not be used is reported, never scored
+                counts["skipped"] += indices[~used.cpu().numpy()].tolist()
+                indices, labels, topk = indices[used.cpu().numpy()], labels[used], topk[used]
+            counts["predictions"] += zip(indices.tolist(), labels.tolist(), topk.tolist())
+            hits1 = (topk[:, 0] == labels).cpu().numpy()
+            counts["top1"] += int(hits1.sum())
+            counts["top5"] += int((topk == labels[:, None]).any(dim=1).sum())
+            counts["seen"] += len(labels)
+            np.add.at(counts["class_hits"], labels.cpu().numpy(), hits1)
+            np.add.at(counts["class_seen"], labels.cpu().numpy(), 1)
+            task.advance(len(labels))
+
+
+def _evaluate_in_processes(job: _EvalJob, devices: int) -> dict:
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    from alexnet_cli.parallel.ranks import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "counts.pt"
+        mp.spawn(_eval_worker, args=(devices, free_port(), job, str(out)), nprocs=devices, join=True)
+        totals = torch.load(out, weights_only=True)
+    return {key: value if key == "skipped" else value.numpy() if key.startswith("class_") else float(value)
+            for key, value in totals.items()}
+
+
+def _eval_worker(rank: int, world: int, port: int, job: _EvalJob, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    backend = "nccl" if job.device == "gpu" else "gloo"
+    if job.device == "gpu":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, rank=rank, world_size=world)
+    loaded = _load(job.data, job.checkpoint, job.weights)
+    counts = _evaluate_shard(job, loaded, (rank, world), SilentProgress(), device_index=rank)
+    device = torch.device("cuda", rank) if job.device == "gpu" else torch.device("cpu")
+    totals = {}
+    counts.pop("predictions")
+    skipped: list[list[int]] = [[] for _ in range(world)]
+    dist.all_gather_object(skipped, counts.pop("skipped"))
+    totals["skipped"] = sorted(index for part in skipped for index in part)
+    for key, value in counts.items():
+        tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), device=device)
+        dist.all_reduce(tensor)  # sums: each image was counted by exactly one rank
+        totals[key] = tensor.cpu()
+    if rank == 0:
+        torch.save(totals, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _split_files(data: Path, split: str) -> list[str]:
+    """The split's files in the loader's order (class order, then name)."""
+    from alexnet_cli.data.layout import list_split
+
+    return list_split(Path(data), split, read_classes(Path(data))).files
+
+
+def _probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Softmax of a centre-crop batch, or the mean softmax over the ten crops (§4.1)."""
+    if images.dim() == 4:
+        return model(images).softmax(dim=1)
+    batch, crops = images.shape[:2]
+    logits = model(images.flatten(0, 1))
+    return logits.softmax(dim=1).view(batch, crops, -1).mean(dim=1)
+
+
+def normalization_from_meta(meta: dict) -> Normalization:
+    """The normalisation a checkpoint was trained with (channel mean/std or the mean image)."""
+    norm = meta["normalization"]
+    mean_image = norm.get("mean_image")
+    return Normalization(np.asarray(norm["channel_mean"]), np.asarray(norm["channel_std"]),
+                         None if mean_image is None else np.asarray(mean_image))
+
+
+def _check_classes(loaded: LoadedCheckpoint, dataset_wnids: list[str], data: Path) -> None:
+    if loaded.wnids != dataset_wnids:
+        extra = sorted(set(dataset_wnids) - set(loaded.wnids))
+        detail = f" (e.g. {extra[0]} is not among the checkpoint's)" if extra else ""
+        raise AlexnetError(f"{data} has other classes than the checkpoint was trained on{detail}")

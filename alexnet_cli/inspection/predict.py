@@ -1,0 +1,77 @@
+"""``alexnet predict``: the top-k classes of a few image files, with names and probabilities."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+
+from alexnet_cli.models.checkpoints import load_checkpoint
+from alexnet_cli.data.prepare.convert import BadImage, convert_image
+from alexnet_cli.errors import AlexnetError
+
+
+@dataclass
+class Prediction:
+    image: str
+    classes: list[dict]  # [{"wnid", "words", "probability"}], most probable first
+
+
+def preprocess(meta: dict, images: list[Path]) -> torch.Tensor:
+    """Image files → the centre-crop batch evaluation would feed (shorter side to the resize size)."""
+    crop, resize = meta["crop"], meta.get("resize_size", 256)
+    norm = meta["normalization"]
+    mean = torch.tensor(norm["channel_mean"], dtype=torch.float32)[:, None, None]
+    std = torch.tensor(norm["channel_std"], dtype=torch.float32)[:, None, None]
+    mean_image = norm.get("mean_image")
+    batch = []
+    for path in images:
+        path = Path(path)
+        if path.is_dir():
+            raise AlexnetError(f"{path} is a folder: give image files (a shell glob like {path}/*.JPEG will do)")
+        if not path.is_file():
+            raise AlexnetError(f"{path} not found")
+        _check_proportions(path, resize)
+        try:
+            rgb = convert_image(path.read_bytes(), resize, "shorter").rgb
+        except BadImage as exc:
+            raise AlexnetError(f"{path}: {exc}") from None
+        pixels = TF.center_crop(torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float(), [crop, crop])
+        if mean_image is not None:
+            batch.append(pixels - TF.center_crop(torch.as_tensor(mean_image).permute(2, 0, 1), [crop, crop]))
+        else:
+            batch.append((pixels - mean) / std)
+    return torch.stack(batch)
+
+
+# The shorter side goes to the resize size: a long thin image would become a huge one first.
+_MAX_ASPECT = 20
+
+
+def _check_proportions(path: Path, resize: int) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError):
+        return  # convert_image says what is wrong with it
+    if max(width, height) > _MAX_ASPECT * min(width, height):
+        raise AlexnetError(f"{path} is {width}×{height} pixels: more than {_MAX_ASPECT} times longer than wide, "
+                           f"too thin to classify from a centre crop (its shorter side would go to {resize})")
+
+
+def predict(checkpoint: Path, images: list[Path], *, top: int = 5) -> list[Prediction]:
+    """Centre-crop each image as evaluation does (shorter side to the resize size) and classify it."""
+    loaded = load_checkpoint(Path(checkpoint))
+    with torch.inference_mode():
+        probabilities = loaded.model(preprocess(loaded.meta, images)).softmax(dim=1)
+    k = min(top, probabilities.shape[1])
+    values, indices = probabilities.topk(k, dim=1)
+    classes = loaded.meta["classes"]
+    return [
+        Prediction(str(path), [{"wnid": classes[i]["wnid"], "words": classes[i]["words"], "probability": float(p)}
+                               for p, i in zip(row_values.tolist(), row_indices.tolist())])
+        for path, row_values, row_indices in zip(images, values, indices)
+    ]

@@ -1,0 +1,131 @@
+"""Reading checkpoints and weight files safely, and turning them back into models.
+
+Every load uses ``weights_only=True``: a file that needs pickled code to load is
+refused, never run. Training checkpoints carry ``checkpoint["alexnet_cli"]``:
+the tool version, arch, classes, recipe and normalisation.
+"""
+
+import pickle
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models import ARCHS, build_model
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: nn.Module  # eval mode, on CPU
+    meta: dict[str, Any]
+
+    @property
+    def arch(self) -> str:
+        return self.meta["arch"]
+
+    @property
+    def wnids(self) -> list[str]:
+        return [c["wnid"] for c in self.meta["classes"]]
+
+
+def read_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True`` and one-line errors.
+
+    ``mmap=True`` maps the tensors instead of reading them: for a glance at the metadata
+    of a checkpoint that something else loads in full afterwards.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise AlexnetError(f"{path} is a folder: give a checkpoint file (e.g. {path / 'checkpoints' / 'last.ckpt'})")
+    if not path.is_file():
+        raise AlexnetError(f"{path} not found")
+    if path.stat().st_size == 0:
+        raise AlexnetError(f"{path} is empty (0 bytes), a save that never finished: use another checkpoint")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about old pickle protocols; we report below
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        # torch says "Weights only load failed" for code and for random bytes alike; the detail tells them apart
+        detail = next((line.strip() for line in str(exc).splitlines()
+                       if "GLOBAL" in line or line.strip().startswith("Unsupported")), "unsafe pickle")
+        if "GLOBAL" not in detail and "Unsupported global" not in detail:
+            raise AlexnetError(f"{path} is not a PyTorch checkpoint (or is damaged): refused ({detail[:160]})") from None
+        raise AlexnetError(
+            f"{path} needs pickled code to load, which could run anything; refused ({detail[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise AlexnetError(f"{path} is not a PyTorch checkpoint, or is damaged ({first})") from None
+    if not isinstance(data, dict):
+        raise AlexnetError(f"{path} holds a {type(data).__name__}, not a checkpoint or state dict")
+    return data
+
+
+def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    """A training checkpoint of this tool → its model (eval mode) and metadata."""
+    data = read_file(path)
+    meta = data.get("alexnet_cli")
+    if not isinstance(meta, dict) or "arch" not in meta:
+        raise AlexnetError(f"{path} was not written by 'alexnet train' (no alexnet_cli metadata); "
+                           "for torchvision weights use --weights")
+    if meta["arch"] not in ARCHS:
+        raise AlexnetError(f"{path} holds arch {meta['arch']!r}, which this version does not know")
+    model = build_model(meta["arch"], meta["num_classes"], meta.get("dropout"), fc_width=meta.get("fc_width"),
+                        lrn=meta.get("lrn", True), overlap_pool=meta.get("overlap_pool", True),
+                        init="builder")  # the weights come next
+    state = {k.removeprefix("model."): v for k, v in data["state_dict"].items() if k.startswith("model.")}
+    _load_state(model, state, path)
+    return LoadedCheckpoint(model.eval(), meta)
+
+
+def initial_model(loaded: LoadedCheckpoint) -> nn.Module:
+    """The network this checkpoint's run started from: its weights are a function of the recipe's seed
+    (``train.prepare_run`` seeds the generator, then builds the model), rebuilt here."""
+    import lightning as L
+
+    from alexnet_cli.recipes import recipe_from_dict
+    from alexnet_cli.training.run import recipe_model
+
+    if "recipe" not in loaded.meta:
+        raise AlexnetError("this checkpoint does not record the recipe it was trained with: its start cannot be rebuilt")
+    recipe = recipe_from_dict(dict(loaded.meta["recipe"]))
+    L.seed_everything(recipe.seed, workers=False, verbose=False)
+    return recipe_model(recipe, loaded.meta["num_classes"]).eval()
+
+
+def load_model(path: Path | str) -> nn.Module:
+    """Load a training checkpoint into an eval-mode model (weights only; no code runs)."""
+    return load_checkpoint(Path(path)).model
+
+
+def load_torchvision_weights(path: Path, classes: list[dict]) -> LoadedCheckpoint:
+    """A torchvision ``alexnet`` state dict (e.g. the published alexnet-owt weights) as the ``owt`` arch,
+    with torchvision's normalisation and 224 crops."""
+    state = read_file(path)
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    weight = state.get("classifier.6.weight")
+    if weight is None:
+        raise AlexnetError(f"{path} is not a torchvision AlexNet state dict (no classifier.6.weight)")
+    model = build_model("owt", weight.shape[0], init="builder")
+    _load_state(model, state, path)
+    meta = {
+        "arch": "owt", "num_classes": weight.shape[0], "classes": classes, "crop": 224, "resize_size": 256,
+        "normalization": {"mode": "channel", "channel_mean": [0.485 * 255, 0.456 * 255, 0.406 * 255],
+                          "channel_std": [0.229 * 255, 0.224 * 255, 0.225 * 255]},
+        "source": "torchvision weights",
+    }
+    return LoadedCheckpoint(model.eval(), meta)
+
+
+def _load_state(model: nn.Module, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise AlexnetError(f"{path} does not match its arch: {str(exc).splitlines()[0][:200]}") from None

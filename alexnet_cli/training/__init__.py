@@ -1,0 +1,1 @@
+"""The training runtime: the Trainer, the LightningModule, callbacks, checkpoints and resume."""

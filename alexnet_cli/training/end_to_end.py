@@ -1,0 +1,67 @@
+"""``alexnet demo``: prepare → train → ten-crop eval → filters → report, on the synthetic demo data."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from alexnet_cli.atomic import write_text_atomic
+from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
+from alexnet_cli.data.prepare.run import PrepareOptions, PrepareSummary, prepare_imagenet
+from alexnet_cli.inspection.evaluate import EvalResult, evaluate
+from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.inspection.report import write_report
+from alexnet_cli.terminal import shown
+from alexnet_cli.training.run import TrainResult, run
+
+
+@dataclass
+class DemoResult:
+    source: Path
+    data: Path
+    prepare: PrepareSummary
+    train: TrainResult
+    eval: EvalResult
+    eval_json: Path
+    filters: Path
+    report: Path
+    filters_change: Path  # what training changed in conv1 (kernels minus their start)
+    conv1_change: float  # ‖W − W₀‖ / ‖W₀‖ of conv1
+
+
+def prepare_demo(out: Path, *, workers: int | None = None, spec: DemoSpec = DemoSpec(),
+                 progress: Progress | None = None) -> PrepareSummary:
+    """Write the demo in the official ILSVRC2012 format to OUT/source and prepare it into OUT."""
+    source = Path(out) / "source"
+    write_demo_source(source, spec)
+    return prepare_imagenet(PrepareOptions(source=source, out=Path(out), workers=workers, seed=spec.seed),
+                            progress)
+
+
+def run_demo(out: Path, *, overrides: list[str] | None = None, quiet: bool = False,
+             progress: Progress | None = None) -> DemoResult:
+    from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
+    from alexnet_cli.inspection.filters import relative_change, save_filter_grid
+
+    progress = progress or SilentProgress()
+    out = Path(out)
+    data = out / "data"
+    progress.note(f"[bold]1/4[/] demo dataset in the official ILSVRC2012 format → {shown(data)}")
+    prepared = prepare_demo(data, progress=progress)
+    progress.note("[bold]2/4[/] training recipe cpu-demo")
+    if any((out / "run" / "checkpoints").glob("*.ckpt")):
+        progress.note(f"replacing the earlier demo run in {shown(out / 'run')}")
+    trained = run("cpu-demo", data, out=out / "run", overrides=overrides, quiet=quiet, overwrite=True)
+    checkpoint = trained.best_checkpoint or trained.last_checkpoint
+    progress.note("[bold]3/4[/] ten-crop evaluation")
+    result = evaluate(data, checkpoint=checkpoint, ten_crop=True, progress=progress)
+    eval_json = trained.run_dir / "eval.json"  # in the run, where 'alexnet report' looks for it
+    write_text_atomic(eval_json, json.dumps(result.to_json(), indent=1) + "\n")
+    progress.note("[bold]4/4[/] conv1 filters (Figure 3) and the run's report")
+    filters, filters_change = out / "filters.png", out / "filters-since-init.png"
+    loaded = load_checkpoint(checkpoint)
+    start = initial_model(loaded)
+    save_filter_grid(loaded.model, filters)
+    save_filter_grid(loaded.model, filters_change, start=start)  # a few minutes move conv1 only a few %
+    write_report([trained.run_dir], out / "report")
+    return DemoResult(data / "source", data, prepared, trained, result, eval_json, filters, out / "report",
+                      filters_change, relative_change(loaded.model, start))

@@ -1,0 +1,242 @@
+"""The LightningModule: cross-entropy, the paper's SGD (§5), top-1/top-5 metrics."""
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from alexnet_cli.training import rng
+from alexnet_cli.data.feed import SKIPPED
+from alexnet_cli.parallel.ranks import data_parallel_group, data_parallel_shard
+from alexnet_cli.training.optimizer import apply_weight_decay, sgd, split_single_group, zero_momentum_buffers
+from alexnet_cli.recipes import OptimConfig
+
+
+class AlexNetModule(L.LightningModule):
+    """Trains any network of the zoo. ``meta`` is stored in every checkpoint (see ``checkpoints``)."""
+
+    def __init__(self, model: nn.Module, optim: OptimConfig, *, num_classes: int, meta: dict[str, Any],
+                 batch_size: int = 128) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.meta = meta
+        self.batch_size = batch_size  # per data-parallel rank
+        self._resumed_rng: dict[str, Any] | None = None
+        self._lr_changed = False
+        self._saved_monitors: dict[str, float] | None = None  # on resume: the val metrics at the save
+        # Device-side record of the first non-finite loss: reading it every step would stall a GPU.
+        self.first_nonfinite_step: torch.Tensor | None = None
+        self.first_nonfinite_loss: torch.Tensor | None = None
+        self._step_loss: torch.Tensor | None = None
+        top5 = min(5, num_classes)
+        # Validation samples whose file could not be used carry the label SKIPPED: scored by nothing.
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=SKIPPED)
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro", ignore_index=SKIPPED)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, self._labels_of(labels))
+        self._step_loss = loss.detach()
+        # Not prog_bar=True: Lightning would copy it to the host after every batch for the bar (a GPU sync);
+        # SparseMetricsProgressBar shows it every few steps instead.
+        self.log("train/loss", loss)
+        return loss
+
+    def _labels_of(self, labels: torch.Tensor) -> torch.Tensor:
+        """The labels the last forward's scores belong to: under the weird-trick layout every rank's."""
+        gather_labels = getattr(self.model, "gather_labels", None)
+        return labels if gather_labels is None else gather_labels(labels)
+
+    def on_after_backward(self) -> None:
+        sync = getattr(self.model, "sync_conv_gradients", None)  # the weird-trick layout's data-parallel part
+        if sync is not None:
+            sync()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        bad = self._nonfinite_update()
+        zero_momentum_buffers(optimizer)
+        # The fused SGD kernel leaves weights and momentum untouched where found_inf is 1: a bad loss never
+        # updates the weights, and nothing waits for the GPU to find out.
+        optimizer.found_inf = bad.float()
+        if self.optim.log_grad_norm:
+            self.log("train/grad_norm", self._gradient_norm())
+
+    def _nonfinite_update(self) -> torch.Tensor:
+        """Whether this step's loss or gradient is NaN/inf, as a device tensor, and a device-side record of
+        the first such step that ``StopOnNonFiniteLoss`` reads when the loop syncs anyway. The gradient
+        counts too: under DDP a NaN on one rank reaches every rank only through the averaged gradient."""
+        loss = self._step_loss
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        bad = ~torch.isfinite(loss)
+        loss_scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        if grads and not loss_scaled:  # fp16's scaler skips overflowing steps itself; they are no error
+            bad = bad | ~torch.isfinite(torch.nn.utils.get_total_norm(grads))
+        if self.first_nonfinite_step is None or self.first_nonfinite_step.device != loss.device:
+            self.first_nonfinite_step = torch.full((), -1, dtype=torch.int64, device=loss.device)
+            self.first_nonfinite_loss = torch.zeros((), device=loss.device)
+        first = bad & (self.first_nonfinite_step < 0)
+        self.first_nonfinite_step = torch.where(first, self.global_step, self.first_nonfinite_step)
+        self.first_nonfinite_loss = torch.where(first, loss.float(), self.first_nonfinite_loss)
+        return bad
+
+    def _gradient_norm(self) -> torch.Tensor:
+        """The 2-norm of the whole network's gradient (summed over both towers under the split)."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        squared = torch.nn.utils.get_total_norm(grads).square() if grads else torch.zeros((), device=self.device)
+        pair = getattr(self.trainer.strategy, "tensor_parallel_group", None)
+        if pair is not None:
+            squared = _sum_over(squared, pair)
+        return squared.sqrt()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self.model(images)
+        labels = self._labels_of(labels)
+        # Sum, not mean: with short last batches and uneven shards only a sum weights every image once.
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum", ignore_index=SKIPPED)
+        self.val_top1.update(logits, labels)
+        self.val_top5.update(logits, labels)
+        self._val_loss_sum += loss_sum.detach()
+        self._val_count += (labels != SKIPPED).sum()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_loss_sum = torch.zeros((), device=self.device)
+        self._val_count = torch.zeros((), device=self.device)
+
+    def on_fit_start(self) -> None:
+        # Metrics reduce over data-parallel ranks only: the two towers of a pair score the same images.
+        group = data_parallel_group(self.trainer)
+        self.val_top1.process_group = self.val_top5.process_group = group
+
+    def on_validation_epoch_end(self) -> None:
+        group = data_parallel_group(self.trainer)
+        loss_sum = _sum_over(self._val_loss_sum, group)
+        count = _sum_over(self._val_count, group)
+        top1 = self.val_top1.compute()
+        self.log("val/loss", loss_sum / count.clamp(min=1), sync_dist=False)
+        self.log("val/top1", top1, prog_bar=True)
+        self.log("val/top5", self.val_top5.compute())
+        self.log("val/top1_error", 1.0 - top1)
+        self.log("val/images", count.float())
+        self.val_top1.reset()
+        self.val_top5.reset()
+
+    def learning_rate(self) -> float:
+        """The recipe's lr, scaled linearly with the global batch if ``optim.reference_batch`` is set
+        (Goyal et al. 2017: keeps large-batch data parallelism on the small-batch curve)."""
+        cfg = self.optim
+        if cfg.reference_batch is None:
+            return cfg.lr
+        world = data_parallel_shard(self._trainer)[1]
+        return cfg.lr * self.batch_size * world / cfg.reference_batch
+
+    def configure_optimizers(self) -> dict:
+        cfg = self.optim
+        optimizer = sgd(self.model, cfg, self.learning_rate())
+        if cfg.schedule == "constant":
+            return {"optimizer": optimizer}
+        if cfg.schedule == "plateau":
+            # §5: "divide the learning rate by 10 when the validation error rate stopped improving".
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.gamma, patience=cfg.plateau_patience, min_lr=cfg.min_lr)
+            return {"optimizer": optimizer, "lr_scheduler": {
+                "scheduler": scheduler, "monitor": "val/top1_error", "interval": "epoch", "strict": False}}
+        if cfg.schedule == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        else:
+            epochs = max(1, self.trainer.max_epochs or 1)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_train_start(self) -> None:
+        if self._resumed_rng is not None:
+            # Continue the dropout masks where the saved run was, not where model init left them.
+            rng.restore(self._resumed_rng)
+            self._resumed_rng = None
+        if self._lr_changed:
+            self._apply_recipe_lr()
+            self._lr_changed = False
+        for optimizer in self.trainer.optimizers:
+            apply_weight_decay(optimizer, self.optim)
+        if self._saved_monitors is not None and not self.trainer.fit_loop.restarting:
+            self._catch_up_plateau_schedulers()
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                config.scheduler.T_max = max(1, self.trainer.max_epochs or 1)  # a resume may change the epochs
+
+    # Lightning does not step ReduceLROnPlateau for the epoch a run resumed in: its metric is not in the
+    # checkpoint. An uninterrupted run steps it once per epoch, so a resumed one catches up here, with the
+    # epoch's metric as measured by this process or as saved in the checkpoint.
+
+    def on_train_epoch_end(self) -> None:
+        if self._saved_monitors is not None and self.trainer.fit_loop.restarting:  # resumed mid-epoch
+            self._step_plateau_schedulers(lambda scheduler: True)
+        self._saved_monitors = None
+
+    def _catch_up_plateau_schedulers(self) -> None:
+        """Resumed from a checkpoint saved between an epoch's validation and its plateau step."""
+        self._step_plateau_schedulers(lambda scheduler: self.trainer.current_epoch - scheduler.last_epoch == 1)
+
+    def _step_plateau_schedulers(self, needed) -> None:
+        saved = self._saved_monitors or {}
+        for config in self.trainer.lr_scheduler_configs:
+            if config.reduce_on_plateau and config.interval == "epoch" and needed(config.scheduler):
+                value = self.trainer.callback_metrics.get(config.monitor, saved.get(config.monitor))
+                if value is not None:
+                    config.scheduler.step(float(value))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("optimizer_states") or []
+        if states and len(states[0]["param_groups"]) == 1:  # written before weights and biases were grouped
+            names = [name for name, _ in self.model.named_parameters()]
+            checkpoint["optimizer_states"] = [split_single_group(state, names) for state in states]
+        self._resumed_rng = checkpoint.get("alexnet_cli_rng")
+        self._saved_monitors = checkpoint.get("alexnet_cli_monitors", {})
+        saved_optim = checkpoint.get("alexnet_cli", {}).get("recipe", {}).get("optim", {})
+        # The optimizer state restores the saved lr; a recipe that changed it must win.
+        self._lr_changed = any(saved_optim.get(key) != getattr(self.optim, key) for key in ("lr", "reference_batch"))
+
+    def _apply_recipe_lr(self) -> None:
+        """The new lr from the resumed step on; the schedule continues from it."""
+        lr = self.learning_rate()
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = lr
+        for config in self.trainer.lr_scheduler_configs:
+            if hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs = [lr] * len(config.scheduler.base_lrs)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["alexnet_cli"] = self.meta
+        checkpoint["alexnet_cli_rng"] = rng.capture()
+        checkpoint["alexnet_cli_monitors"] = {key: float(value) for key, value in self.trainer.callback_metrics.items()
+                                              if key.startswith("val/")}
+        from alexnet_cli.parallel.towers import TowerParallelAlexNet, full_optimizer_state
+        from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet, full_weird_trick_optimizer_state
+
+        if isinstance(self.model, WeirdTrickAlexNet):
+            checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}
+            checkpoint["optimizer_states"] = [full_weird_trick_optimizer_state(self.model, state)
+                                              for state in checkpoint["optimizer_states"]]
+        if isinstance(self.model, TowerParallelAlexNet):
+            # Save the single-device layout: any recipe can load, evaluate or resume it.
+            checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}
+            checkpoint["optimizer_states"] = [full_optimizer_state(self.model, state)
+                                              for state in checkpoint["optimizer_states"]]
+
+
+def _sum_over(value: torch.Tensor, group) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value, group=group)
+    return value

@@ -1,0 +1,91 @@
+"""The benchmark commands run and report their fields (speed itself is never asserted)."""
+
+import json
+
+import pytest
+from conftest import run_alexnet
+
+
+def test_benchmark_data_reports_both_loaders_and_their_workers(prepared, tmp_path):
+    report = tmp_path / "data.json"
+    result = run_alexnet("benchmark", "data", "--data", prepared, "--batch-size", "4", "--threads", "1",
+                         "--py-workers", "1", "--batches", "2", "--warmup", "1", "--repeats", "2", "--json", report,
+                         "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["dali_threads"] == 1 and data["dali_py_workers"] == 1 and data["baseline_workers"] == 1
+    assert data["normalize"] == "channel" and data["device"] == "cpu" and data["batch_size"] == 4
+    assert len(data["dali_runs"]) == len(data["torchvision_runs"]) == data["repeats"] == 2
+    assert data["dali_img_s"] > 0 and data["torchvision_img_s"] > 0
+    assert abs(data["ratio"] - data["dali_img_s"] / data["torchvision_img_s"]) < 1e-9
+    assert "torchvision ImageFolder" in result.stdout
+
+
+def test_the_torchvision_twin_does_the_pipelines_work_with_the_mean_image(prepared):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from alexnet_cli.bench.speed import TorchvisionTwin
+    from alexnet_cli.data.loader import Normalization
+    from alexnet_cli.data.sampling import Augmentation
+    from alexnet_cli.data.stats import load_stats
+
+    stats = load_stats(prepared)
+    augmentation = Augmentation(227, 256, False, 0.0, stats.eigval, stats.eigvec)
+    twin = TorchvisionTwin(augmentation, Normalization(stats.channel_mean, stats.channel_std, stats.mean_image),
+                           227, None)
+    path = sorted(prepared.glob("train/*/*.JPEG"))[0]
+    with Image.open(path) as image:
+        out = twin(image.convert("RGB"))
+        pixels = torch.as_tensor(np.asarray(image.convert("RGB"))).permute(2, 0, 1).float()
+    mean = torch.as_tensor(stats.mean_image).permute(2, 0, 1).float()
+    # the crop offset is random: find it, then check the mean image was taken at the same place
+    matches = [(x, y) for y in range(30) for x in range(30)
+               if torch.allclose(out, pixels[:, y:y + 227, x:x + 227] - mean[:, y:y + 227, x:x + 227], atol=1e-3)]
+    assert len(matches) == 1
+
+
+def test_benchmark_model_reports_forward_and_train_step(tmp_path):
+    report = tmp_path / "model.json"
+    result = run_alexnet("benchmark", "model", "--arch", "keras-v2", "--batch-size", "2", "--warmup", "1",
+                         "--batches", "2", "--json", report, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    [row] = json.loads(report.read_text())["results"]
+    assert row["arch"] == "keras-v2" and row["variant"] == "fp32 eager"
+    assert row["forward_ms"] > 0 and row["train_ms"] > 0 and row["train_img_s"] > 0
+
+
+def test_benchmark_train_reports_lightning_beside_the_plain_loop_on_real_data(prepared, tmp_path):
+    report = tmp_path / "train.json"
+    result = run_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--data", prepared, "--set", "data.batch_size=4",
+                         "--steps", "2", "--warmup", "1", "--json", report, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert {"lightning_img_s", "plain_img_s", "overhead_pct", "data_wait_frac", "steps", "synthetic"} <= set(data)
+    assert data["steps"] == 2 and data["synthetic"] is False and data["batch_size"] == 4
+    assert data["repeats"] == 1 and data["plain_img_s_runs"] == [data["plain_img_s"]]
+    assert data["overhead_pct_runs"] == [pytest.approx(data["overhead_pct"])]
+    assert data["lightning_img_s"] > 0 and data["plain_img_s"] > 0 and 0 <= data["data_wait_frac"] < 1
+    plain, lightning = data["plain_img_s"], data["lightning_img_s"]
+    assert abs(data["overhead_pct"] - 100 * (plain - lightning) / plain) < 1e-6
+    assert data["synthetic_img_s"] > 0 and abs(data["real_vs_synthetic"] - lightning / data["synthetic_img_s"]) < 1e-9
+    assert "plain PyTorch loop" in result.stdout and "Lightning overhead" in result.stdout
+
+
+def test_benchmark_train_on_synthetic_batches_needs_no_dataset(tmp_path):
+    report = tmp_path / "train.json"
+    result = run_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--synthetic", "--set", "data.batch_size=2",
+                         "--set", "model.num_classes=10", "--steps", "1", "--warmup", "1", "--json", report, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["synthetic"] is True and data["synthetic_img_s"] is None and data["lightning_img_s"] > 0
+
+
+def test_benchmark_train_refuses_a_multi_process_recipe_in_one_line():
+    from typer.testing import CliRunner
+
+    from alexnet_cli.cli import app
+
+    result = CliRunner().invoke(app, ["benchmark", "train", "--recipe", "two-gpu", "--synthetic"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "benchmark train times one" in result.stderr

@@ -1,0 +1,278 @@
+"""prepare-imagenet on tiny datasets in the official ILSVRC2012 format."""
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_cli.data.prepare import official
+from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
+from alexnet_cli.data.layout import list_split, read_classes
+from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet
+from alexnet_cli.data.prepare.sources import choose_classes
+from alexnet_cli.data.stats import DatasetStats
+from alexnet_cli.errors import AlexnetError
+
+from conftest import TINY
+
+
+def test_val_labels_follow_devkit_ids_not_sorted_order(official_source, prepared):
+    devkit = official.read_devkit(official_source / official.DEVKIT_TAR)
+    ids_in_sorted_order = [i for i, _ in sorted(devkit.id_to_wnid.items(), key=lambda kv: kv[1])]
+    assert ids_in_sorted_order != sorted(ids_in_sorted_order), "fixture must shuffle IDs against WNIDs"
+    with tarfile.open(official_source / official.VAL_TAR) as tar:
+        for number, info in enumerate(sorted(tar.getmembers(), key=lambda m: m.name), start=1):
+            wnid = devkit.id_to_wnid[devkit.val_ids[number - 1]]
+            assert (prepared / "val" / wnid / info.name).is_file(), info.name
+    # the shape each val image shows matches its class's name
+    classes = read_classes(prepared)
+    assert [c.wnid for c in classes] == sorted(c.wnid for c in classes)
+    assert all(c.words.startswith("demo ") for c in classes)
+
+
+def test_every_output_is_a_baseline_rgb_256_jpeg(prepared):
+    for split in ("train", "val"):
+        for path in (prepared / split).glob("*/*.JPEG"):
+            with Image.open(path) as image:
+                assert image.format == "JPEG" and image.mode == "RGB" and image.size == (256, 256), path
+                assert "progressive" not in image.info
+
+
+def test_hazards_are_converted_or_reported(prepared):
+    report = json.loads((prepared / "report.json").read_text())
+    assert report["fixes"] == {"cmyk": 1, "grey": 1, "png": 1}
+    assert len(report["skipped"]) == 1
+    assert "truncated" in report["skipped"][0]["reason"]
+    assert report["skipped"][0]["file"].endswith("_1.JPEG")
+    counts = {split: len(list((prepared / split).glob("*/*.JPEG"))) for split in ("train", "val")}
+    assert report["counts"] == counts == {"train": TINY.classes * TINY.train_per_class - 1,
+                                          "val": TINY.classes * TINY.val_per_class}
+
+
+def test_statistics_equal_numpy_over_the_stored_training_images(prepared):
+    stats = DatasetStats.load(prepared / "stats.npz")
+    images = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float64)
+                       for p in sorted((prepared / "train").glob("*/*.JPEG"))])
+    # the statistics are of the pixels before JPEG encoding, so allow for compression noise
+    np.testing.assert_allclose(stats.channel_mean, images.reshape(-1, 3).mean(0), atol=0.5)
+    np.testing.assert_allclose(stats.channel_std, images.reshape(-1, 3).std(0), rtol=0.02)
+    np.testing.assert_allclose(stats.mean_image, images.mean(0), atol=3.0)
+    covariance = np.cov((images.reshape(-1, 3) / 255).T)
+    eigval = np.linalg.eigvalsh(covariance)[::-1]
+    np.testing.assert_allclose(stats.eigval, eigval, rtol=0.05)
+    reconstructed = stats.eigvec @ np.diag(stats.eigval) @ stats.eigvec.T
+    np.testing.assert_allclose(reconstructed, covariance, atol=2e-3)
+
+
+def test_rerun_of_a_finished_dataset_is_a_quick_no_op(official_source, prepared):
+    before = {p: p.stat().st_mtime_ns for p in prepared.rglob("*") if p.is_file() and p.name != "lock"}
+    summary = prepare_imagenet(PrepareOptions(official_source, prepared, workers=1))
+    assert summary.already_done
+    assert {p: p.stat().st_mtime_ns for p in prepared.rglob("*") if p.is_file() and p.name != "lock"} == before
+
+
+def test_a_finished_dataset_keeps_no_partial_statistics(prepared):
+    assert (prepared / "stats.npz").is_file()
+    assert not (prepared / ".work" / "stats").exists() and not (prepared / ".work" / "tmp").exists()
+
+
+def test_rerun_with_other_options_is_refused(official_source, prepared):
+    with pytest.raises(AlexnetError, match="size=256"):
+        prepare_imagenet(PrepareOptions(official_source, prepared, workers=1, size=128))
+
+
+def test_subset_keeps_k_classes_m_images_and_their_val_images(official_source, tmp_path):
+    summary = prepare_imagenet(PrepareOptions(official_source, tmp_path, workers=2, classes=2, per_class=3,
+                                              mode="shorter", size=64))
+    classes = read_classes(tmp_path)
+    assert len(classes) == 2 and summary.counts["val"] == 2 * TINY.val_per_class
+    train = list_split(tmp_path, "train", classes)
+    assert len(train) <= 6
+    with Image.open(train.files[0]) as image:
+        assert min(image.size) == 64
+
+
+def test_imagefolder_sources_are_accepted(prepared, tmp_path):
+    out = tmp_path / "again"
+    summary = prepare_imagenet(PrepareOptions(prepared, out, workers=1, size=128))
+    assert summary.counts == json.loads((prepared / "report.json").read_text())["counts"]
+    assert [c.wnid for c in read_classes(out)] == [c.wnid for c in read_classes(prepared)]
+
+
+def _tar_with(path: Path, members: list[tarfile.TarInfo], data: bytes = b"x") -> None:
+    with tarfile.open(path, "w") as tar:
+        for info in members:
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+
+
+@pytest.mark.parametrize("evil", ["../escape.JPEG", "/abs/path.JPEG", "link"])
+def test_malicious_val_tars_are_refused_and_nothing_is_written_outside_out(official_source, tmp_path, evil):
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in (official.TRAIN_TAR, official.DEVKIT_TAR):
+        (source / name).symlink_to(official_source / name)
+    info = tarfile.TarInfo(evil)
+    if evil == "link":
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    else:
+        info.size = 1
+    _tar_with(source / official.VAL_TAR, [info])
+    out = tmp_path / "out"
+    with pytest.raises(AlexnetError, match="refusing|symlink"):
+        prepare_imagenet(PrepareOptions(source, out, workers=1))
+    assert not (tmp_path / "escape.JPEG").exists() and not Path("/abs/path.JPEG").exists()
+    assert not (out / "val").exists()
+
+
+def test_missing_official_file_is_named(official_source, tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / official.TRAIN_TAR).symlink_to(official_source / official.TRAIN_TAR)
+    (source / official.VAL_TAR).symlink_to(official_source / official.VAL_TAR)
+    with pytest.raises(AlexnetError, match=official.DEVKIT_TAR):
+        prepare_imagenet(PrepareOptions(source, tmp_path / "out", workers=1))
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    keep = ("train/", "val/", "classes.json", "report.json", "stats.npz", "dataset.json")
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and str(p.relative_to(root)).startswith(keep)}
+
+
+def test_a_prepare_killed_mid_run_resumes_to_an_identical_result(tmp_path):
+    source = write_demo_source(tmp_path / "source", DemoSpec(classes=8, train_per_class=30, val_per_class=4,
+                                                              seed=2))
+    reference = tmp_path / "reference"
+    prepare_imagenet(PrepareOptions(source, reference, workers=1))
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "alexnet_cli", "prepare-imagenet", "--source", str(source),
+               "--out", str(killed), "--workers", "1", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any((killed / ".work" / "done").glob("train-*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "dataset.json").exists(), "the run finished before it could be killed"
+    prepare_imagenet(PrepareOptions(source, killed, workers=1))
+    got, expected = _tree_digest(killed), _tree_digest(reference)
+    assert got.keys() == expected.keys()
+    assert {k: v for k, v in got.items() if k != "report.json"} == {k: v for k, v in expected.items()
+                                                                      if k != "report.json"}
+
+
+def test_verify_md5_names_the_file_that_is_not_the_official_one(official_source, tmp_path):
+    with pytest.raises(AlexnetError, match=f"{official.TRAIN_TAR}: MD5 .* is not the official"):
+        prepare_imagenet(PrepareOptions(official_source, tmp_path / "out", workers=1, verify_md5=True))
+
+
+def test_an_out_holding_files_prepare_did_not_write_is_refused_and_kept(official_source, prepared, tmp_path):
+    out = tmp_path / "out"
+    wnid = next(p.name for p in (prepared / "train").iterdir())
+    mine = out / "train" / wnid / "my_photo.JPEG"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"not prepare's")
+    with pytest.raises(AlexnetError, match=f"--out {out} already holds 'train'.*did not write"):
+        prepare_imagenet(PrepareOptions(official_source, out, workers=1))
+    assert mine.read_bytes() == b"not prepare's"
+    assert sorted(p.name for p in out.iterdir()) == ["train"]  # nothing of its own left behind either
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep")
+    with pytest.raises(AlexnetError, match="is a file"):
+        prepare_imagenet(PrepareOptions(official_source, a_file, workers=1))
+
+
+def test_a_source_inside_out_as_demo_writes_it_is_prepared(tmp_path):
+    out = tmp_path / "demo"
+    source = write_demo_source(out / "source", DemoSpec(classes=2, train_per_class=3, val_per_class=1, seed=4,
+                                                        hazards=False))
+    summary = prepare_imagenet(PrepareOptions(source, out, workers=1))
+    assert summary.counts["train"] == 6 and (out / "source").is_dir()
+
+
+def _copy_source_with(official_source: Path, folder: Path, name: str, members: list[tuple[str, bytes]]) -> Path:
+    """The official source with one of its tars rewritten to hold ``members``."""
+    folder.mkdir()
+    for other in (official.TRAIN_TAR, official.VAL_TAR, official.DEVKIT_TAR):
+        if other != name:
+            (folder / other).symlink_to(official_source / other)
+    with tarfile.open(folder / name, "w") as tar:
+        for member_name, data in members:
+            info = tarfile.TarInfo(member_name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def _members(path: Path) -> list[tuple[str, bytes]]:
+    with tarfile.open(path) as tar:
+        return [(info.name, tar.extractfile(info).read()) for info in tar]
+
+
+def test_a_train_tar_cut_at_a_member_boundary_is_refused_naming_the_missing_classes(official_source, tmp_path):
+    members = _members(official_source / official.TRAIN_TAR)
+    cut = _copy_source_with(official_source, tmp_path / "cut", official.TRAIN_TAR, members[:2])
+    missing = sorted(name.removesuffix(".tar") for name, _ in members[2:])
+    with pytest.raises(AlexnetError, match=f"holds class tars for 2 of the devkit's 4 classes; missing 2: "
+                                           f"{missing[0]}, {missing[1]}"):
+        prepare_imagenet(PrepareOptions(cut, tmp_path / "out", workers=1))
+    # a --classes subset is drawn from the devkit: it prepares when its classes are all there...
+    present = {name.removesuffix(".tar") for name, _ in members[:2]}
+    seed = next(s for s in range(100) if set(choose_classes(sorted(present | set(missing)), 2, s)) == present)
+    summary = prepare_imagenet(PrepareOptions(cut, tmp_path / "subset", workers=1, classes=2, seed=seed))
+    assert summary.classes == 2 and summary.counts["val"] == 2 * TINY.val_per_class
+    # ...and is refused when one of them is not (any 3 of the 4 include a missing one)
+    with pytest.raises(AlexnetError, match="for [12] of 3 chosen classes; missing [12]: "):
+        prepare_imagenet(PrepareOptions(cut, tmp_path / "subset3", workers=1, classes=3))
+
+
+def test_a_truncated_val_tar_is_refused_naming_the_first_missing_image(official_source, tmp_path):
+    members = sorted(_members(official_source / official.VAL_TAR))
+    cut = _copy_source_with(official_source, tmp_path / "cut", official.VAL_TAR, members[: len(members) // 2])
+    first_missing = members[len(members) // 2][0]
+    with pytest.raises(AlexnetError, match=f"holds {len(members) // 2} of the {len(members)} validation images.*"
+                                           f"{first_missing} is missing"):
+        prepare_imagenet(PrepareOptions(cut, tmp_path / "out", workers=1))
+
+
+def test_a_class_tar_cut_inside_a_member_is_refused_naming_it(official_source, tmp_path):
+    members = _members(official_source / official.TRAIN_TAR)
+    name, inner = members[1]
+    inner_members = _members_of_bytes(inner)
+    cut_at = 512 + len(inner_members[0][1]) // 2  # inside the first image (after its 512-byte header)
+    members[1] = (name, inner[:cut_at])
+    cut = _copy_source_with(official_source, tmp_path / "cut", official.TRAIN_TAR, members)
+    with pytest.raises(AlexnetError, match=f"{name} is cut short inside '{inner_members[0][0]}'"):
+        prepare_imagenet(PrepareOptions(cut, tmp_path / "out", workers=1))
+
+
+def _members_of_bytes(data: bytes) -> list[tuple[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return [(info.name, tar.extractfile(info).read()) for info in tar]
+
+
+def test_a_first_attempt_that_fails_leaves_nothing_and_a_corrected_rerun_with_other_options_starts(official_source,
+                                                                                                   tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(AlexnetError, match="is not a folder"):
+        prepare_imagenet(PrepareOptions(tmp_path / "no-such-source", out, workers=1))
+    assert not out.exists()
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / official.TRAIN_TAR).symlink_to(official_source / official.TRAIN_TAR)  # no val tar, no devkit
+    with pytest.raises(AlexnetError):
+        prepare_imagenet(PrepareOptions(partial, out, workers=1))
+    assert not out.exists()
+    summary = prepare_imagenet(PrepareOptions(official_source, out, workers=1, per_class=2))
+    fresh = prepare_imagenet(PrepareOptions(official_source, tmp_path / "fresh", workers=1, per_class=2))
+    assert not summary.already_done and summary.counts == fresh.counts and summary.counts["train"] <= 2 * TINY.classes

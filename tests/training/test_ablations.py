@@ -1,0 +1,40 @@
+"""The paper's ablations: every switch trains on the CPU demo recipe and is listed with the paper's effect."""
+
+import pytest
+import torch
+import yaml
+from conftest import run_alexnet
+from typer.testing import CliRunner
+
+from alexnet_cli.training.ablations import ABLATIONS
+from alexnet_cli.cli import app
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda a: a.overrides[0])
+def test_every_ablation_trains_a_few_steps_and_is_recorded_in_the_checkpoint(ablation, prepared, tmp_path):
+    overrides = [item for override in ablation.overrides for item in ("--set", override)]
+    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", tmp_path, "--quiet",
+                         "--set", "trainer.max_steps=2", "--set", "data.batch_size=4",
+                         "--set", "trainer.limit_val_batches=0", *overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert checkpoint["global_step"] == 2
+    recipe = checkpoint["alexnet_cli"]["recipe"]
+    for override in ablation.overrides:
+        key, value = override.split("=")
+        section, name = key.split(".")
+        assert recipe[section][name] == yaml.safe_load(value)
+
+
+def test_recipes_lists_each_ablation_with_the_papers_effect():
+    result = CliRunner().invoke(app, ["recipes"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    for ablation in ABLATIONS:
+        assert ablation.overrides[0] in result.output and ablation.section in result.output
+
+
+def test_recipes_show_applies_an_ablation_switch():
+    result = CliRunner().invoke(app, ["recipes", "show", "single-gpu", "--set", "model.lrn=false"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["model"]["lrn"] is False and shown["model"]["overlap_pool"] is True

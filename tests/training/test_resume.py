@@ -1,0 +1,249 @@
+"""Training that survives: kill -9, a kill while a checkpoint is written, SIGTERM, SIGUSR1, Ctrl-C, NaN.
+
+Each test runs the real ``alexnet train`` in its own process and compares the weights of an
+interrupted-and-resumed run with those of an uninterrupted run of the same seed.
+"""
+
+import csv
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_alexnet, scratch_dir
+
+# 23 training images in batches of 4: 5 steps per epoch, 10 in all; last.ckpt every 3 steps and at epoch ends
+# (steps 3, 5, 6, 9, 10).
+RUN = ["--recipe", "cpu-demo", "--quiet", "--set", "trainer.max_epochs=2", "--set", "data.batch_size=4",
+       "--set", "checkpoint.every_n_train_steps=3", "--set", "trainer.limit_val_batches=0"]
+
+
+def start_training(prepared: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "alexnet_cli", "train", "--data", str(prepared), "--out", str(out),
+                             *RUN, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 300, poll: float = 0.002) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended (rc {process.returncode}) first: {process.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out")
+        time.sleep(poll)
+
+
+def resume(prepared: Path, out: Path) -> subprocess.CompletedProcess:
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--resume", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
+
+
+def saved_step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, weights_only=True, map_location="cpu", mmap=True)["global_step"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(prepared, tmp_path_factory) -> Path:
+    with scratch_dir(tmp_path_factory, "uninterrupted") as out:
+        result = run_alexnet("train", "--data", prepared, "--out", out, *RUN)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert saved_step(out / "checkpoints" / "last.ckpt") == 10
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]  # keep_last 0: no copies
+        yield out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run) -> dict[str, torch.Tensor]:
+    return weights(uninterrupted_run / "checkpoints" / "last.ckpt")
+
+
+def test_kill_9_mid_epoch_then_resume_trains_exactly_the_uninterrupted_run(prepared, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    process = start_training(prepared, out)
+    wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists(), process)
+    process.kill()
+    process.wait()
+    assert saved_step(out / "checkpoints" / "last.ckpt") in (3, 5), "killed in epoch 0, after its step-3 save"
+    resume(prepared, out)
+    assert saved_step(out / "checkpoints" / "last.ckpt") == 10
+    torch.testing.assert_close(weights(out / "checkpoints" / "last.ckpt"), uninterrupted, rtol=1e-6, atol=1e-7)
+
+
+def test_a_checkpoint_with_the_old_single_group_optimizer_state_resumes_exactly(prepared, tmp_path, uninterrupted):
+    from alexnet_cli.training.optimizer import ordered_names
+
+    out = tmp_path / "run"
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "trainer.max_steps=5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = out / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    names = [key.removeprefix("model.") for key in checkpoint["state_dict"]]
+    [state] = checkpoint["optimizer_states"]
+    order = ordered_names(names)  # the two-group layout's order; merge it back into one group in model order
+    by_name = {order[index]: entry for index, entry in state["state"].items()}
+    group = {**state["param_groups"][0], "params": list(range(len(names)))}
+    state.update(state={names.index(n): e for n, e in by_name.items()}, param_groups=[group])
+    torch.save(checkpoint, last)
+    resume(prepared, out)
+    assert saved_step(last) == 10
+    torch.testing.assert_close(weights(last), uninterrupted, rtol=1e-6, atol=1e-7)
+
+
+def test_kill_during_a_checkpoint_write_keeps_the_previous_one(prepared, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    checkpoints = out / "checkpoints"
+    process = start_training(prepared, out)
+    wait_for(lambda: (checkpoints / "last.ckpt").exists() and any(checkpoints.glob(".*.tmp")), process)
+    process.kill()
+    process.wait()
+    unfinished = list(checkpoints.glob(".*.tmp"))
+    assert unfinished, "the kill landed while a checkpoint was being written"
+    good = saved_step(checkpoints / "last.ckpt")  # whole and loadable
+    assert good in (3, 5, 6)
+    resume(prepared, out)
+    assert not list(checkpoints.glob(".*.tmp")), "the resumed run removed the unfinished write"
+    torch.testing.assert_close(weights(checkpoints / "last.ckpt"), uninterrupted, rtol=1e-6, atol=1e-7)
+
+
+def test_sigterm_saves_exits_143_with_the_resume_command_and_resumes_exactly(prepared, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    process = start_training(prepared, out)
+    wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists(), process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-2000:]
+    message = [line for line in stderr.splitlines() if line.startswith("stopped:")]
+    assert len(message) == 1 and "SIGTERM received: saved" in message[0]
+    assert f"--resume {out}" in message[0] and "Traceback" not in stderr
+    stopped_at = saved_step(out / "checkpoints" / "last.ckpt")
+    assert 3 <= stopped_at < 10 and f"at step {stopped_at};" in message[0]
+    resume(prepared, out)
+    torch.testing.assert_close(weights(out / "checkpoints" / "last.ckpt"), uninterrupted, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("signum, exit_code, words", [(signal.SIGUSR1, 138, "SIGUSR1 received"),
+                                                       (signal.SIGINT, 130, "SIGINT received")])
+def test_sigusr1_and_ctrl_c_save_and_stop_cleanly(prepared, tmp_path, signum, exit_code, words):
+    out = tmp_path / "run"
+    process = start_training(prepared, out)
+    wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists(), process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == exit_code, stderr[-2000:]
+    assert words in stderr and "Traceback" not in stderr
+    assert 3 <= saved_step(out / "checkpoints" / "last.ckpt") < 10
+
+
+def test_a_second_ctrl_c_stops_at_once_with_130_and_names_the_checkpoint_on_disk(prepared, tmp_path):
+    out = tmp_path / "run"
+    # batches of 16: steps long enough (~1 s here) that the second Ctrl-C lands inside one
+    process = start_training(prepared, out, "--set", "data.batch_size=16", "--set", "trainer.max_epochs=40")
+    wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists(), process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "graceful shutdown" not in stderr
+    step = saved_step(out / "checkpoints" / "last.ckpt")
+    assert f"second Ctrl-C: stopped at once, mid-step; the newest checkpoint is {out / 'checkpoints'}" in stderr
+    assert f"(step {step}); resume with: alexnet train" in stderr
+
+
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(prepared, tmp_path):
+    out = tmp_path / "run"
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "optim.lr=1e12",
+                         "--set", "checkpoint.every_n_train_steps=1")
+    assert result.returncode == 1, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("stopped:")]
+    assert "train/loss is nan at step" in line or "train/loss is inf at step" in line
+    bad_step = int(line.split(" at step ")[1].split()[0])
+    last = out / "checkpoints" / "last.ckpt"
+    assert saved_step(last) == bad_step, "the checkpoint of the step before the bad loss is kept"
+    assert all(torch.isfinite(w).all() for w in weights(last).values() if w.is_floating_point())
+
+
+def test_timed_checkpoints_look_at_the_clock_only_at_logging_steps(prepared, tmp_path):
+    # Lightning's own time check broadcasts rank 0's clock every step; ours only at log_every_n_steps.
+    out = tmp_path / "run"
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN,
+                         "--set", "checkpoint.every_n_train_steps=null",
+                         "--set", "checkpoint.every_minutes=0.00001", "--set", "checkpoint.keep_last=10",
+                         "--set", "trainer.log_every_n_steps=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(saved_step(p) for p in (out / "checkpoints").glob("step-*.ckpt")) == [3, 6, 9]
+
+
+def test_steps_between_a_nan_and_the_stop_never_apply_it(prepared, tmp_path):
+    # The NaN record is read every log_every_n_steps steps; the steps in between are skipped on the device,
+    # so every checkpoint written meanwhile holds finite weights.
+    out = tmp_path / "run"
+    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "optim.lr=1e12",
+                         "--set", "checkpoint.every_n_train_steps=1", "--set", "checkpoint.keep_last=10",
+                         "--set", "trainer.log_every_n_steps=4")
+    assert result.returncode == 1, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("stopped:")]
+    bad_step = int(line.split(" at step ")[1].split()[0])
+    saved = sorted((out / "checkpoints").glob("step-*.ckpt"))
+    assert any(saved_step(path) > bad_step for path in saved), "checkpoints were written after the bad step"
+    for path in saved:
+        assert all(torch.isfinite(w).all() for w in weights(path).values() if w.is_floating_point()), path
+
+
+@pytest.mark.parametrize("change, words", [("model.arch=owt", "holds arch 'paper'; the recipe says 'owt'"),
+                                           ("optim.schedule=step", "optim.schedule='cosine'; the recipe says 'step'")])
+def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, words):
+    from alexnet_cli.data.layout import read_classes
+    from alexnet_cli.errors import AlexnetError
+    from alexnet_cli.recipes import load_recipe
+    from alexnet_cli.training.run import check_resumable
+
+    recipe = load_recipe("cpu-demo", [change])
+    with pytest.raises(AlexnetError, match=re.escape(words)):
+        check_resumable(uninterrupted_run / "checkpoints" / "last.ckpt", recipe, read_classes(prepared))
+
+
+def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared, uninterrupted_run, tmp_path):
+    out = tmp_path / "longer"
+    result = run_alexnet("train", "--data", prepared, *RUN, "--out", out, "--resume", uninterrupted_run,
+                         "--set", "trainer.max_epochs=3", "--set", "optim.lr=1e-3", "--set", "checkpoint.keep_last=1",
+                         "--set", "optim.log_grad_norm=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "optim.lr: 0.003 → 0.001" in result.stderr and "trainer.max_epochs: 2 → 3" in result.stderr
+    assert saved_step(out / "checkpoints" / "last.ckpt") == 15
+    # saved at steps 12 and 15: only the newest copy is kept
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt", "step-00000015.ckpt"]
+    with open(out / "metrics.csv") as metrics:
+        rows = [row for row in csv.DictReader(metrics) if row.get("lr-SGD/weights")]
+    assert float(rows[-1]["lr-SGD/weights"]) == pytest.approx(1e-3), "the third epoch runs at the new lr"
+    with open(out / "metrics.csv") as metrics:
+        norms = [float(row["train/grad_norm"]) for row in csv.DictReader(metrics) if row.get("train/grad_norm")]
+    assert len(norms) == 5 and all(0 < norm < float("inf") for norm in norms), "one gradient norm per resumed step"
+
+
+def test_a_resume_at_an_epoch_end_keeps_the_plateau_schedule_of_the_uninterrupted_run(prepared, tmp_path):
+    """Lightning does not step ReduceLROnPlateau for the epoch a run resumed in; the module catches up."""
+    from alexnet_cli.training.run import run
+
+    settings = ["data.batch_size=8", "optim.schedule=plateau", "optim.plateau_patience=0", "trainer.max_epochs=2"]
+    straight = run("cpu-demo", prepared, out=tmp_path / "straight", overrides=settings, quiet=True)
+    run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=[*settings, "trainer.max_epochs=1"], quiet=True)
+    resumed = run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=settings, quiet=True,
+                  resume=tmp_path / "resumed")
+    assert resumed.global_step == straight.global_step == 4
+    one, other = (torch.load(r.last_checkpoint, weights_only=True) for r in (straight, resumed))
+    plateau, resumed_plateau = one["lr_schedulers"][0], other["lr_schedulers"][0]
+    assert plateau["last_epoch"] == 1, "stepped after epoch 0 (the last save precedes epoch 1's step)"
+    for key in ("last_epoch", "best", "num_bad_epochs", "_last_lr"):
+        assert resumed_plateau[key] == plateau[key], key
+    torch.testing.assert_close(other["state_dict"], one["state_dict"], rtol=1e-6, atol=1e-7)
