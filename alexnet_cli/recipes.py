@@ -65,7 +65,9 @@ class OptimConfig:
 
 @dataclass
 class CheckpointConfig:
-    # last.ckpt is saved at every epoch's end; also save it mid-epoch, every N steps or every M minutes:
+    # last.ckpt every N epochs (null: only when training ends); also mid-epoch, every N steps or M minutes:
+    every_n_epochs: int | None = 1
+    best: bool = True  # best.ckpt: the best val/top1 so far, rewritten at each new best
     every_n_train_steps: int | None = None
     every_minutes: float | None = None
     keep_last: int = 0  # step-N.ckpt copies kept besides last.ckpt and best.ckpt (0: none)
@@ -174,6 +176,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "optim.gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "optim.min_lr": (lambda v: v >= 0, "0 or more"),
     "optim.reference_batch": (lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    "checkpoint.every_n_epochs": (lambda v: v is None or v >= 1, "at least 1 (or null: at the end only)"),
     "checkpoint.every_n_train_steps": (lambda v: v is None or v >= 1, "at least 1 (or null)"),
     "checkpoint.every_minutes": (lambda v: v is None or v > 0, "above 0 (or null)"),
     "checkpoint.keep_last": (lambda v: v >= 0, "0 or more"),

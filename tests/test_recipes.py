@@ -7,7 +7,7 @@ from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models import build_model
 from alexnet_cli.training.module import AlexNetModule
 from alexnet_cli.recipes import available_recipes, load_recipe
-from alexnet_cli.training.run import crop_size
+from alexnet_cli.training.setup import crop_size
 
 
 @pytest.mark.parametrize("name", sorted(available_recipes()))
@@ -59,7 +59,7 @@ def test_the_plateau_schedule_divides_lr_by_10_at_the_first_epoch_without_a_new_
 
 @pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid", "weird-trick"])
 def test_a_paper_recipe_does_not_force_the_papers_init_on_another_arch(name):
-    from alexnet_cli.training.run import recipe_model
+    from alexnet_cli.training.setup import recipe_model
 
     torch.manual_seed(0)
     recipe = load_recipe(name, ["model.arch=vgg11"])
@@ -74,13 +74,36 @@ def test_a_paper_recipe_does_not_force_the_papers_init_on_another_arch(name):
 def test_gpu_recipes_let_cudnn_pick_its_fastest_kernels(name, tmp_path):
     import lightning as L
 
-    from alexnet_cli.training.run import trainer_arguments
+    from alexnet_cli.training.trainer import trainer_arguments
 
     recipe = load_recipe(name, ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto"])
     assert recipe.trainer["benchmark"] is True
     torch.backends.cudnn.benchmark = False
     L.Trainer(**trainer_arguments(recipe, tmp_path, True, []))
     assert torch.backends.cudnn.benchmark  # what Lightning sets from the recipe's trainer.benchmark
+
+
+def test_checkpoint_keys_choose_which_checkpoints_a_run_writes(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from alexnet_cli.training.callbacks import SaveWhenTrainingEnds
+    from alexnet_cli.training.trainer import trainer_arguments
+
+    def savers(recipe):  # as the Trainer holds them: Lightning adds its own saver where it finds none
+        import lightning as L
+
+        callbacks = L.Trainer(**trainer_arguments(recipe, tmp_path, True, [])).callbacks
+        return {(type(c).__name__, getattr(c, "filename", None) or c.path.name,
+                 getattr(c, "_every_n_epochs", None)) for c in callbacks
+                if isinstance(c, (ModelCheckpoint, SaveWhenTrainingEnds))}
+
+    assert savers(load_recipe("cpu-demo")) == {("SaveWhenTrainingEnds", "last.ckpt", None)}
+    assert savers(load_recipe("single-gpu", ["checkpoint.every_minutes=null", "trainer.accelerator=cpu"])) == {
+        ("ModelCheckpoint", "last", 1), ("ModelCheckpoint", "best", 1)}
+    assert savers(load_recipe("cpu-demo", ["checkpoint.every_n_epochs=3", "checkpoint.best=true"])) == {
+        ("ModelCheckpoint", "last", 3), ("ModelCheckpoint", "best", 1)}
+    assert savers(load_recipe("cpu-demo", ["trainer.limit_val_batches=0", "checkpoint.best=true"])) == {
+        ("SaveWhenTrainingEnds", "last.ckpt", None)}  # nothing to call best without validation
 
 
 def test_overrides_are_parsed_as_yaml_values_and_validated():

@@ -104,7 +104,7 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
     each run ``repeats`` times, alternating, medians reported. The baseline gets ``baseline_workers``
     DataLoader workers (default: the recipe's DALI threads)."""
     from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.training.run import crop_size
+    from alexnet_cli.training.setup import crop_size
 
     progress = progress or SilentProgress()
     config = recipe.data

@@ -156,7 +156,7 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
     ``progress_bar``: the Lightning side shows (and pays for) the progress bar of ``alexnet train``.
     ``count_syncs``: on a GPU, also count the host syncs per timed step of each side.
     """
-    from alexnet_cli.training.run import crop_size
+    from alexnet_cli.training.setup import crop_size
 
     progress = progress or SilentProgress()
     _check_single_process(recipe)
@@ -241,7 +241,7 @@ def _torch_device(recipe: Recipe) -> torch.device:
 
 
 def _build(recipe: Recipe, num_classes: int):
-    from alexnet_cli.training.run import recipe_model
+    from alexnet_cli.training.setup import recipe_model
 
     torch.manual_seed(recipe.seed)  # both sides start from the same weights
     return recipe_model(recipe, num_classes)
@@ -282,29 +282,28 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progre
 def _run_lightning(recipe: Recipe, num_classes: int, make_loader, window: _Window, progress_bar: bool) -> _Window:
     """The module and Trainer settings of ``alexnet train``: metrics, logging, throughput meter, the NaN
     stop, and its progress bar if ``progress_bar``."""
-    from alexnet_cli.training.callbacks import SparseMetricsProgressBar, StopOnNonFiniteLoss, ThroughputMeter
-    from alexnet_cli.training.module import AlexNetModule
-    from alexnet_cli.training.run import _quiet_lightning, make_logger
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    _quiet_lightning(True)
+    from alexnet_cli.training.callbacks import SaveWhenTrainingEnds, ThroughputMeter
+    from alexnet_cli.training.lightning_output import quiet_lightning
+    from alexnet_cli.training.module import AlexNetModule
+    from alexnet_cli.training.trainer import trainer_arguments
+
+    quiet_lightning(True)
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
     module = AlexNetModule(_build(recipe, num_classes), recipe.optim, num_classes=num_classes, meta={},
                            batch_size=recipe.data.batch_size)
-    warmup, steps = window.warmup, window.steps
+    total = window.warmup + window.steps
     loader = make_loader()
-    args = {k: v for k, v in recipe.trainer.items() if k not in ("logger", "max_epochs", "limit_train_batches")}
-    sync_every = int(args.get("log_every_n_steps", 50))
-    callbacks = [ThroughputMeter(), StopOnNonFiniteLoss(sync_every), _WindowCallback(window)]
-    if progress_bar:
-        callbacks.append(SparseMetricsProgressBar(sync_every))
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as logs:
-        args.update(
-            max_steps=warmup + steps, max_epochs=-(-(warmup + steps) // max(1, len(loader))),
-            limit_val_batches=0, num_sanity_val_steps=0,
-            enable_checkpointing=False, enable_model_summary=False, default_root_dir=logs,
-            logger=make_logger(recipe.trainer.get("logger", "csv"), Path(logs)), callbacks=callbacks,
-            enable_progress_bar=progress_bar, use_distributed_sampler=False,
-        )
+        # alexnet train's own Trainer arguments, less what would land in the timed window: checkpoint
+        # writes and validation; the run is cut to the window's steps.
+        args = trainer_arguments(recipe, Path(logs), not progress_bar, [ThroughputMeter(), _WindowCallback(window)])
+        args["callbacks"] = [c for c in args["callbacks"]
+                             if not isinstance(c, (ModelCheckpoint, SaveWhenTrainingEnds))]
+        args.pop("limit_train_batches", None)
+        args.update(max_steps=total, max_epochs=-(-total // max(1, len(loader))), limit_val_batches=0,
+                    enable_checkpointing=False)
         trainer = L.Trainer(**args)
         trainer.fit(module, datamodule=_LoaderDataModule(lambda: loader))
     _close(loader)

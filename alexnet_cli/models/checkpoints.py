@@ -55,7 +55,8 @@ def read_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
         detail = next((line.strip() for line in str(exc).splitlines()
                        if "GLOBAL" in line or line.strip().startswith("Unsupported")), "unsafe pickle")
         if "GLOBAL" not in detail and "Unsupported global" not in detail:
-            raise AlexnetError(f"{path} is not a PyTorch checkpoint (or is damaged): refused ({detail[:160]})") from None
+            raise AlexnetError(f"{path} is not a PyTorch checkpoint (or is damaged): refused "
+                               f"({detail[:160]})") from None
         raise AlexnetError(
             f"{path} needs pickled code to load, which could run anything; refused ({detail[:160]})"
         ) from None
@@ -90,10 +91,11 @@ def initial_model(loaded: LoadedCheckpoint) -> nn.Module:
     import lightning as L
 
     from alexnet_cli.recipes import recipe_from_dict
-    from alexnet_cli.training.run import recipe_model
+    from alexnet_cli.training.setup import recipe_model
 
     if "recipe" not in loaded.meta:
-        raise AlexnetError("this checkpoint does not record the recipe it was trained with: its start cannot be rebuilt")
+        raise AlexnetError("this checkpoint does not record the recipe it was trained with: its start cannot be "
+                           "rebuilt")
     recipe = recipe_from_dict(dict(loaded.meta["recipe"]))
     L.seed_everything(recipe.seed, workers=False, verbose=False)
     return recipe_model(recipe, loaded.meta["num_classes"]).eval()

@@ -28,3 +28,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# Neither backend gives a lost peer its own exception type: gloo raises a plain RuntimeError (checked
+# with torch 2.14) and NCCL a DistBackendError for every kind of failure. Only the text tells.
+_LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted",
+                    "Broken pipe")
+
+
+def lost_a_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` says another process of the run died (a killed or crashed rank)."""
+    return any(sign in str(exc) for sign in _LOST_PEER_SIGNS)

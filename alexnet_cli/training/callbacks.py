@@ -232,3 +232,14 @@ class WriteOnTrainStart(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             write_text_atomic(self.path, self.text)
+
+
+class SaveWhenTrainingEnds(L.Callback):
+    """last.ckpt once, when training reaches its end (``checkpoint.every_n_epochs: null``): for runs so
+    short that a crash costs less than writing a checkpoint every epoch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)  # every rank calls it; the strategy writes once

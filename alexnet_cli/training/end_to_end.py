@@ -50,7 +50,8 @@ def run_demo(out: Path, *, overrides: list[str] | None = None, quiet: bool = Fal
     progress.note("[bold]2/4[/] training recipe cpu-demo")
     if any((out / "run" / "checkpoints").glob("*.ckpt")):
         progress.note(f"replacing the earlier demo run in {shown(out / 'run')}")
-    trained = run("cpu-demo", data, out=out / "run", overrides=overrides, quiet=quiet, overwrite=True)
+    trained = run("cpu-demo", data, out=out / "run", overrides=overrides, quiet=quiet, overwrite=True,
+                  progress=progress)
     checkpoint = trained.best_checkpoint or trained.last_checkpoint
     progress.note("[bold]3/4[/] ten-crop evaluation")
     result = evaluate(data, checkpoint=checkpoint, ten_crop=True, progress=progress)

@@ -89,3 +89,47 @@ def test_benchmark_train_refuses_a_multi_process_recipe_in_one_line():
 
     result = CliRunner().invoke(app, ["benchmark", "train", "--recipe", "two-gpu", "--synthetic"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "benchmark train times one" in result.stderr
+
+
+def test_benchmark_comms_counts_every_exchange_of_the_layouts_exactly(tmp_path):
+    batch, floats = 2, 4  # images per device's conv layers; fp32 bytes
+    report = tmp_path / "comms.json"
+    result = run_alexnet("benchmark", "comms", "--batch-size", batch, "--layout", "ddp", "--layout", "weird-trick",
+                         "--json", report)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(report.read_text())
+    assert figures["devices"] == {"ddp": 2, "weird-trick": 2}
+    assert figures["totals"]["ddp"] == 60_965_224 * floats  # DDP all-reduces every gradient
+    trick = figures["bytes_by_layout"]["weird-trick"]
+    both = 2 * batch  # the FC layers see both devices' images
+    assert trick == {
+        "fc6 reads every rank's conv activations forward": batch * 9216 * floats,  # pool5, 256×6×6
+        "fc6 reads every rank's conv activations backward": both * 9216 * floats,  # reduce-scattered back
+        "fc7 reads all of fc6 forward": both * 2048 * floats,
+        "fc7 reads all of fc6 backward": both * 4096 * floats,
+        "fc8 reads all of fc7 forward": both * 2048 * floats,
+        "fc8 reads all of fc7 backward": both * 4096 * floats,
+        "class scores to every rank forward": both * 500 * floats,
+        "conv gradients all-reduce": 2_334_080 * floats,  # conv1-5 with biases: the data-parallel part
+    }
+
+
+    assert figures["totals"]["weird-trick"] == sum(trick.values())
+    assert "weird-trick total (2 devices)" in result.stdout
+
+
+def test_benchmark_comms_refuses_an_unknown_layout():
+    result = run_alexnet("benchmark", "comms", "--layout", "ring")
+    assert result.returncode == 2 and "--layout 'ring': choose from ddp, two-gpu, hybrid, weird-trick" in result.stderr
+
+
+def test_benchmark_soak_prints_memory_after_every_epoch(prepared, tmp_path):
+    report = tmp_path / "soak.json"
+    result = run_alexnet("benchmark", "soak", "--data", prepared, "--epochs", "2", "--settle", "1",
+                         "--out", tmp_path / "run", "--json", report, "--set", "data.batch_size=4",
+                         "--set", "trainer.limit_train_batches=2", "--set", "trainer.limit_val_batches=0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(report.read_text())
+    assert len(figures["rss_mb"]) == 2 and all(mb > 100 for mb in figures["rss_mb"])  # a torch process
+    assert figures["rss_growth_mb"] == figures["rss_mb"][1] - figures["rss_mb"][0]
+    assert "RSS after epoch 0 → epoch 1" in result.stdout

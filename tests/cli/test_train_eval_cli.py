@@ -34,8 +34,8 @@ def trained_run(prepared, tmp_path_factory):
 def test_train_writes_the_run_directory(trained_run):
     out, result = trained_run
     assert (out / "recipe.yaml").is_file()
-    assert (out / "checkpoints" / "last.ckpt").exists()
-    assert (out / "checkpoints" / "best.ckpt").is_file()
+    # cpu-demo writes what eval and viz-filters need, once: 455 MB, not two files every epoch
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 3 and all(np.isfinite(losses))

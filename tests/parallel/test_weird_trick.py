@@ -136,26 +136,6 @@ def test_evaluation_batches_are_chosen_so_every_rank_runs_as_many():
         equal_steps_batch_size(3, 4, 2)
 
 
-def test_benchmark_comms_counts_every_exchange_of_the_layouts_exactly():
-    from alexnet_cli.bench.comms import measure_communication
-
-    batch, floats = 2, 4  # images per device's conv layers; fp32 bytes
-    report = measure_communication(batch, ["ddp", "weird-trick"])
-    assert report.total("ddp") == 60_965_224 * floats  # DDP all-reduces every gradient
-    trick = report.bytes_by_layout["weird-trick"]
-    both = 2 * batch  # the FC layers see both devices' images
-    assert trick == {
-        "fc6 reads every rank's conv activations forward": batch * 9216 * floats,  # pool5, 256×6×6
-        "fc6 reads every rank's conv activations backward": both * 9216 * floats,  # reduce-scattered back
-        "fc7 reads all of fc6 forward": both * 2048 * floats,
-        "fc7 reads all of fc6 backward": both * 4096 * floats,
-        "fc8 reads all of fc7 forward": both * 2048 * floats,
-        "fc8 reads all of fc7 backward": both * 4096 * floats,
-        "class scores to every rank forward": both * 500 * floats,
-        "conv gradients all-reduce": 2_334_080 * floats,  # conv1-5 with biases: the data-parallel part
-    }
-
-
 def test_sigterm_saves_a_weird_trick_run_that_resumes_to_its_end(prepared, tmp_path):
     import signal
     import subprocess

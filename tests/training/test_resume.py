@@ -206,7 +206,7 @@ def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, 
     from alexnet_cli.data.layout import read_classes
     from alexnet_cli.errors import AlexnetError
     from alexnet_cli.recipes import load_recipe
-    from alexnet_cli.training.run import check_resumable
+    from alexnet_cli.training.resume import check_resumable
 
     recipe = load_recipe("cpu-demo", [change])
     with pytest.raises(AlexnetError, match=re.escape(words)):

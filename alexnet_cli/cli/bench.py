@@ -1,0 +1,234 @@
+"""The benchmark commands: data, model, train, soak, comms; each prints figures beside a baseline."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from alexnet_cli.cli.shell import Device, Precision, console, progress_for, require, user_errors, write_json
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.terminal import shown
+
+
+@user_errors
+def benchmark_data_command(
+    data: Path = typer.Option(..., "--data", help="A prepared dataset (real photos give real figures)."),
+    recipe: str = typer.Option("cpu-demo", "--recipe", help="Whose data settings to time: device, batch, threads, "
+                               "readers, resize, normalisation."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (default: the recipe's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="DALI threads (default: the recipe's)."),
+    py_workers: Optional[int] = typer.Option(None, "--py-workers", help="DALI's file-reading processes (default: "
+                                             "the recipe's)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers of the baseline (default: "
+                                          "the DALI threads)."),
+    device: Optional[Device] = typer.Option(None, "--device", help="Where the DALI side runs (default: the "
+                                            "recipe's)."),
+    batches: int = typer.Option(20, "--batches", help="Timed batches, after the warm-up."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed batches first (worker start-up, caches)."),
+    repeats: int = typer.Option(1, "--repeats", help="Run each side this many times, alternating; report medians."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """img/s of a recipe's DALI training pipeline vs torchvision ImageFolder + DataLoader doing the same work.
+
+    Example: [cyan]alexnet benchmark data --data /data/imagenet --recipe single-gpu --repeats 3[/]
+    """
+    require(("--batch-size", batch_size, 1, None), ("--threads", threads, 1, None),
+            ("--py-workers", py_workers, 0, None),
+             ("--workers", workers, 0, None), ("--batches", batches, 1, None), ("--warmup", warmup, 0, None),
+             ("--repeats", repeats, 1, None))
+    from alexnet_cli.bench.speed import as_dict, benchmark_data
+    from alexnet_cli.recipes import load_recipe
+
+    overrides = list(set_)
+    for key, value in (("batch_size", batch_size), ("num_threads", threads), ("py_workers", py_workers),
+                       ("device", device.value if device else None)):
+        if value is not None:
+            overrides.append(f"data.{key}={value}")
+    loaded = load_recipe(recipe, overrides)
+    result = benchmark_data(data, loaded, baseline_workers=workers, batches=batches, warmup=warmup, repeats=repeats,
+                            progress=progress_for(quiet))
+    table = Table(title=f"training input pipeline ({loaded.name}), batch {result.batch_size}, {result.device}, "
+                  f"normalize={result.normalize}" + (f", median of {repeats}" if repeats > 1 else ""))
+    for column in ("loader", "CPU workers", "img/s", "ratio"):
+        table.add_column(column, justify="left" if column == "loader" else "right")
+    table.add_row("DALI (this tool)", f"{result.dali_threads} threads + {result.dali_py_workers} readers",
+                  f"{result.dali_img_s:,.0f}", f"{result.ratio:.2f}×")
+    table.add_row("torchvision ImageFolder + DataLoader", f"{result.baseline_workers} workers",
+                  f"{result.torchvision_img_s:,.0f}", "1.00×")
+    console.print(table)
+    write_json(json_out, as_dict(result))
+
+
+@user_errors
+def benchmark_model_command(
+    arch: str = typer.Option("paper", "--arch", help="An arch of the zoo, or 'all'."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
+    device: Device = typer.Option(Device.cpu, "--device", help="Where the model runs."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help="Lightning's precision name."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile (inductor)."),
+    compare: bool = typer.Option(False, "--compare", help="Also time channels_last, bf16 and compile, as ratios "
+                                 "against plain fp32 eager in the same run."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed batches first."),
+    batches: int = typer.Option(100, "--batches", help="Timed batches."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Forward and forward+backward+SGD step on synthetic batches: ms/batch mean ± std, img/s, memory.
+
+    Example: [cyan]alexnet benchmark model --arch paper --batch-size 128 --device gpu --precision bf16-mixed[/]
+    """
+    require(("--batch-size", batch_size, 1, None), ("--warmup", warmup, 0, None), ("--batches", batches, 1, None))
+    from alexnet_cli.bench.speed import as_dict, benchmark_model
+    from alexnet_cli.models import ARCHS
+
+    archs = list(ARCHS) if arch == "all" else [arch]
+    variants = [(precision.value, channels_last, compile)]
+    if compare:
+        variants = [("32", False, False), ("32", True, False), ("bf16-mixed", False, False), ("32", False, True)]
+    results = [benchmark_model(a, batch_size=batch_size, device=device.value, precision=p, channels_last=cl,
+                               compile=c, warmup=warmup, batches=batches, progress=progress_for(quiet))
+               for a in archs for p, cl, c in variants]
+    table = Table(title=f"model speed, batch {batch_size}, {device.value}")
+    for column in ("arch", "variant", "forward ms", "train step ms", "fwd img/s", "train img/s", "vs first",
+                   "peak MB"):
+        table.add_column(column, justify="left" if column in ("arch", "variant") else "right")
+    baselines = {}
+    for r in results:
+        base = baselines.setdefault(r.arch, r.train_img_s)
+        table.add_row(r.arch, r.variant, f"{r.forward_ms:.1f} ± {r.forward_ms_std:.1f}",
+                      f"{r.train_ms:.1f} ± {r.train_ms_std:.1f}", f"{r.forward_img_s:,.1f}",
+                      f"{r.train_img_s:,.1f}", f"{r.train_img_s / base:.2f}×", f"{r.peak_memory_mb:,.0f}")
+    console.print(table)
+    write_json(json_out, {"results": [as_dict(r) for r in results]})
+
+
+@user_errors
+def benchmark_train_command(
+    recipe: str = typer.Option(..., "--recipe", help="A single-process recipe (cpu-demo, single-gpu) or a .yaml."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A prepared dataset: real DALI batches."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="In-memory batches instead of --data."),
+    steps: int = typer.Option(20, "--steps", help="Timed optimizer steps per side."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed steps first."),
+    repeats: int = typer.Option(1, "--repeats", help="Run each side this many times, alternating; report "
+                                "medians (for noisy shared machines)."),
+    vs_synthetic: bool = typer.Option(True, "--vs-synthetic/--no-vs-synthetic", help="With --data, also time "
+                                      "Lightning on in-memory batches: is the pipeline the bottleneck?"),
+    count_syncs: bool = typer.Option(False, "--count-syncs", help="On a GPU, count the operations that make the "
+                                     "host wait for the GPU, per timed step of each side."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars (the Lightning side then runs "
+                               "without the training progress bar too)."),
+) -> None:
+    """The recipe's Lightning training step vs a plain PyTorch loop doing the same work: img/s, overhead %,
+    data wait.
+
+    Example: [cyan]alexnet benchmark train --recipe cpu-demo --data demo-data --steps 20 --set data.batch_size=32[/]
+    """
+    require(("--steps", steps, 1, None), ("--warmup", warmup, 0, None), ("--repeats", repeats, 1, None))
+    from dataclasses import asdict
+
+    from alexnet_cli.bench.train_loop import benchmark_train
+    from alexnet_cli.recipes import load_recipe
+
+    if synthetic and data is not None:
+        raise AlexnetError("give either --data or --synthetic, not both")
+    result = benchmark_train(load_recipe(recipe, set_), data, steps=steps, warmup=warmup, synthetic=synthetic,
+                             compare_synthetic=vs_synthetic, repeats=repeats, progress_bar=not quiet,
+                             count_syncs=count_syncs, progress=progress_for(quiet))
+    source = "synthetic in-memory batches" if synthetic else f"DALI batches from {data}"
+    table = Table(title=f"training loop, {result.recipe}, batch {result.batch_size}, {result.precision}, "
+                  f"{result.device}, {steps} steps after {warmup}"
+                  + (f", median of {repeats}" if repeats > 1 else "") + f", {source}")
+    for column in ("loop", "img/s", "data wait", "vs plain"):
+        table.add_column(column, justify="left" if column == "loop" else "right")
+    table.add_row("plain PyTorch loop", f"{result.plain_img_s:,.1f}", f"{result.plain_data_wait_frac:.1%}", "1.00×")
+    table.add_row("Lightning (alexnet train)", f"{result.lightning_img_s:,.1f}", f"{result.data_wait_frac:.1%}",
+                  f"{result.lightning_img_s / result.plain_img_s:.2f}×")
+    if result.synthetic_img_s is not None:
+        table.add_row("Lightning, synthetic batches", f"{result.synthetic_img_s:,.1f}", "",
+                      f"{result.synthetic_img_s / result.plain_img_s:.2f}×")
+    console.print(table)
+    if result.lightning_syncs_per_step is not None:
+        console.print(f"host syncs per step: Lightning {result.lightning_syncs_per_step:.2f}, plain loop "
+                      f"{result.plain_syncs_per_step:.2f}")
+    spread = result.overhead_pct_runs
+    console.print(f"Lightning overhead: {result.overhead_pct:+.1f}% (goal ≤ 5%)"
+                  + (f", {min(spread):+.1f}% to {max(spread):+.1f}% over the {len(spread)} pairs"
+                     if len(spread) > 1 else "")
+                  + (f"; real data at {result.real_vs_synthetic:.1%} of synthetic (goal ≥ 90%)"
+                     if result.real_vs_synthetic is not None else ""))
+    write_json(json_out, asdict(result))
+
+
+@user_errors
+def benchmark_soak_command(
+    data: Path = typer.Option(..., "--data", help="A prepared dataset (the demo data will do)."),
+    recipe: str = typer.Option("cpu-demo", "--recipe", help="The recipe to train."),
+    epochs: int = typer.Option(30, "--epochs", help="Epochs to train."),
+    settle: int = typer.Option(2, "--settle", help="Epochs for pools and caches to fill before growth counts."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+) -> None:
+    """Train many epochs and print the process's memory (RSS, and GPU memory on GPUs) after each one.
+
+    Example: [cyan]alexnet benchmark soak --data demo-data --epochs 30 --set data.batch_size=16[/]
+    """
+    require(("--epochs", epochs, 1, None), ("--settle", settle, 0, None))
+    from dataclasses import asdict
+
+    from alexnet_cli.bench.soak import soak
+
+    result = soak(recipe, data, epochs=epochs, settle=settle, out=out, overrides=set_)
+    table = Table(title=f"memory per epoch, {recipe}, {result.run_dir}")
+    table.add_column("epoch", justify="right")
+    table.add_column("RSS MB", justify="right")
+    if result.gpu_used_mb:
+        table.add_column("GPU used MB", justify="right")
+    for epoch, rss in enumerate(result.rss_mb):
+        gpu = [f"{result.gpu_used_mb[epoch]:,.0f}"] if result.gpu_used_mb else []
+        table.add_row(str(epoch), f"{rss:,.0f}", *gpu)
+    console.print(table)
+    console.print(f"RSS after epoch {settle - 1} → epoch {len(result.rss_mb) - 1}: {result.rss_growth_mb:+,.1f} MB "
+                  f"({result.rss_growth_mb_per_epoch:+,.2f} MB/epoch); {result.images_per_second:,.1f} img/s")
+    write_json(json_out, asdict(result))
+
+
+@user_errors
+def benchmark_comms_command(
+    batch_size: int = typer.Option(128, "--batch-size", help="Images whose conv layers one device computes per "
+                                   "step: each DDP or weird-trick device's own batch, a tower pair's shared one."),
+    layout: list[str] = typer.Option([], "--layout", help="ddp, two-gpu, hybrid or weird-trick (repeatable; "
+                                     "default: all four)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+) -> None:
+    """Bytes per device per training step of every multi-device layout, fp32, the paper's network
+    (gloo processes on this machine: 2 per layout, 4 for hybrid).
+
+    Example: [cyan]alexnet benchmark comms --batch-size 128[/]
+    """
+    require(("--batch-size", batch_size, 1, None))
+    from alexnet_cli.bench.comms import LAYOUT_DEVICES, measure_communication
+
+    unknown = [name for name in layout if name not in LAYOUT_DEVICES]
+    if unknown:
+        raise AlexnetError(f"--layout {unknown[0]!r}: choose from {', '.join(LAYOUT_DEVICES)}")
+    report = measure_communication(batch_size, layout or None)
+    table = Table(title=f"communication per device per training step, {batch_size} images per device's conv "
+                  "layers, fp32")
+    table.add_column("layout / exchange point")
+    table.add_column("MB", justify="right")
+    for name, points in report.bytes_by_layout.items():
+        for point, count in points.items():
+            table.add_row(f"{name}: {shown(point)}", f"{count / 1e6:,.2f}")
+        table.add_row(f"[bold]{name} total ({LAYOUT_DEVICES[name]} devices)[/]",
+                      f"[bold]{report.total(name) / 1e6:,.2f}[/]")
+    console.print(table)
+    write_json(json_out, {"batch_size": batch_size, "devices": {n: LAYOUT_DEVICES[n] for n in report.bytes_by_layout},
+                           "bytes_by_layout": report.bytes_by_layout,
+                           "totals": {n: report.total(n) for n in report.bytes_by_layout}})

@@ -1,0 +1,155 @@
+"""Commands that train: train (and its dry run), demo, recipes."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from alexnet_cli.cli.shell import console, progress_for, user_errors, write_json
+from alexnet_cli.terminal import shown
+
+
+@user_errors
+def train(
+    recipe: str = typer.Option(..., "--recipe", help="A shipped recipe name (see 'alexnet recipes') or a .yaml path."),
+    data: Path = typer.Option(..., "--data", help="A prepared dataset (from prepare-imagenet)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint or a run directory's "
+                                          "last.ckpt (any recipe's, if arch and classes agree)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run that --out already holds (its "
+                                   "checkpoints and metrics); without it such an --out is refused."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or model summary."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Print the resolved recipe and the run's shape; train nothing."),
+    benchmark_json: Optional[Path] = typer.Option(None, "--benchmark-json", help="With --dry-run: estimate the "
+                                                  "time from 'alexnet benchmark model --json' figures."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the run's summary as JSON."),
+) -> None:
+    """Train a recipe with Lightning, fed by the DALI pipeline.
+
+    Example: [cyan]alexnet train --recipe cpu-demo --data demo-data --set trainer.max_epochs=2[/]
+    Resume:  [cyan]alexnet train --recipe cpu-demo --data demo-data --resume runs/cpu-demo-20261125-101500[/]
+    """
+    from alexnet_cli.training.run import run
+
+    if dry_run:
+        _print_dry_run(recipe, data, set_, benchmark_json, out, resume, overwrite)
+        return
+    result = run(recipe, data, out=out, overrides=set_, quiet=quiet, resume=resume, overwrite=overwrite,
+                 progress=progress_for(quiet))
+    table = Table(title=f"run {shown(result.run_dir)}", show_header=False)
+    if result.best_top1 is not None:
+        table.add_row("best val top-1 / top-5", f"{result.best_top1:.2%} / {result.best_top5:.2%} "
+                      f"(epoch {result.best_epoch})")
+    table.add_row("steps, time", f"{result.global_step}, {result.seconds:.0f} s")
+    table.add_row("train throughput", f"{result.images_per_second:,.1f} img/s "
+                  f"(data wait {result.data_wait_fraction:.1%})")
+    table.add_row("metrics", shown(result.run_dir / "metrics.csv"))
+    table.add_row("checkpoints", shown(result.last_checkpoint or "-") + ("  " + shown(result.best_checkpoint)
+                                                                         if result.best_checkpoint else ""))
+    console.print(table)
+    from dataclasses import asdict
+
+    write_json(json_out, asdict(result))
+
+
+def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark_json: Optional[Path],
+                   out: Optional[Path], resume: Optional[Path], overwrite: bool) -> None:
+    import yaml
+
+    from alexnet_cli.training.dryrun import plan_run
+    from alexnet_cli.recipes import load_recipe
+    from alexnet_cli.training.setup import prepare_run
+
+    recipe = load_recipe(recipe_name, overrides)
+    # refuses what 'alexnet train' would refuse
+    setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
+    plan = plan_run(recipe, len(setup.datamodule.split("train")), benchmark_json=benchmark_json)
+    console.print(shown(yaml.safe_dump(recipe.to_dict(), sort_keys=False)), highlight=False)
+    table = Table(title=f"dry run: {shown(recipe.name)} on {shown(data)}", show_header=False)
+    table.add_row("run directory", shown(setup.run_dir) + (f" (resuming {shown(setup.checkpoint)})"
+                                                           if setup.checkpoint else "")
+                  + (" (replacing the run it holds)" if setup.replaces_run else ""))
+    table.add_row("devices", f"{plan.devices} ({plan.data_parallel} data-parallel)")
+    table.add_row("layout", plan.layout)
+    table.add_row("global batch", f"{plan.global_batch:,}")
+    table.add_row("training images", f"{plan.train_images:,}")
+    table.add_row("steps per epoch", f"{plan.steps_per_epoch:,}")
+    steps = f"{plan.epochs} / {plan.total_steps:,}" if plan.total_steps else str(plan.epochs)
+    table.add_row("epochs / total steps", steps)
+    if plan.estimated_hours is not None:
+        table.add_row("estimated time", f"{plan.estimated_hours:,.1f} h at {plan.images_per_second:,.0f} img/s per "
+                      "device (model only: assumes the pipeline keeps up)")
+    else:
+        table.add_row("estimated time", "pass --benchmark-json from 'alexnet benchmark model --json' for one")
+    console.print(table)
+
+
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder for everything the demo makes."),
+    set_: list[str] = typer.Option([], "--set", help="Override a cpu-demo recipe key (section.key=value)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """The whole tool in a few CPU minutes: demo data → train cpu-demo → ten-crop eval → filters → report.
+
+    Example: [cyan]alexnet demo --out demo[/]
+    """
+    from alexnet_cli.training.end_to_end import run_demo
+
+    result = run_demo(out, overrides=set_, quiet=quiet, progress=progress_for(quiet))
+    table = Table(title="alexnet demo", show_header=False)
+    table.add_row("dataset", f"{shown(result.data)} ({result.prepare.counts['train']} train, "
+                  f"{result.prepare.counts['val']} val, {result.prepare.classes} classes)")
+    table.add_row("official-format source", shown(result.source))
+    table.add_row("run", f"{shown(result.train.run_dir)} ({result.train.images_per_second:.1f} img/s)")
+    table.add_row("ten-crop val top-1 / top-5",
+                  f"{result.eval.top1:.2%} / {result.eval.top5:.2%} (chance {1 / result.prepare.classes:.1%})")
+    table.add_row("eval results", shown(result.eval_json))
+    table.add_row("filters (Figure 3)", shown(result.filters))
+    table.add_row("what training changed in them", f"{shown(result.filters_change)} (conv1 moved "
+                  f"{result.conv1_change:.1%} from its random start)")
+    table.add_row("report and curves", shown(result.report / "report.md"))
+    console.print(table)
+
+
+@user_errors
+def recipes_list(ctx: typer.Context) -> None:
+    """List the shipped recipes with their descriptions."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from alexnet_cli.recipes import available_recipes, load_recipe
+
+    from alexnet_cli.training.ablations import ABLATIONS
+
+    table = Table(title="recipes")
+    table.add_column("name")
+    table.add_column("description")
+    for name in available_recipes():
+        table.add_row(shown(name), shown(load_recipe(name).description))
+    console.print(table)
+    ablations = Table(title="the paper's ablations: add to any paper-arch recipe, e.g. alexnet train --recipe "
+                      "single-gpu --set model.lrn=false")
+    for column in ("--set", "section", "switches off", "the paper reports"):
+        ablations.add_column(column)
+    for ablation in ABLATIONS:
+        ablations.add_row(" ".join(ablation.overrides), ablation.section, ablation.removes, ablation.paper_effect)
+    console.print(ablations)
+
+
+@user_errors
+def recipes_show(
+    name: str = typer.Argument(..., help="Recipe name or .yaml path."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
+) -> None:
+    """Print a recipe with every default filled in, and any --set applied.
+
+    Example: [cyan]alexnet recipes show single-gpu --set model.lrn=false[/]
+    """
+    import yaml
+
+    from alexnet_cli.recipes import load_recipe
+
+    console.print(shown(yaml.safe_dump(load_recipe(name, set_).to_dict(), sort_keys=False)), highlight=False)

@@ -1,0 +1,67 @@
+"""Continuing a run: which checkpoint, and what a resumed run may and may not change."""
+
+from pathlib import Path
+from typing import Any
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.recipes import Recipe
+
+
+def resolve_resume(resume: Path) -> tuple[Path, Path]:
+    """A checkpoint file, or a run directory meaning its newest checkpoint → (checkpoint, run dir)."""
+    resume = Path(resume)
+    if resume.is_dir():
+        checkpoint = latest_checkpoint(resume / "checkpoints")
+        if checkpoint is None:
+            raise AlexnetError(f"--resume {resume}: no checkpoint in {resume / 'checkpoints'} to resume from")
+        return checkpoint.resolve(), resume
+    if not resume.is_file():
+        raise AlexnetError(f"--resume {resume}: no such checkpoint or run directory")
+    return resume.resolve(), resume.resolve().parent.parent
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The run's newest state: last.ckpt, unless the run died between writing step-N.ckpt and last.ckpt."""
+    from alexnet_cli.models.checkpoints import read_file
+
+    candidates = [p for p in [directory / "last.ckpt", *sorted(directory.glob("step-*.ckpt"))] if p.is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: read_file(p, mmap=True).get("global_step", -1))
+
+
+# Recipe keys a resumed run cannot change: they shape the weights or the scheduler state.
+# (The number of classes is checked through the classes themselves.)
+_FIXED_ON_RESUME = ("model.arch", "model.fc_width", "optim.schedule")
+
+
+def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str]:
+    """Refuse what cannot change across a resume; return the recipe keys that did change, as
+    ``key: old → new`` lines (epochs, lr, batch size... are allowed)."""
+    from alexnet_cli.models.checkpoints import read_file
+
+    meta = read_file(checkpoint, mmap=True).get("alexnet_cli")  # Lightning reads the weights next
+    if not isinstance(meta, dict):
+        raise AlexnetError(f"{checkpoint} was not written by 'alexnet train'; it cannot be resumed")
+    if meta["arch"] != recipe.model.arch:
+        raise AlexnetError(f"{checkpoint} holds arch {meta['arch']!r}; the recipe says {recipe.model.arch!r}")
+    if [c["wnid"] for c in meta["classes"]] != [c.wnid for c in classes]:
+        raise AlexnetError(f"{checkpoint} was trained on other classes than this dataset's")
+    before, after = _flatten(meta.get("recipe", {})), _flatten(recipe.to_dict())
+    changed = [key for key in sorted(set(before) | set(after))
+               if key not in ("name", "description") and before.get(key) != after.get(key)]
+    for key in changed:
+        if key in _FIXED_ON_RESUME and before.get(key) is not None:
+            raise AlexnetError(f"{checkpoint} was trained with {key}={before.get(key)!r}; the recipe says "
+                               f"{after.get(key)!r}, which a resumed run cannot change")
+    return [f"{key}: {before.get(key)!r} → {after.get(key)!r}" for key in changed]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

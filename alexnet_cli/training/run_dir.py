@@ -1,0 +1,50 @@
+"""The run directory's own files: refusing to overwrite a run, --overwrite, and run.json."""
+
+from pathlib import Path
+
+from alexnet_cli.atomic import write_text_atomic
+from alexnet_cli.errors import AlexnetError
+
+
+# What a run writes at its top level; --overwrite removes these and the checkpoints, nothing else.
+_RUN_FILES = ("metrics.csv", "run.json", "eval.json", "recipe.yaml", "hparams.yaml")
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
+    """Refuse to start a new run where one already is (it would replace its checkpoints and metrics);
+    True when ``overwrite`` lets it. A folder with no checkpoint yet (a job requeued before its
+    first save) holds nothing to lose."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AlexnetError(f"--out {run_dir} is a file: name a folder for the run")
+    held = min((run_dir / "checkpoints").glob("*.ckpt"), default=None)
+    if held is None:
+        return False
+    if not overwrite:
+        raise AlexnetError(f"--out {run_dir} already holds a run ({held}): continue it with --resume {run_dir}, "
+                           "choose another --out, or add --overwrite to replace it")
+    return True
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """--overwrite: the earlier run's checkpoints and records (and only those) go before the new run starts."""
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for name in _RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def read_run_facts(run_dir: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_run_facts(run_dir: Path, facts: dict) -> None:
+    """RUN_DIR/run.json: what 'alexnet report' needs beside metrics.csv (finished or not, wall time, data)."""
+    import json
+
+    write_text_atomic(run_dir / "run.json", json.dumps(facts, indent=1) + "\n")

@@ -1,0 +1,121 @@
+"""What a run is made of, checked before anything is written: ``train`` and ``train --dry-run`` start here."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alexnet_cli import __version__
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.recipes import Recipe
+from alexnet_cli.training.resume import check_resumable, resolve_resume
+from alexnet_cli.training.run_dir import check_run_dir
+from alexnet_cli.training.trainer import trainer_arguments
+
+
+# Archs whose classifier expects a fixed feature map, hence a fixed crop.
+_FIXED_INPUT = {"paper", "paper-one-tower", "d2l", "keras-v1", "keras-v2", "tf1-bench"}
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    return Path("runs") / f"{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def crop_size(recipe: Recipe) -> int:
+    from alexnet_cli.models import ARCHS
+
+    arch = recipe.model.arch
+    if arch not in ARCHS:
+        raise AlexnetError(f"model.arch: unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")
+    crop = recipe.data.crop_size or ARCHS[arch].input_size
+    if arch in _FIXED_INPUT and crop != ARCHS[arch].input_size:
+        raise AlexnetError(f"data.crop_size {crop}: arch {arch!r} takes {ARCHS[arch].input_size}×"
+                           f"{ARCHS[arch].input_size} inputs")
+    return crop
+
+
+@dataclass
+class RunSetup:
+    """What a run is made of, checked: everything ``train`` refuses is refused while making it."""
+
+    checkpoint: Path | None  # the checkpoint a resumed run continues from
+    run_dir: Path
+    crop: int
+    datamodule: Any
+    num_classes: int
+    model: Any
+    meta: dict[str, Any]
+    changes: list[str]  # on resume: the recipe keys that differ from the checkpoint's
+    replaces_run: bool = False  # --overwrite given and the run directory held a run
+
+
+def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: Path | None = None,
+                overwrite: bool = False) -> RunSetup:
+    """Resolve the resume, the run directory, the data and the network, and check them against each other
+    and against the Trainer arguments, without writing anything: ``train`` and ``train --dry-run`` both
+    start here, so a dry run refuses what the run would."""
+    import lightning as L
+
+    from alexnet_cli.data.datamodule import DaliDataModule
+    from alexnet_cli.data.sampling import ShardPlan
+    from alexnet_cli.training.dryrun import data_parallel_size
+
+    checkpoint = None
+    if resume is not None:
+        checkpoint, resumed_dir = resolve_resume(resume)
+        out = out if out is not None else resumed_dir
+    run_dir = Path(out) if out is not None else default_run_dir(recipe)
+    replaces_run = check_run_dir(run_dir, overwrite) if checkpoint is None else False
+    crop = crop_size(recipe)
+    datamodule = DaliDataModule(data, recipe.data, crop=crop, seed=recipe.seed)
+    num_classes = recipe.model.num_classes or datamodule.num_classes
+    if num_classes != datamodule.num_classes:
+        raise AlexnetError(f"model.num_classes is {num_classes} but {data} has {datamodule.num_classes} classes")
+    ShardPlan(len(datamodule.split("train")), recipe.data.batch_size, 0, data_parallel_size(recipe))
+    trainer_arguments(recipe, run_dir, True, [])  # its own checks: checkpoint keys, logger, strategy
+    L.seed_everything(recipe.seed, workers=False, verbose=False)  # the weights are a function of the seed
+    model = recipe_model(recipe, num_classes)
+    meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
+    changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
+    return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes, replaces_run)
+
+
+def check_gpu_present(recipe: Recipe) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    accelerator = str(recipe.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        raise AlexnetError(f"trainer.accelerator={accelerator}: this machine has no CUDA GPU; train on its CPU with "
+                           "--set trainer.accelerator=cpu --set data.device=cpu (or --recipe cpu-demo)")
+    if recipe.data.device == "gpu":
+        raise AlexnetError("data.device=gpu: this machine has no CUDA GPU for DALI to decode on; use "
+                           "--set data.device=cpu")
+
+
+def recipe_model(recipe: Recipe, num_classes: int):
+    """The recipe's network, initialised from the global torch generator."""
+    from alexnet_cli.models import build_model
+
+    return build_model(recipe.model.arch, num_classes, recipe.model.dropout, init=recipe.model.init,
+                       fc_width=recipe.model.fc_width, lrn=recipe.model.lrn, overlap_pool=recipe.model.overlap_pool)
+
+
+def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> dict[str, Any]:
+    """What a checkpoint must carry to be evaluated and checked without the recipe or dataset."""
+    import torch
+
+    norm = datamodule.normalization
+    normalization = {"mode": recipe.data.normalize, "channel_mean": [float(v) for v in norm.channel_mean],
+                     "channel_std": [float(v) for v in norm.channel_std]}
+    if norm.mean_image is not None:
+        normalization["mean_image"] = torch.as_tensor(norm.mean_image)
+    return {
+        "version": __version__, "arch": recipe.model.arch, "num_classes": num_classes,
+        "dropout": recipe.model.dropout, "fc_width": recipe.model.fc_width, "crop": crop,
+        "lrn": recipe.model.lrn, "overlap_pool": recipe.model.overlap_pool,
+        "resize_size": recipe.data.resize_size,
+        "classes": [{"index": c.index, "wnid": c.wnid, "words": c.words} for c in datamodule.classes],
+        "recipe": recipe.to_dict(), "normalization": normalization,
+    }

@@ -1,0 +1,104 @@
+"""The Trainer's arguments for a recipe (callbacks, checkpoints, logger, strategy): ``train`` and
+``benchmark train`` both build their Trainer from here."""
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from alexnet_cli.atomic import write_text_atomic
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.recipes import Recipe
+
+
+def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callbacks: list) -> dict[str, Any]:
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from alexnet_cli.training.callbacks import (FilterImageLogger, SaveWhenTrainingEnds, SparseMetricsProgressBar,
+                                                StopOnNonFiniteLoss, TimedCheckpoint)
+    from alexnet_cli.training.checkpoint_io import AtomicCheckpointIO
+
+    args = dict(recipe.trainer)
+    logger_name = args.pop("logger", "csv")
+    validating = args.get("limit_val_batches", 1) != 0
+    checkpoint_dir = run_dir / "checkpoints"
+    every_n_steps, every_minutes = recipe.checkpoint.every_n_train_steps, recipe.checkpoint.every_minutes
+    if every_n_steps and every_minutes:
+        raise AlexnetError("checkpoint.every_n_train_steps and checkpoint.every_minutes: set one of them")
+    # Lightning syncs with the GPU to log every log_every_n_steps steps; what reads device values goes there too.
+    sync_every = int(args.get("log_every_n_steps", 50))
+    callbacks = [
+        *extra_callbacks,
+        StopOnNonFiniteLoss(every_n_steps=sync_every),
+        # last.ckpt every N epochs, or once when training ends...
+        ModelCheckpoint(dirpath=checkpoint_dir, filename="last", every_n_epochs=recipe.checkpoint.every_n_epochs,
+                        save_top_k=1, enable_version_counter=False)
+        if recipe.checkpoint.every_n_epochs else SaveWhenTrainingEnds(checkpoint_dir / "last.ckpt"),
+        LearningRateMonitor(logging_interval="epoch"),
+        FilterImageLogger(),
+    ]
+    if validating and recipe.checkpoint.best:
+        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/top1", mode="max",
+                                         save_top_k=1, enable_version_counter=False))
+    if every_n_steps or every_minutes:
+        # ...and every N steps or M minutes, beside step-N.ckpt copies, the newest keep_last of them.
+        step_copies = dict(dirpath=checkpoint_dir, filename="step-{step:08d}", auto_insert_metric_name=False,
+                           save_top_k=recipe.checkpoint.keep_last, monitor="step", mode="max", save_last=True,
+                           enable_version_counter=False)
+        if every_minutes:
+            callbacks.append(TimedCheckpoint(train_time_interval=timedelta(minutes=every_minutes),
+                                             check_every_n_steps=sync_every, **step_copies))
+        else:
+            callbacks.append(ModelCheckpoint(every_n_train_steps=every_n_steps, **step_copies))
+    if not quiet:
+        callbacks.append(SparseMetricsProgressBar(metrics_every_n_steps=sync_every))
+    if args.get("strategy") == "towers":
+        from alexnet_cli.parallel.strategy import TowerParallelStrategy
+
+        args["strategy"] = TowerParallelStrategy()
+    elif args.get("strategy") == "weird-trick":
+        from alexnet_cli.parallel.strategy import WeirdTrickStrategy
+
+        args["strategy"] = WeirdTrickStrategy()
+    args.setdefault("num_sanity_val_steps", 0)
+    args.update(
+        default_root_dir=str(run_dir), logger=make_logger(logger_name, run_dir), callbacks=callbacks,
+        enable_progress_bar=not quiet, use_distributed_sampler=False,
+        enable_model_summary=False,  # its FLOPs column reads 0 without an example input; run() names the network
+        plugins=[AtomicCheckpointIO()],
+        # Lightning adds a saver of its own (epoch=N-step=M.ckpt) to a Trainer given none
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+    )
+    return args
+
+
+def make_logger(name: str | None, run_dir: Path):
+    """CSV always works; TensorBoard and W&B when the user has installed them."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    csv = CSVLogger(save_dir=str(run_dir), name="", version="")
+    if name in (None, "csv"):
+        return csv
+    if name == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return [csv, TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard")]
+    if name == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        return [csv, WandbLogger(save_dir=str(run_dir))]
+    raise AlexnetError(f"trainer.logger {name!r}: use csv, tensorboard or wandb")
+
+
+def keep_previous_metrics(loggers, run_dir: Path) -> None:
+    """A resumed run appends to metrics.csv (Lightning's CSV writer would start it afresh)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    path = run_dir / "metrics.csv"
+    csv_logger = next(lg for lg in (loggers if isinstance(loggers, list) else [loggers]) if isinstance(lg, CSVLogger))
+    if not path.is_file():
+        return
+    previous = path.read_text()
+    writer = csv_logger.experiment  # creating the writer deletes metrics.csv on rank 0
+    if hasattr(writer, "metrics_keys"):
+        write_text_atomic(path, previous)
+        writer.metrics_keys = previous.splitlines()[0].split(",") if previous else []
