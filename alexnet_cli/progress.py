@@ -45,8 +45,15 @@ class RichProgress:
 
     @contextmanager
     def task(self, description: str, total: float | None) -> Iterator[ProgressTask]:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bars, TaskProgressColumn,
-                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bars
 
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),

@@ -5,8 +5,8 @@ import torch
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models import build_model
-from alexnet_cli.training.module import AlexNetModule
 from alexnet_cli.recipes import available_recipes, load_recipe
+from alexnet_cli.training.module import AlexNetModule
 from alexnet_cli.training.setup import crop_size
 
 

@@ -13,21 +13,19 @@ whose conv layers one device computes, ``batch_size``:
 - ``weird-trick`` (2 devices): each device its own batch for the conv layers; the FC layers see both.
 """
 
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from alexnet_cli.parallel.ranks import free_port
+from alexnet_cli.models import ARCHS
+from alexnet_cli.parallel.spawn import run_in_processes
 
 LAYOUT_DEVICES = {"ddp": 2, "two-gpu": 2, "hybrid": 4, "weird-trick": 2}
 CLASSES = 1000  # ImageNet's
-SIDE = 227  # the paper network's input
+SIDE = ARCHS["paper"].input_size
 
 
 @dataclass
@@ -52,7 +50,8 @@ def _counting_ddp(model: torch.nn.Module, group, counted: dict[str, int], point:
     return ddp
 
 
-def _step(layout: str, rank: int, batch_size: int) -> dict[str, int]:
+def _step(layout: str, batch_size: int, rank: int, _world: int) -> dict[str, int]:
+    """One training step of ``layout`` on this rank; the bytes it handed to collectives, by exchange point."""
     from alexnet_cli.models import build_model
     from alexnet_cli.parallel.towers import TowerParallelAlexNet
     from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet
@@ -81,22 +80,10 @@ def _step(layout: str, rank: int, batch_size: int) -> dict[str, int]:
     return {**towers.log.bytes_by_point, **counted}
 
 
-def _worker(rank: int, layout: str, port: int, batch_size: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=LAYOUT_DEVICES[layout])
-    counted = _step(layout, rank, batch_size)
-    if rank == 0:
-        torch.save(counted, out)
-    dist.barrier()
-    dist.destroy_process_group()
-
-
 def measure_communication(batch_size: int = 128, layouts: list[str] | None = None) -> CommunicationReport:
     """One fp32 training step of each layout in gloo processes; bytes per device (rank 0's)."""
     report = CommunicationReport(batch_size)
     for layout in layouts or list(LAYOUT_DEVICES):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = str(Path(tmp) / "bytes.pt")
-            mp.spawn(_worker, args=(layout, free_port(), batch_size, out), nprocs=LAYOUT_DEVICES[layout], join=True)
-            report.bytes_by_layout[layout] = torch.load(out, weights_only=True)
+        step = partial(_step, layout, batch_size)
+        report.bytes_by_layout[layout] = run_in_processes(step, LAYOUT_DEVICES[layout])
     return report

@@ -10,7 +10,7 @@ import contextlib
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +18,8 @@ import torch
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.recipes import OptimConfig
+from alexnet_cli.training.optimizer import sgd
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 
@@ -169,7 +171,7 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     runner = torch.compile(model) if compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    optimizer = sgd(model, OptimConfig(), OptimConfig().lr)  # train's own update, the paper's constants
     precision_context = autocast(precision, torch_device)
     scaler = torch.amp.GradScaler(enabled=precision == "16-mixed" and device == "gpu")
 
@@ -240,7 +242,3 @@ def synchronize(device: torch.device) -> None:
 
 def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def as_dict(result) -> dict:
-    return asdict(result)

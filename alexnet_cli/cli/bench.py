@@ -39,7 +39,9 @@ def benchmark_data_command(
             ("--py-workers", py_workers, 0, None),
              ("--workers", workers, 0, None), ("--batches", batches, 1, None), ("--warmup", warmup, 0, None),
              ("--repeats", repeats, 1, None))
-    from alexnet_cli.bench.speed import as_dict, benchmark_data
+    from dataclasses import asdict
+
+    from alexnet_cli.bench.speed import benchmark_data
     from alexnet_cli.recipes import load_recipe
 
     overrides = list(set_)
@@ -59,7 +61,7 @@ def benchmark_data_command(
     table.add_row("torchvision ImageFolder + DataLoader", f"{result.baseline_workers} workers",
                   f"{result.torchvision_img_s:,.0f}", "1.00×")
     console.print(table)
-    write_json(json_out, as_dict(result))
+    write_json(json_out, asdict(result))
 
 
 @user_errors
@@ -82,7 +84,9 @@ def benchmark_model_command(
     Example: [cyan]alexnet benchmark model --arch paper --batch-size 128 --device gpu --precision bf16-mixed[/]
     """
     require(("--batch-size", batch_size, 1, None), ("--warmup", warmup, 0, None), ("--batches", batches, 1, None))
-    from alexnet_cli.bench.speed import as_dict, benchmark_model
+    from dataclasses import asdict
+
+    from alexnet_cli.bench.speed import benchmark_model
     from alexnet_cli.models import ARCHS
 
     archs = list(ARCHS) if arch == "all" else [arch]
@@ -103,7 +107,7 @@ def benchmark_model_command(
                       f"{r.train_ms:.1f} ± {r.train_ms_std:.1f}", f"{r.forward_img_s:,.1f}",
                       f"{r.train_img_s:,.1f}", f"{r.train_img_s / base:.2f}×", f"{r.peak_memory_mb:,.0f}")
     console.print(table)
-    write_json(json_out, {"results": [as_dict(r) for r in results]})
+    write_json(json_out, {"results": [asdict(r) for r in results]})
 
 
 @user_errors

@@ -112,8 +112,8 @@ def viz_filters(
     Example: [cyan]alexnet viz-filters --checkpoint runs/demo/checkpoints/best.ckpt --out filters.png[/]
     """
     require(("--scale", scale, 1, 64))
-    from alexnet_cli.models.checkpoints import initial_model, load_checkpoint, load_torchvision_weights
     from alexnet_cli.inspection.filters import relative_change, save_filter_grid
+    from alexnet_cli.models.checkpoints import initial_model, load_checkpoint, load_torchvision_weights
 
     if (checkpoint is None) == (weights is None):
         raise AlexnetError("give exactly one of --checkpoint and --weights")
@@ -197,8 +197,8 @@ def summary(
     Example: [cyan]alexnet summary --arch paper[/]
     """
     require(("--num-classes", num_classes, 1, None))
-    from alexnet_cli.models import ARCHS
     from alexnet_cli.inspection.summary import summarize
+    from alexnet_cli.models import ARCHS
 
     if arch not in ARCHS:
         raise AlexnetError(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")

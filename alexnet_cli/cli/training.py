@@ -59,8 +59,8 @@ def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark
                    out: Optional[Path], resume: Optional[Path], overwrite: bool) -> None:
     import yaml
 
-    from alexnet_cli.training.dryrun import plan_run
     from alexnet_cli.recipes import load_recipe
+    from alexnet_cli.training.dryrun import plan_run
     from alexnet_cli.training.setup import prepare_run
 
     recipe = load_recipe(recipe_name, overrides)
@@ -121,7 +121,6 @@ def recipes_list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from alexnet_cli.recipes import available_recipes, load_recipe
-
     from alexnet_cli.training.ablations import ABLATIONS
 
     table = Table(title="recipes")

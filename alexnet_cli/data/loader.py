@@ -82,10 +82,6 @@ class DaliLoader:
 
             gc.collect()
 
-    def position(self) -> dict:
-        """Where the next batch comes from: ``{"epoch", "step"}``."""
-        return {"epoch": self.epoch, "step": self.step}
-
     def seek(self, epoch: int, step: int = 0) -> None:
         """Continue at (epoch, step): the next ``iter()`` resumes that epoch mid-way.
 

@@ -22,7 +22,6 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
 Device = Literal["cpu", "gpu"]
-TEN_CROP_ORDER = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
 
 
 def _decoder(device: Device, exact: bool) -> dict:
@@ -107,7 +106,7 @@ def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None
 def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None, ten_crop: bool, py_workers: int,
                   mean_image: np.ndarray | None, exact_decode: bool):
     """Centre crop, or the paper's ten crops stacked as ``[10, 3, crop, crop]`` per image in
-    torchvision's ``TenCrop`` order: the ``TEN_CROP_ORDER`` crops, then the same mirrored."""
+    torchvision's ``TenCrop`` order: top-left, top-right, bottom-left, bottom-right, centre, then the same mirrored."""
     jpegs, labels, mean, std, info = _feed(source, 5, py_workers)
     images = fn.decoders.image(jpegs, **_decoder(device, exact_decode), output_type=types.RGB)
     images = _maybe_resize(images, device, resize_size)

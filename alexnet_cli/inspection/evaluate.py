@@ -8,11 +8,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint, load_torchvision_weights
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.data.layout import read_classes
 from alexnet_cli.data.loader import Normalization
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint, load_torchvision_weights
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import DataConfig
 
@@ -159,46 +159,32 @@ def _score(loader, model: torch.nn.Module, k: int, counts: dict, progress: Progr
 
 
 def _evaluate_in_processes(job: _EvalJob, devices: int) -> dict:
-    import tempfile
+    from functools import partial
 
-    import torch.multiprocessing as mp
+    from alexnet_cli.parallel.spawn import run_in_processes
 
-    from alexnet_cli.parallel.ranks import free_port
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "counts.pt"
-        mp.spawn(_eval_worker, args=(devices, free_port(), job, str(out)), nprocs=devices, join=True)
-        totals = torch.load(out, weights_only=True)
+    totals = run_in_processes(partial(_shard_totals, job), devices, backend="nccl" if job.device == "gpu" else "gloo")
     return {key: value if key == "skipped" else value.numpy() if key.startswith("class_") else float(value)
             for key, value in totals.items()}
 
 
-def _eval_worker(rank: int, world: int, port: int, job: _EvalJob, out: str) -> None:
-    import os
-
+def _shard_totals(job: _EvalJob, rank: int, world: int) -> dict:
+    """This process's shard counted, then the counts summed over all processes (each image was counted
+    by exactly one), and the skipped images gathered."""
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    backend = "nccl" if job.device == "gpu" else "gloo"
-    if job.device == "gpu":
-        torch.cuda.set_device(rank)
-    dist.init_process_group(backend, rank=rank, world_size=world)
     loaded = _load(job.data, job.checkpoint, job.weights)
     counts = _evaluate_shard(job, loaded, (rank, world), SilentProgress(), device_index=rank)
     device = torch.device("cuda", rank) if job.device == "gpu" else torch.device("cpu")
-    totals = {}
     counts.pop("predictions")
     skipped: list[list[int]] = [[] for _ in range(world)]
     dist.all_gather_object(skipped, counts.pop("skipped"))
-    totals["skipped"] = sorted(index for part in skipped for index in part)
+    totals = {"skipped": sorted(index for part in skipped for index in part)}
     for key, value in counts.items():
         tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), device=device)
-        dist.all_reduce(tensor)  # sums: each image was counted by exactly one rank
+        dist.all_reduce(tensor)
         totals[key] = tensor.cpu()
-    if rank == 0:
-        torch.save(totals, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    return totals
 
 
 def _split_files(data: Path, split: str) -> list[str]:

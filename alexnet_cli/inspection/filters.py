@@ -85,6 +85,11 @@ def filter_grid(weights: torch.Tensor, *, scale: int = 4, groups: int = 1) -> tu
     return canvas, layout
 
 
+def tower_blocks(layer: str, weights: torch.Tensor) -> int:
+    """2 for the paper's conv1 (96 kernels, 48 on each GPU: Figure 3's two blocks), else 1."""
+    return 2 if layer == "conv1" and weights.shape[0] == 96 else 1
+
+
 def save_filter_grid(model: torch.nn.Module, out: Path, *, layer: str = "conv1", scale: int = 4,
                      groups: int | None = None, start: torch.nn.Module | None = None) -> GridLayout:
     """Write the kernel grid of ``layer`` as a PNG; returns its layout. With ``start`` (the network
@@ -95,7 +100,7 @@ def save_filter_grid(model: torch.nn.Module, out: Path, *, layer: str = "conv1",
     if start is not None:
         weights = weights - conv_weights(start, layer)
     if groups is None:
-        groups = 2 if layer == "conv1" and weights.shape[0] == 96 else 1  # the paper's two towers
+        groups = tower_blocks(layer, weights)
     canvas, layout = filter_grid(weights, scale=scale, groups=groups)
     out = Path(out)
     if out.suffix.lower() != ".png":

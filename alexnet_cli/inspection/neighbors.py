@@ -21,9 +21,9 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from alexnet_cli.atomic import write_atomic, write_text_atomic
-from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint
 from alexnet_cli.progress import Progress, SilentProgress
 
 THUMBNAIL = 96  # pixels per image in the grid

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
-from alexnet_cli.models.checkpoints import load_checkpoint
 from alexnet_cli.data.prepare.convert import BadImage, convert_image
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models.checkpoints import load_checkpoint
 
 
 @dataclass

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from alexnet_cli.training.ablations import ABLATIONS, Ablation
 from alexnet_cli.atomic import write_atomic, write_text_atomic
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.training.ablations import ABLATIONS, Ablation
 
 # §6, Table 2: one CNN, ILSVRC-2012 validation set, ten crops (§4.1), errors in %.
 PAPER_TOP1_ERROR, PAPER_TOP5_ERROR = 40.7, 18.2

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alexnet_cli.data.stats import IMAGENET_MEAN, IMAGENET_STD
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models import ARCHS, build_model
 
@@ -119,8 +120,8 @@ def load_torchvision_weights(path: Path, classes: list[dict]) -> LoadedCheckpoin
     _load_state(model, state, path)
     meta = {
         "arch": "owt", "num_classes": weight.shape[0], "classes": classes, "crop": 224, "resize_size": 256,
-        "normalization": {"mode": "channel", "channel_mean": [0.485 * 255, 0.456 * 255, 0.406 * 255],
-                          "channel_std": [0.229 * 255, 0.224 * 255, 0.225 * 255]},
+        "normalization": {"mode": "channel", "channel_mean": IMAGENET_MEAN.tolist(),
+                          "channel_std": IMAGENET_STD.tolist()},
         "source": "torchvision weights",
     }
     return LoadedCheckpoint(model.eval(), meta)

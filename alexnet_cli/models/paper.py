@@ -9,6 +9,7 @@ parameters for 1000 classes.
 """
 
 from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -122,11 +123,6 @@ class PaperAlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
-
-    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        """fc7's activations (after ReLU): the 4096-d code of Figure 4's retrieval."""
-        h = torch.flatten(self.features(x), 1)
-        return self.classifier[:-2](h)
 
 
 # §5: biases of conv2, conv4, conv5 and the hidden FC layers start at 1 so that the

@@ -13,8 +13,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.towers import TowerParallelAlexNet, shard_optimizer_state
-from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet, \
-    shard_weird_trick_optimizer_state
+from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet, shard_weird_trick_optimizer_state
 
 TENSOR_PARALLEL = 2  # the paper's two GPUs
 

@@ -103,8 +103,8 @@ class TowerParallelAlexNet(nn.Module):
         return {name: gather_rows(tensor, group=self.group, sizes=self.row_sizes(name)).cpu()
                 for name, tensor in self.named_parameters()}
 
-    def shard_of(self, name: str, full: torch.Tensor) -> torch.Tensor:
-        """This rank's rows of a single-device tensor (``name`` is for error messages)."""
+    def shard_of(self, full: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a single-device tensor."""
         return full.tensor_split(self.size, dim=0)[self.rank]
 
 
@@ -135,6 +135,6 @@ def shard_optimizer_state(towers: TowerParallelAlexNet, state: dict) -> dict:
     """This tower's rows of a single-device optimizer state."""
     sharded = {}
     for index, entry in state["state"].items():
-        sharded[index] = {key: towers.shard_of("", value).clone() if torch.is_tensor(value) and value.dim() > 0
+        sharded[index] = {key: towers.shard_of(value).clone() if torch.is_tensor(value) and value.dim() > 0
                           else value for key, value in entry.items()}
     return {**state, "state": sharded}

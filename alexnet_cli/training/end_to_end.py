@@ -8,8 +8,8 @@ from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
 from alexnet_cli.data.prepare.run import PrepareOptions, PrepareSummary, prepare_imagenet
 from alexnet_cli.inspection.evaluate import EvalResult, evaluate
-from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.inspection.report import write_report
+from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.terminal import shown
 from alexnet_cli.training.run import TrainResult, run
 
@@ -39,8 +39,8 @@ def prepare_demo(out: Path, *, workers: int | None = None, spec: DemoSpec = Demo
 
 def run_demo(out: Path, *, overrides: list[str] | None = None, quiet: bool = False,
              progress: Progress | None = None) -> DemoResult:
-    from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
     from alexnet_cli.inspection.filters import relative_change, save_filter_grid
+    from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
 
     progress = progress or SilentProgress()
     out = Path(out)

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from alexnet_cli.training import rng
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.parallel.ranks import data_parallel_group, data_parallel_shard
-from alexnet_cli.training.optimizer import apply_weight_decay, sgd, split_single_group, zero_momentum_buffers
 from alexnet_cli.recipes import OptimConfig
+from alexnet_cli.training import rng
+from alexnet_cli.training.optimizer import apply_weight_decay, sgd, split_single_group, zero_momentum_buffers
 
 
 class AlexNetModule(L.LightningModule):

@@ -17,9 +17,9 @@ from pathlib import Path
 import yaml
 
 from alexnet_cli.atomic import write_text_atomic
-from alexnet_cli.recipes import Recipe, load_recipe
 from alexnet_cli.errors import TrainingStopped
 from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.recipes import Recipe, load_recipe
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
 from alexnet_cli.training.resume import latest_checkpoint
 from alexnet_cli.training.run_dir import read_run_facts, remove_run_files, write_run_facts
@@ -54,8 +54,13 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     """
     import lightning as L
 
-    from alexnet_cli.training.callbacks import (BestMetrics, DataPosition, MemoryMeter, ThroughputMeter,
-                                                WriteOnTrainStart)
+    from alexnet_cli.training.callbacks import (
+        BestMetrics,
+        DataPosition,
+        MemoryMeter,
+        ThroughputMeter,
+        WriteOnTrainStart,
+    )
     from alexnet_cli.training.module import AlexNetModule
     from alexnet_cli.training.preemption import GracefulStop, trainer_is_rank_zero
 

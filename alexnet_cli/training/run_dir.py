@@ -5,7 +5,6 @@ from pathlib import Path
 from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import AlexnetError
 
-
 # What a run writes at its top level; --overwrite removes these and the checkpoints, nothing else.
 _RUN_FILES = ("metrics.csv", "run.json", "eval.json", "recipe.yaml", "hparams.yaml")
 

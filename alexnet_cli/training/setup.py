@@ -12,7 +12,6 @@ from alexnet_cli.training.resume import check_resumable, resolve_resume
 from alexnet_cli.training.run_dir import check_run_dir
 from alexnet_cli.training.trainer import trainer_arguments
 
-
 # Archs whose classifier expects a fixed feature map, hence a fixed crop.
 _FIXED_INPUT = {"paper", "paper-one-tower", "d2l", "keras-v1", "keras-v2", "tf1-bench"}
 

@@ -13,8 +13,13 @@ from alexnet_cli.recipes import Recipe
 def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callbacks: list) -> dict[str, Any]:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from alexnet_cli.training.callbacks import (FilterImageLogger, SaveWhenTrainingEnds, SparseMetricsProgressBar,
-                                                StopOnNonFiniteLoss, TimedCheckpoint)
+    from alexnet_cli.training.callbacks import (
+        FilterImageLogger,
+        SaveWhenTrainingEnds,
+        SparseMetricsProgressBar,
+        StopOnNonFiniteLoss,
+        TimedCheckpoint,
+    )
     from alexnet_cli.training.checkpoint_io import AtomicCheckpointIO
 
     args = dict(recipe.trainer)

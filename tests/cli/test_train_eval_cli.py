@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_alexnet, scratch_dir
 from PIL import Image
 
 import alexnet_cli
-from alexnet_cli.models.checkpoints import load_checkpoint
 from alexnet_cli.inspection.evaluate import evaluate
-
-from conftest import run_alexnet, scratch_dir
+from alexnet_cli.models.checkpoints import load_checkpoint
 
 FAST = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3", "--set", "data.batch_size=4",
         "--set", "trainer.log_every_n_steps=1",
@@ -256,8 +255,8 @@ def test_neighbors_of_a_read_only_checkpoint_skip_a_damaged_training_image(train
 def test_an_interrupted_embedding_continues_from_the_rows_already_written(trained_run, prepared, tmp_path):
     import shutil
 
-    from alexnet_cli.models.checkpoints import load_checkpoint
     from alexnet_cli.inspection.neighbors import embed_training_set
+    from alexnet_cli.models.checkpoints import load_checkpoint
 
     out, _ = trained_run
     checkpoint = tmp_path / "copy.ckpt"

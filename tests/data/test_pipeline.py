@@ -214,9 +214,8 @@ def test_a_loader_restarted_at_a_saved_position_continues_with_the_same_batches(
     first, _ = make_loader(prepared, "train", batch_size=4, pca_std=0.1)
     iterator = iter(first)
     head = [next(iterator)[0].clone() for _ in range(2)]
-    position = first.position()
     resumed, _ = make_loader(prepared, "train", batch_size=4, pca_std=0.1)
-    resumed.seek(**position)
+    resumed.seek(first.epoch, first.step)  # what DataPosition saves
     tail = [images.clone() for images, _ in resumed] + [images.clone() for images, _ in resumed]
     got = head + tail
     assert len(got) == len(reference)

@@ -37,8 +37,8 @@ def test_since_init_draws_the_change_and_the_start_is_the_runs_real_start(prepar
     """A run whose one step barely moved its weights (lr 1e-9): the rebuilt start must equal them."""
     from conftest import run_alexnet
 
-    from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
     from alexnet_cli.inspection.filters import conv_weights, relative_change
+    from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
 
     out = tmp_path / "run"
     result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet",

@@ -5,7 +5,6 @@ import os
 import signal
 
 import torch
-
 from conftest import TWO_CPU_PROCESSES, run_alexnet
 
 

@@ -8,12 +8,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import run_alexnet, scratch_dir
 
 from alexnet_cli.models import build_model
 from alexnet_cli.parallel.ranks import free_port
 from alexnet_cli.parallel.towers import TowerParallelAlexNet
-
-from conftest import run_alexnet, scratch_dir
 
 
 def _split_worker(rank: int, port: int, results_file: str) -> None:

@@ -6,8 +6,8 @@ import yaml
 from conftest import run_alexnet
 from typer.testing import CliRunner
 
-from alexnet_cli.training.ablations import ABLATIONS
 from alexnet_cli.cli import app
+from alexnet_cli.training.ablations import ABLATIONS
 
 
 @pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda a: a.overrides[0])

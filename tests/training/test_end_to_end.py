@@ -12,7 +12,8 @@ def test_demo_prepares_trains_evaluates_draws_and_reports_quietly_and_lightly(tm
                          "--set", "trainer.limit_train_batches=2",
                          "--set", "trainer.limit_val_batches=1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((out / "data" / "dataset.json").read_text())["counts"] == {"train": 319, "val": 96}  # one hazard unreadable
+    counts = json.loads((out / "data" / "dataset.json").read_text())["counts"]
+    assert counts == {"train": 319, "val": 96}  # one of the demo's hazards is unreadable
     assert sorted(p.name for p in (out / "run" / "checkpoints").iterdir()) == ["last.ckpt"]  # one save, at the end
     evaluation = json.loads((out / "run" / "eval.json").read_text())
     assert evaluation["images"] == 96 and evaluation["ten_crop"] is True and 0 <= evaluation["top1"] <= 1

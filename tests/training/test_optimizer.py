@@ -3,8 +3,8 @@
 import torch
 
 from alexnet_cli.models import build_model
-from alexnet_cli.training.optimizer import parameter_groups, sgd, split_single_group
 from alexnet_cli.recipes import OptimConfig
+from alexnet_cli.training.optimizer import parameter_groups, sgd, split_single_group
 
 
 def test_biases_are_not_decayed_unless_the_recipe_says_so():

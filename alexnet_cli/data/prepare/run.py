@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_cli.atomic import write_atomic, write_text_atomic
-from alexnet_cli.data.prepare import official
-from alexnet_cli.data.prepare.convert import JPEG_QUALITY, BadImage, ResizeMode, convert_image
 from alexnet_cli.data.layout import write_classes
+from alexnet_cli.data.prepare import official
+from alexnet_cli.data.prepare.convert import BYTES_PER_IMAGE_AT_256, JPEG_QUALITY, BadImage, ResizeMode, convert_image
 from alexnet_cli.data.prepare.sources import SourcePlan, WorkUnit, plan_source
 from alexnet_cli.data.stats import StatsAccumulator
 from alexnet_cli.errors import AlexnetError
@@ -202,8 +202,8 @@ def _verify_md5(source: Path, progress: Progress) -> None:
 
 
 def _check_disk(options: PrepareOptions, todo: list[WorkUnit]) -> None:
-    per_image = 40_000 * (options.size / 256) ** 2 * (1.0 if options.mode == "paper" else 1.4)
-    needed = sum(min(ref[3], per_image) for unit in todo for _, _, ref in unit.files) * 1.1
+    per_image = BYTES_PER_IMAGE_AT_256 * (options.size / 256) ** 2 * (1.0 if options.mode == "paper" else 1.4)
+    needed = sum(min(ref.size, per_image) for unit in todo for _, _, ref in unit.files) * 1.1
     free = shutil.disk_usage(options.out).free
     if needed > free:
         raise AlexnetError(
@@ -257,7 +257,7 @@ def process_unit(unit: WorkUnit, options: PrepareOptions) -> dict:
     try:
         for name, wnid, ref in unit.files:
             data = _read_ref(ref, handles)
-            source_label = f"{ref[1]}:{name}" if ref[0] == "tar" else ref[1]
+            source_label = f"{ref.path}:{name}" if ref.kind == "tar" else ref.path
             try:
                 converted = convert_image(data, options.size, options.mode, options.quality)
             except BadImage as exc:

@@ -12,18 +12,23 @@ import io
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
-from alexnet_cli.data.prepare import official
 from alexnet_cli.data.layout import IMAGE_SUFFIXES, ClassInfo
+from alexnet_cli.data.prepare import official
 from alexnet_cli.errors import AlexnetError
 
 VAL_CHUNK = 500  # flat val images per unit: small enough for a smooth progress bar
 
-# A source file: ("file", path, 0, size) or ("tar", tar path, byte offset, size).
-SourceRef = tuple[str, str, int, int]
+class SourceRef(NamedTuple):
+    """Where an image's bytes are: a whole file, or a slice of a tar."""
+
+    kind: Literal["file", "tar"]
+    path: str  # the file, or the tar holding the bytes
+    offset: int  # 0 for a file
+    size: int
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,6 @@ class SourcePlan:
     kind: str
     classes: list[ClassInfo]
     units: list[WorkUnit] = field(default_factory=list)
-
-    def images(self, split: str | None = None) -> int:
-        return sum(len(u.files) for u in self.units if split in (None, u.split))
 
 
 class _TarSlice(io.RawIOBase):
@@ -131,10 +133,10 @@ def _plan_official(source: Path, classes: int | None, per_class: int | None, see
         for wnid in chosen:
             files = _list_inner_tar(train_tar, handle, inner[wnid])[:per_class]
             plan.units.append(WorkUnit(f"train-{wnid}", "train", True, tuple((n, wnid, ref) for n, ref in files)))
-    val_members = official.list_tar(source / official.VAL_TAR)
+    val_tar = source / official.VAL_TAR
     plan.units += _flat_val_units(
-        [(m.name, ("tar", str(source / official.VAL_TAR), m.offset, m.size)) for m in val_members], devkit, chosen,
-        source / official.VAL_TAR,
+        [(m.name, SourceRef("tar", str(val_tar), m.offset, m.size)) for m in official.list_tar(val_tar)], devkit,
+        chosen, val_tar,
     )
     return plan
 
@@ -164,7 +166,7 @@ def _list_inner_tar(outer: Path, handle, member: official.TarMember) -> list[tup
                 if info.offset_data + info.size > member.size:
                     raise AlexnetError(f"{label} is cut short inside {info.name!r} (a download cut short? "
                                        "compare it with --verify-md5)")
-                files.append((info.name, ("tar", str(outer), member.offset + info.offset_data, info.size)))
+                files.append((info.name, SourceRef("tar", str(outer), member.offset + info.offset_data, info.size)))
     except tarfile.TarError as exc:
         raise AlexnetError(f"{label} is not a readable tar archive ({exc})") from None
     return sorted(files)
@@ -211,7 +213,7 @@ def _find_devkit(source: Path) -> Path | None:
 
 def _image_files(folder: Path) -> list[tuple[str, SourceRef]]:
     return [
-        (p.name, ("file", str(p), 0, p.stat().st_size))
+        (p.name, SourceRef("file", str(p), 0, p.stat().st_size))
         for p in sorted(folder.iterdir())
         if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in {".png", ".bmp"})
     ]

@@ -13,17 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY
 from PIL import Image
 
+from alexnet_cli.data.layout import list_split, read_classes
 from alexnet_cli.data.prepare import official
 from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
-from alexnet_cli.data.layout import list_split, read_classes
 from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet
 from alexnet_cli.data.prepare.sources import choose_classes
 from alexnet_cli.data.stats import DatasetStats
 from alexnet_cli.errors import AlexnetError
-
-from conftest import TINY
 
 
 def test_val_labels_follow_devkit_ids_not_sorted_order(official_source, prepared):

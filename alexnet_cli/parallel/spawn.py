@@ -1,0 +1,41 @@
+"""Processes this tool starts itself (outside Lightning): multi-device evaluation and the
+communication benchmark. One place for the loopback rendezvous, the process group and the way a
+result comes back."""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from alexnet_cli.parallel.ranks import free_port
+
+Result = TypeVar("Result")
+
+
+def run_in_processes(work: Callable[[int, int], Result], world: int, *, backend: str = "gloo") -> Result:
+    """Run ``work(rank, world)`` in ``world`` fresh processes joined in one process group (``nccl``: one
+    GPU each); returns rank 0's result, which must be tensors, numbers, strings or lists and dicts of those
+    (it comes back through ``torch.save``/``torch.load(weights_only=True)``). ``work`` must pickle: a
+    module-level function or a ``functools.partial`` of one."""
+    with tempfile.TemporaryDirectory(prefix="alexnet-spawn-") as folder:
+        out = Path(folder) / "rank0.pt"
+        mp.spawn(_process, args=(world, free_port(), backend, work, str(out)), nprocs=world, join=True)
+        return torch.load(out, weights_only=True)
+
+
+def _process(rank: int, world: int, port: int, backend: str, work: Callable, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, rank=rank, world_size=world)
+    try:
+        result = work(rank, world)
+        if rank == 0:
+            torch.save(result, out)
+        dist.barrier()  # rank 0's file is whole before any process leaves
+    finally:
+        dist.destroy_process_group()
