@@ -7,7 +7,8 @@ import pytest
 import torch
 from test_pipeline import make_loader
 
-from alexnet_cli.data.loader import Normalization, hand_off
+from alexnet_cli.data.loader import hand_off
+from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.stats import load_stats
 
 pytestmark = [pytest.mark.gpu,

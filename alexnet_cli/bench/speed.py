@@ -50,10 +50,7 @@ class TorchvisionTwin:
 
     def __init__(self, augmentation, normalization, crop: int, resize: int | None) -> None:
         self.augmentation, self.normalization, self.crop, self.resize = augmentation, normalization, crop, resize
-        mean_image = normalization.mean_image
-        self.mean_image = None if mean_image is None else torch.as_tensor(mean_image).permute(2, 0, 1).float()
-        self.mean = torch.as_tensor(normalization.channel_mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.as_tensor(normalization.channel_std, dtype=torch.float32)[:, None, None]
+        self.normalize = normalization.in_torch()
 
     def __call__(self, image) -> torch.Tensor:
         import random
@@ -67,10 +64,7 @@ class TorchvisionTwin:
         x, y = (draw["position"][0] * [width - self.crop, height - self.crop]).round().astype(int)
         pixels = TF.pil_to_tensor(TF.crop(image, int(y), int(x), self.crop, self.crop)).float()
         pixels += torch.as_tensor(draw["shift"][0])[:, None, None]
-        if self.mean_image is not None:
-            pixels -= self.mean_image[:, y : y + self.crop, x : x + self.crop]
-        else:
-            pixels = (pixels - self.mean) / self.std
+        pixels = self.normalize(pixels, int(x), int(y))
         return pixels.flip(-1) if draw["mirror"][0] else pixels
 
 

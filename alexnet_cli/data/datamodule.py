@@ -6,7 +6,8 @@ from pathlib import Path
 import lightning as L
 
 from alexnet_cli.data.layout import ClassInfo, SplitFiles, list_split, read_classes, read_dataset_info
-from alexnet_cli.data.loader import DaliLoader, Normalization
+from alexnet_cli.data.loader import DaliLoader
+from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.sampling import Augmentation, ShardPlan, equal_steps_batch_size
 from alexnet_cli.data.stats import DatasetStats, load_stats
 from alexnet_cli.errors import AlexnetError

@@ -11,7 +11,6 @@ the device the pipeline ran on, which is checked at the hand-off.
 
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -19,21 +18,12 @@ import numpy as np
 import torch
 
 from alexnet_cli.data import feed as F
+from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.pipelines import build_pipeline
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 from alexnet_cli.errors import AlexnetError
 
 Kind = Literal["train", "val", "ten_crop"]
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Subtract ``channel_mean`` and divide by ``channel_std`` (0–255 units), or, in the paper's
-    way (§2), subtract a per-pixel ``mean_image`` of the stored size and divide by nothing."""
-
-    channel_mean: np.ndarray
-    channel_std: np.ndarray
-    mean_image: np.ndarray | None = None
 
 
 class DaliLoader:

@@ -10,7 +10,7 @@ import torch
 
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.data.layout import read_classes
-from alexnet_cli.data.loader import Normalization
+from alexnet_cli.data.normalization import normalization_from_meta
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint, load_torchvision_weights
 from alexnet_cli.progress import Progress, SilentProgress
@@ -201,14 +201,6 @@ def _probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor
     batch, crops = images.shape[:2]
     logits = model(images.flatten(0, 1))
     return logits.softmax(dim=1).view(batch, crops, -1).mean(dim=1)
-
-
-def normalization_from_meta(meta: dict) -> Normalization:
-    """The normalisation a checkpoint was trained with (channel mean/std or the mean image)."""
-    norm = meta["normalization"]
-    mean_image = norm.get("mean_image")
-    return Normalization(np.asarray(norm["channel_mean"]), np.asarray(norm["channel_std"]),
-                         None if mean_image is None else np.asarray(mean_image))
 
 
 def _check_classes(loaded: LoadedCheckpoint, dataset_wnids: list[str], data: Path) -> None:

@@ -128,7 +128,7 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
     """fc7 codes of every image of ``split`` in ``<checkpoint>.<split>-fc7.f16``; an interrupted embedding
     continues where it stopped, a finished one is reused while checkpoint and files are unchanged."""
     from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.inspection.evaluate import normalization_from_meta
+    from alexnet_cli.data.normalization import normalization_from_meta
     from alexnet_cli.recipes import DataConfig
 
     progress = progress or SilentProgress()

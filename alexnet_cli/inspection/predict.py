@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
+from alexnet_cli.data.normalization import normalization_from_meta
 from alexnet_cli.data.prepare.convert import BadImage, convert_image
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.checkpoints import load_checkpoint
@@ -21,10 +22,7 @@ class Prediction:
 def preprocess(meta: dict, images: list[Path]) -> torch.Tensor:
     """Image files → the centre-crop batch evaluation would feed (shorter side to the resize size)."""
     crop, resize = meta["crop"], meta.get("resize_size", 256)
-    norm = meta["normalization"]
-    mean = torch.tensor(norm["channel_mean"], dtype=torch.float32)[:, None, None]
-    std = torch.tensor(norm["channel_std"], dtype=torch.float32)[:, None, None]
-    mean_image = norm.get("mean_image")
+    normalize = normalization_from_meta(meta).in_torch()
     batch = []
     for path in images:
         path = Path(path)
@@ -38,10 +36,7 @@ def preprocess(meta: dict, images: list[Path]) -> torch.Tensor:
         except BadImage as exc:
             raise AlexnetError(f"{path}: {exc}") from None
         pixels = TF.center_crop(torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float(), [crop, crop])
-        if mean_image is not None:
-            batch.append(pixels - TF.center_crop(torch.as_tensor(mean_image).permute(2, 0, 1), [crop, crop]))
-        else:
-            batch.append((pixels - mean) / std)
+        batch.append(normalize.centre(pixels))
     return torch.stack(batch)
 
 

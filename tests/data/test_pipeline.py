@@ -10,7 +10,8 @@ from PIL import Image
 
 from alexnet_cli.data.datamodule import DaliDataModule
 from alexnet_cli.data.layout import list_split, read_classes
-from alexnet_cli.data.loader import DaliLoader, Normalization
+from alexnet_cli.data.loader import DaliLoader
+from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 from alexnet_cli.data.stats import load_stats
 from alexnet_cli.recipes import DataConfig
