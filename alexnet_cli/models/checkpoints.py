@@ -63,7 +63,7 @@ def read_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise AlexnetError(f"{path} is not a PyTorch checkpoint, or is damaged ({first})") from None
+        raise AlexnetError(f"{path} is not a PyTorch checkpoint (or is damaged): refused ({first})") from None
     if not isinstance(data, dict):
         raise AlexnetError(f"{path} holds a {type(data).__name__}, not a checkpoint or state dict")
     return data
