@@ -1,7 +1,8 @@
 """``TowerParallelAlexNet``: one of the paper's two towers, on one device (§3.2, Figure 2).
 
 Each rank of a tensor-parallel group of two holds half of every layer's kernels
-(conv1 48, conv2 128, conv3 192, conv4 192, conv5 128, fc6 2048, fc7 2048) and half
+(conv1 48, conv2 128, conv3 192, conv4 192, conv5 128, fc6 2048, fc7 2048), read off the
+single-device model's layers, and half
 of fc8's rows (500 of 1000). The towers talk only where the paper's GPUs did:
 conv3 reads both towers' conv2 maps, fc6 both towers' pool5 maps, fc7 all of fc6
 and fc8 all of fc7; the class scores are gathered so both ranks compute the loss.
@@ -46,30 +47,32 @@ class TowerParallelAlexNet(nn.Module):
             return nn.MaxPool2d(f.pool1.kernel_size, f.pool1.stride)
 
         self.features = nn.Sequential(OrderedDict(
-            conv1=self._shard(f.conv1, nn.Conv2d(3, 48, kernel_size=11, stride=4)),
-            relu1=nn.ReLU(inplace=True), norm1=norm(), pool1=pool(),
-            conv2=self._shard(f.conv2, nn.Conv2d(48, 128, kernel_size=5, padding=2)),
-            relu2=nn.ReLU(inplace=True), norm2=norm(), pool2=pool(),
-            conv3=self._shard(f.conv3, nn.Conv2d(256, 192, kernel_size=3, padding=1)),  # reads both towers
-            relu3=nn.ReLU(inplace=True),
-            conv4=self._shard(f.conv4, nn.Conv2d(192, 192, kernel_size=3, padding=1)),
-            relu4=nn.ReLU(inplace=True),
-            conv5=self._shard(f.conv5, nn.Conv2d(192, 128, kernel_size=3, padding=1)),
-            relu5=nn.ReLU(inplace=True), pool5=pool(),
+            conv1=self._shard(f.conv1), relu1=nn.ReLU(inplace=True), norm1=norm(), pool1=pool(),
+            conv2=self._shard(f.conv2), relu2=nn.ReLU(inplace=True), norm2=norm(), pool2=pool(),
+            conv3=self._shard(f.conv3), relu3=nn.ReLU(inplace=True),  # reads both towers
+            conv4=self._shard(f.conv4), relu4=nn.ReLU(inplace=True),
+            conv5=self._shard(f.conv5), relu5=nn.ReLU(inplace=True), pool5=pool(),
         ))
         dropout = c.drop6.p
         self.fc8_sizes = shard_sizes(self.num_classes, size)
         self.classifier = nn.Sequential(OrderedDict(
-            fc6=self._shard(c.fc6, nn.Linear(256 * 6 * 6, 2048)), relu6=nn.ReLU(inplace=True),
-            drop6=nn.Dropout(dropout),
-            fc7=self._shard(c.fc7, nn.Linear(4096, 2048)), relu7=nn.ReLU(inplace=True), drop7=nn.Dropout(dropout),
-            fc8=self._shard(c.fc8, nn.Linear(4096, self.fc8_sizes[rank])),
+            fc6=self._shard(c.fc6), relu6=nn.ReLU(inplace=True), drop6=nn.Dropout(dropout),
+            fc7=self._shard(c.fc7), relu7=nn.ReLU(inplace=True), drop7=nn.Dropout(dropout),
+            fc8=self._shard(c.fc8),
         ))
 
-    def _shard(self, full_layer: nn.Module, layer: nn.Module) -> nn.Module:
+    def _shard(self, full_layer: nn.Conv2d | nn.Linear) -> nn.Module:
+        """This tower's layer: rows [r·n/2, (r+1)·n/2) of the single-device layer, its shapes read off
+        that slice (a grouped conv's slice reads only its own group's maps: an ungrouped conv per tower)."""
+        weight = full_layer.weight.detach().tensor_split(self.size, dim=0)[self.rank]
+        if isinstance(full_layer, nn.Linear):
+            layer = nn.Linear(weight.shape[1], weight.shape[0])
+        else:
+            layer = nn.Conv2d(weight.shape[1], weight.shape[0], full_layer.kernel_size, full_layer.stride,
+                              full_layer.padding)
         with torch.no_grad():
-            for name, tensor in layer.named_parameters():
-                tensor.copy_(getattr(full_layer, name).tensor_split(self.size, dim=0)[self.rank])
+            layer.weight.copy_(weight)
+            layer.bias.copy_(full_layer.bias.tensor_split(self.size, dim=0)[self.rank])
         return layer
 
     def _gather(self, x: torch.Tensor, point: str, sizes: list[int] | None = None, replicated: bool = False):

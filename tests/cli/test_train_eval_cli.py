@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_alexnet, scratch_dir
+from conftest import NARROW_FC, run_alexnet, scratch_dir
 from PIL import Image
 
 import alexnet_cli
@@ -18,7 +18,7 @@ from alexnet_cli.models.checkpoints import load_checkpoint
 
 FAST = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3", "--set", "data.batch_size=4",
         "--set", "trainer.log_every_n_steps=1",
-        "--set", "model.num_classes=4"]
+        "--set", "model.num_classes=4", *NARROW_FC]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def trained_run(prepared, tmp_path_factory):
 def test_train_writes_the_run_directory(trained_run):
     out, result = trained_run
     assert (out / "recipe.yaml").is_file()
-    # cpu-demo writes what eval and viz-filters need, once: 455 MB, not two files every epoch
+    # cpu-demo writes what eval and viz-filters need, once (455 MB at full width), not two files every epoch
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]

@@ -35,7 +35,7 @@ def test_deeper_layers_are_drawn_as_grey_tiles(tmp_path):
 
 def test_since_init_draws_the_change_and_the_start_is_the_runs_real_start(prepared, tmp_path):
     """A run whose one step barely moved its weights (lr 1e-9): the rebuilt start must equal them."""
-    from conftest import run_alexnet
+    from conftest import NARROW_FC, run_alexnet
 
     from alexnet_cli.inspection.filters import conv_weights, relative_change
     from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
@@ -43,7 +43,7 @@ def test_since_init_draws_the_change_and_the_start_is_the_runs_real_start(prepar
     out = tmp_path / "run"
     result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet",
                          "--set", "trainer.max_steps=1", "--set", "data.batch_size=4", "--set", "optim.lr=1e-9",
-                         "--set", "optim.weight_decay=0", "--set", "trainer.limit_val_batches=0")
+                         "--set", "optim.weight_decay=0", "--set", "trainer.limit_val_batches=0", *NARROW_FC)
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = load_checkpoint(out / "checkpoints" / "last.ckpt")
     start = initial_model(loaded)

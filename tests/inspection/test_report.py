@@ -5,13 +5,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_alexnet, scratch_dir
+from conftest import NARROW_FC, run_alexnet, scratch_dir
 from PIL import Image
 
 from alexnet_cli.inspection.report import RunSummary, markdown, paper_figures, summarize
 from alexnet_cli.training.ablations import ABLATIONS
 
-FAST = ["--recipe", "cpu-demo", "--quiet", "--set", "data.batch_size=8", "--set", "trainer.max_epochs=2"]
+FAST = ["--recipe", "cpu-demo", "--quiet", "--set", "data.batch_size=8", "--set", "trainer.max_epochs=2", *NARROW_FC]
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,14 @@ import os
 import signal
 
 import torch
-from conftest import TWO_CPU_PROCESSES, run_alexnet
+from conftest import NARROW_FC, TWO_CPU_PROCESSES, run_alexnet
 
 
 def test_ddp_on_two_gloo_ranks_runs_equal_steps_and_counts_each_val_image_once(prepared, tmp_path):
     out = tmp_path / "ddp"
     result = run_alexnet(
         "train", "--recipe", "ddp", "--data", prepared, "--out", out, "--quiet",
-        *TWO_CPU_PROCESSES, "--set", "data.batch_size=2", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
+        *TWO_CPU_PROCESSES, *NARROW_FC, "--set", "data.batch_size=2", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -39,7 +39,8 @@ def test_a_killed_rank_makes_the_run_fail_fast_with_a_clear_message(prepared, tm
                "--out", str(out), "--quiet", "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2",
                "--set", "trainer.precision=32-true", "--set", "data.device=cpu", "--set", "data.batch_size=2",
                "--set", "data.num_threads=1",
-        "--set", "data.py_workers=1", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=100"]
+        "--set", "data.py_workers=1", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=100",
+               *NARROW_FC]
     main = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not (out / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
@@ -68,7 +69,7 @@ def test_ddp_as_two_nodes_under_torchrun_on_localhost(prepared, tmp_path):
              "--set", "trainer.precision=32-true", "--set", "data.device=cpu", "--set", "data.batch_size=2",
              "--set", "data.num_threads=1",
         "--set", "data.py_workers=1", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=1",
-             "--set", "trainer.log_every_n_steps=1"]
+             "--set", "trainer.log_every_n_steps=1", *NARROW_FC]
     nodes = [
         subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
                           "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}",

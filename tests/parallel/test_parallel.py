@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from conftest import run_alexnet, scratch_dir
+from conftest import NARROW_FC, run_alexnet, scratch_dir
 
 from alexnet_cli.models import build_model
 from alexnet_cli.parallel.ranks import free_port
@@ -87,7 +87,7 @@ def _train(recipe: str, data, out, devices: int, *extra: str):
         "--set", f"trainer.devices={devices}", "--set", "trainer.max_steps=4", "--set", "trainer.precision=32-true",
         "--set", "trainer.log_every_n_steps=1", "--set", "trainer.limit_val_batches=0", "--set", "model.dropout=0",
         "--set", "data.device=cpu", "--set", "data.batch_size=8", "--set", "data.py_workers=1",
-        "--set", "data.num_threads=1", "--out", out, "--quiet", *extra, timeout=900)
+        "--set", "data.num_threads=1", "--out", out, "--quiet", *NARROW_FC, *extra, timeout=900)
 
 
 def test_the_split_refuses_the_one_tower_net_in_one_line(prepared, tmp_path):
@@ -122,7 +122,7 @@ def test_hybrid_on_four_ranks_equals_ddp_over_the_single_device_model(prepared, 
     common = ["--set", "trainer.accelerator=cpu", "--set", "trainer.max_steps=3", "--set", "trainer.precision=32-true",
               "--set", "trainer.log_every_n_steps=1", "--set", "trainer.limit_val_batches=0",
               "--set", "model.dropout=0", "--set", "data.device=cpu", "--set", "data.batch_size=2",
-              "--set", "data.num_threads=1", "--set", "data.py_workers=1", "--quiet"]
+              "--set", "data.num_threads=1", "--set", "data.py_workers=1", "--quiet", *NARROW_FC]
     hybrid, ddp = tmp_path / "hybrid", tmp_path / "ddp"
     for recipe, out, devices in (("hybrid", hybrid, 4), ("ddp", ddp, 2)):
         result = run_alexnet("train", "--recipe", recipe, "--data", prepared, "--out", out,
@@ -144,7 +144,7 @@ def test_a_single_gpu_checkpoint_resumes_as_two_gpu_on_the_same_trajectory(prepa
     common = ["--set", "trainer.accelerator=cpu", "--set", "trainer.precision=32-true",
               "--set", "trainer.log_every_n_steps=1", "--set", "trainer.limit_val_batches=0",
               "--set", "model.dropout=0", "--set", "data.device=cpu", "--set", "data.batch_size=8",
-              "--set", "data.py_workers=1", "--set", "data.num_threads=1", "--quiet"]
+              "--set", "data.py_workers=1", "--set", "data.num_threads=1", "--quiet", *NARROW_FC]
     # 23 images in batches of 8: one epoch is 2 steps; stop after one, resume for a second
     result = run_alexnet("train", "--recipe", "single-gpu", "--data", prepared, "--out", first,
                          "--set", "trainer.devices=1", "--set", "trainer.max_epochs=1", *common)

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from conftest import TWO_CPU_PROCESSES, run_alexnet
+from conftest import NARROW_FC, TWO_CPU_PROCESSES, run_alexnet
 
 from alexnet_cli.models import build_model
 from alexnet_cli.parallel.ranks import free_port
@@ -99,7 +99,7 @@ def test_the_recipe_trains_on_two_gloo_ranks_and_its_checkpoint_evaluates_on_one
     out = tmp_path / "run"
     result = run_alexnet(
         "train", "--recipe", "weird-trick", "--data", prepared, "--out", out, "--quiet",
-        *TWO_CPU_PROCESSES, "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
+        *TWO_CPU_PROCESSES, *NARROW_FC, "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
         "--set", "data.batch_size=5",  # 12 val images: 6 per rank, batches of 5 → 2 on each (none of 5 + 1)
         timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -109,9 +109,9 @@ def test_the_recipe_trains_on_two_gloo_ranks_and_its_checkpoint_evaluates_on_one
     [val] = [r for r in rows if r.get("val/images")]
     assert float(val["val/images"]) == 12  # every val image once, though every rank scored all of them
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    assert state["state_dict"]["model.classifier.6.weight"].shape == (4, 4096)  # the single-device layout
+    assert state["state_dict"]["model.classifier.6.weight"].shape == (4, 64)  # the single-device layout
     momentum = state["optimizer_states"][0]["state"]
-    assert any(entry["momentum_buffer"].shape == (4096, 9216) for entry in momentum.values())  # fc6, joined
+    assert any(entry["momentum_buffer"].shape == (64, 9216) for entry in momentum.values())  # fc6, joined
     for devices in ("1", "2"):
         report = tmp_path / f"eval{devices}.json"
         evaluated = run_alexnet("eval", "--checkpoint", out / "checkpoints" / "last.ckpt", "--data", prepared,
@@ -144,7 +144,7 @@ def test_sigterm_saves_a_weird_trick_run_that_resumes_to_its_end(prepared, tmp_p
 
 
     out = tmp_path / "run"
-    common = ["--data", str(prepared), "--quiet", *TWO_CPU_PROCESSES, "--set", "data.batch_size=4",
+    common = ["--data", str(prepared), "--quiet", *TWO_CPU_PROCESSES, *NARROW_FC, "--set", "data.batch_size=4",
               "--set", "trainer.limit_val_batches=0",
               "--set", "checkpoint.every_minutes=null", "--set", "checkpoint.every_n_train_steps=1",
               "--set", "trainer.log_every_n_steps=1",  # several ranks agree on a stop at logging steps
@@ -162,7 +162,7 @@ def test_sigterm_saves_a_weird_trick_run_that_resumes_to_its_end(prepared, tmp_p
     result = run_alexnet("train", "--recipe", "weird-trick", "--resume", out, *common, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    assert final["global_step"] == 8 and final["state_dict"]["model.classifier.6.weight"].shape == (4, 4096)
+    assert final["global_step"] == 8 and final["state_dict"]["model.classifier.6.weight"].shape == (4, 64)
     # the checkpoint is in the single-device layout: it resumes on one device, sliced momentum joined
     one_device = [*common, "--set", "trainer.devices=1", "--set", "trainer.strategy=auto", "--set",
                   "trainer.max_epochs=5"]

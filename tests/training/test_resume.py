@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_alexnet, scratch_dir
+from conftest import NARROW_FC, run_alexnet, scratch_dir
 
 # 23 training images in batches of 4: 5 steps per epoch, 10 in all; last.ckpt every 3 steps and at epoch ends
 # (steps 3, 5, 6, 9, 10).
 RUN = ["--recipe", "cpu-demo", "--quiet", "--set", "trainer.max_epochs=2", "--set", "data.batch_size=4",
-       "--set", "checkpoint.every_n_train_steps=3", "--set", "trainer.limit_val_batches=0"]
+       "--set", "checkpoint.every_n_train_steps=3", "--set", "trainer.limit_val_batches=0", *NARROW_FC]
 
 
 def start_training(prepared: Path, out: Path, *extra: str) -> subprocess.Popen:

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import torch
-from conftest import run_alexnet
+from conftest import NARROW_FC, run_alexnet
 
 ONE_STEP = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=1", "--set", "data.batch_size=4",
-            "--set", "trainer.limit_val_batches=0", "--quiet"]
+            "--set", "trainer.limit_val_batches=0", "--quiet", *NARROW_FC]
 
 
 def fingerprints(run_dir: Path) -> dict[str, str]:
