@@ -21,6 +21,7 @@ from alexnet_cli.bench.speed import autocast, synchronize
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
+from alexnet_cli.training.callbacks import StepGaps
 
 
 @dataclass
@@ -92,17 +93,19 @@ class _Window:
         self.warmup, self.steps, self.device = warmup, steps, device
         self.done = 0
         self.started = self.ended = None
-        self.wait = 0.0
-        self._last_end: float | None = None
+        self.gaps = StepGaps()
         self.syncs = SyncCounter() if count_syncs and device.type == "cuda" else None
 
     def _now(self) -> float:
         synchronize(self.device)
         return time.perf_counter()
 
+    @property
+    def wait(self) -> float:
+        return self.gaps.wait
+
     def step_started(self) -> None:
-        if self.started is not None and self._last_end is not None and self.ended is None:
-            self.wait += time.perf_counter() - self._last_end
+        self.gaps.step_started(counting=self.started is not None and self.ended is None)
 
     def step_ended(self) -> None:
         self.done += 1
@@ -114,7 +117,7 @@ class _Window:
             if self.syncs:
                 self.syncs.stop()
             self.ended = self._now()
-        self._last_end = time.perf_counter()
+        self.gaps.step_ended()
 
     @property
     def syncs_per_step(self) -> float | None:
@@ -199,10 +202,18 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
         if not synthetic and compare_synthetic:
             synthetic_runs.append(_run_lightning(recipe, num_classes, lambda: loader(True),
                                                  _Window(warmup, steps, device), progress_bar))
+    return _figures(recipe, str(device), steps, warmup, synthetic, repeats, plain_runs, lightning_runs,
+                    synthetic_runs)
+
+
+def _figures(recipe: Recipe, device: str, steps: int, warmup: int, synthetic: bool, repeats: int,
+             plain_runs: list[_Window], lightning_runs: list[_Window], synthetic_runs: list[_Window]) -> TrainBenchmark:
+    """Medians of the runs and each pair's overhead."""
+    batch = recipe.data.batch_size
     plain, lightning = _median_run(plain_runs), _median_run(lightning_runs)
     lightning_img_s, plain_img_s = steps * batch / lightning.seconds, steps * batch / plain.seconds
     result = TrainBenchmark(
-        recipe=recipe.name, batch_size=batch, device=str(device), precision=str(recipe.trainer.get("precision", "32")),
+        recipe=recipe.name, batch_size=batch, device=device, precision=str(recipe.trainer.get("precision", "32")),
         steps=steps, warmup=warmup, synthetic=synthetic, lightning_img_s=lightning_img_s, plain_img_s=plain_img_s,
         overhead_pct=100.0 * (plain_img_s - lightning_img_s) / plain_img_s,
         data_wait_frac=lightning.wait / lightning.seconds, plain_data_wait_frac=plain.wait / plain.seconds,

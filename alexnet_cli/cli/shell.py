@@ -97,6 +97,13 @@ def progress_for(quiet: bool):
     return SilentProgress() if quiet else RichProgress(console)
 
 
+def notes_on_stderr():
+    """What a long command says before its work starts, on stderr (stdout keeps its results), even with --quiet."""
+    from alexnet_cli.progress import RichProgress
+
+    return RichProgress(errors)
+
+
 def write_json(path: Optional[Path], payload: dict) -> None:
     if path is not None:
         from alexnet_cli.atomic import write_text_atomic

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.shell import console, progress_for, user_errors, write_json
+from alexnet_cli.cli.shell import console, notes_on_stderr, progress_for, user_errors, write_json
 from alexnet_cli.terminal import shown
 
 
@@ -38,7 +38,7 @@ def train(
         _print_dry_run(recipe, data, set_, benchmark_json, out, resume, overwrite)
         return
     result = run(recipe, data, out=out, overrides=set_, quiet=quiet, resume=resume, overwrite=overwrite,
-                 progress=progress_for(quiet))
+                 progress=notes_on_stderr())
     table = Table(title=f"run {shown(result.run_dir)}", show_header=False)
     if result.best_top1 is not None:
         table.add_row("best val top-1 / top-5", f"{result.best_top1:.2%} / {result.best_top5:.2%} "

@@ -66,7 +66,7 @@ def build_model(
         num_classes: width of the last layer.
         dropout: dropout probability of the hidden FC layers (the arch's own default if None).
         init: a scheme of ``models/init.py``; None: the arch's own source's (``ArchSpec.default_init``).
-        fc_width: hidden FC width (the Keras notes' VGG used 2048; the paper archs' narrow it for tests).
+        fc_width: hidden FC width (the Keras notes' VGG used 2048; paper and owt narrow it for tests).
         lrn, overlap_pool: the paper's ablations (§3.3, §3.4), paper archs only.
     """
     if arch not in ARCHS:
@@ -74,8 +74,8 @@ def build_model(
     spec = ARCHS[arch]
     kwargs: dict = {"num_classes": num_classes, "dropout": spec.default_dropout if dropout is None else dropout}
     if fc_width is not None:
-        if not arch.startswith("vgg") and arch not in PAPER_ARCHS:
-            raise AlexnetError(f"model.fc_width only applies to the vgg and paper archs, not {arch!r}")
+        if not arch.startswith("vgg") and arch not in (*PAPER_ARCHS, "owt"):
+            raise AlexnetError(f"model.fc_width only applies to the vgg, paper and owt archs, not {arch!r}")
         kwargs["fc_width"] = fc_width
     for key, value in (("lrn", lrn), ("overlap_pool", overlap_pool)):
         if not value and arch not in PAPER_ARCHS:

@@ -11,12 +11,19 @@ import torchvision
 from torch import nn
 
 
-def owt(num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+def owt(num_classes: int = 1000, dropout: float = 0.5, fc_width: int = 4096) -> nn.Module:
     """"One weird trick" AlexNet (Krizhevsky 2014): torchvision's ``alexnet`` itself.
 
-    Built by torchvision so that its published state dicts load unchanged.
+    Built by torchvision so that its published state dicts load unchanged; ``fc_width`` other than
+    4096 (for tests) replaces its three Linear layers with narrower ones, initialised as torchvision's are.
     """
-    return torchvision.models.alexnet(num_classes=num_classes, dropout=dropout)
+    model = torchvision.models.alexnet(num_classes=num_classes, dropout=dropout)
+    if fc_width != 4096:
+        classifier = model.classifier
+        classifier[1] = nn.Linear(classifier[1].in_features, fc_width)
+        classifier[4] = nn.Linear(fc_width, fc_width)
+        classifier[6] = nn.Linear(fc_width, num_classes)
+    return model
 
 
 class _Sequential2d(nn.Module):

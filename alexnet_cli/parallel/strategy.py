@@ -1,5 +1,12 @@
-"""``TowerParallelStrategy``: Lightning's DDP launcher with the paper's towers inside each pair of devices.
+"""Lightning strategies for the layouts Lightning lacks: the paper's towers and the 2014 weird trick.
 
+Both keep checkpoints in the single-device layout, so that any recipe can load, evaluate or resume
+them, and this module is where that conversion lives (``SingleDeviceCheckpoints``): saving joins the
+shards (``lightning_module_state_dict``, ``optimizer_state``), resuming loads the weights into the
+single-device model first (Lightning restores modules before ``setup``, which then splits that model)
+and takes this rank's rows of the optimizer state (``load_optimizer_state_dict``).
+
+``TowerParallelStrategy``: Lightning's DDP launcher with the paper's towers inside each pair of devices.
 Ranks 2k and 2k+1 form a tower pair (tensor parallel: they hold the two halves of
 one network and see the same batch); ranks of the same tower index across pairs
 form a data-parallel group, whose gradients DDP averages. Two devices is the
@@ -12,14 +19,37 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.parallel.towers import TowerParallelAlexNet, shard_optimizer_state
-from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet, shard_weird_trick_optimizer_state
+from alexnet_cli.parallel.towers import TowerParallelAlexNet, full_optimizer_state, shard_optimizer_state
+from alexnet_cli.parallel.weird_trick import (
+    WeirdTrickAlexNet,
+    full_weird_trick_optimizer_state,
+    shard_weird_trick_optimizer_state,
+)
 
 TENSOR_PARALLEL = 2  # the paper's two GPUs
 
 
-class TowerParallelStrategy(DDPStrategy):
+class SingleDeviceCheckpoints:
+    """Checkpoints in the single-device layout for a strategy whose model is split across ranks (a model
+    with ``full_state_dict()``); ``join``/``split`` convert one optimizer state. Every call is collective."""
+
+    join_optimizer_state = split_optimizer_state = None  # (split model, optimizer state) -> optimizer state
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        return {f"model.{k}": v for k, v in self.lightning_module.model.full_state_dict().items()}
+
+    def optimizer_state(self, optimizer) -> dict[str, Any]:
+        return type(self).join_optimizer_state(self.lightning_module.model, super().optimizer_state(optimizer))
+
+    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
+        model = self.lightning_module.model
+        states = [type(self).split_optimizer_state(model, state) for state in checkpoint["optimizer_states"]]
+        super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})
+
+
+class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
     strategy_name = "towers"
+    join_optimizer_state, split_optimizer_state = full_optimizer_state, shard_optimizer_state
 
     def setup_distributed(self) -> None:
         super().setup_distributed()
@@ -56,19 +86,14 @@ class TowerParallelStrategy(DDPStrategy):
         self._ddp_kwargs["process_group"] = self.data_parallel_group
         super().configure_ddp()
 
-    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
-        """Checkpoints hold the single-device optimizer state; take this tower's rows of it."""
-        towers = self.lightning_module.model
-        states = [shard_optimizer_state(towers, state) for state in checkpoint["optimizer_states"]]
-        super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})
 
-
-class WeirdTrickStrategy(DDPStrategy):
+class WeirdTrickStrategy(SingleDeviceCheckpoints, DDPStrategy):
     """The 2014 sequel's layout on every device: conv layers data-parallel, FC layers sliced by rows
     (``WeirdTrickAlexNet``). Not wrapped in DDP: the model sums its conv gradients itself, and each
     rank already holds the scores of every rank's images, so metrics are not reduced again."""
 
     strategy_name = "weird-trick"
+    join_optimizer_state, split_optimizer_state = full_weird_trick_optimizer_state, shard_weird_trick_optimizer_state
     collective_forward = True  # every forward gathers: all ranks must run the same number of batches
 
     def setup_distributed(self) -> None:
@@ -86,9 +111,3 @@ class WeirdTrickStrategy(DDPStrategy):
 
     def configure_ddp(self) -> None:
         return  # no parameter is averaged by DDP: conv gradients are summed by the model, FC slices are local
-
-    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
-        """Checkpoints hold the single-device optimizer state; take this rank's FC rows of it."""
-        model = self.lightning_module.model
-        states = [shard_weird_trick_optimizer_state(model, state) for state in checkpoint["optimizer_states"]]
-        super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})

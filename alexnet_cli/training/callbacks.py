@@ -10,12 +10,34 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from alexnet_cli.atomic import write_text_atomic
 
 
+class StepGaps:
+    """Data wait: the time from the end of one training step to the start of the next, which is where
+    the loop blocks on the loader (as NVIDIA's DeepLearningExamples report it). ``ThroughputMeter`` and
+    ``benchmark train`` both measure it with this."""
+
+    def __init__(self) -> None:
+        self.wait = 0.0
+        self._last_end: float | None = None
+
+    def restart(self) -> None:
+        """The next step's wait counts from now (an epoch's start)."""
+        self._last_end = time.perf_counter()
+
+    def step_started(self, counting: bool = True) -> float:
+        now = time.perf_counter()
+        if counting and self._last_end is not None:
+            self.wait += now - self._last_end
+        return now
+
+    def step_ended(self) -> float:
+        self._last_end = time.perf_counter()
+        return self._last_end
+
+
 class ThroughputMeter(L.Callback):
     """Images/s of training and the fraction of time spent waiting for data.
 
-    Data wait is the gap between the end of one training step and the start of
-    the next, which is where the loop blocks on the loader (as NVIDIA's
-    DeepLearningExamples report it).
+    Data wait: ``StepGaps``.
     """
 
     def __init__(self) -> None:
@@ -24,36 +46,32 @@ class ThroughputMeter(L.Callback):
         self.wait = 0.0
         self._epoch_images = 0
         self._epoch_busy = 0.0
-        self._epoch_wait = 0.0
-        self._batch_start: float | None = None
-        self._batch_end: float | None = None
+        self._gaps = StepGaps()
+        self._batch_start = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._epoch_images, self._epoch_busy, self._epoch_wait = 0, 0.0, 0.0
-        self._batch_end = time.perf_counter()
+        self._epoch_images, self._epoch_busy = 0, 0.0
+        self._gaps = StepGaps()
+        self._gaps.restart()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        if self._batch_end is not None:
-            self._epoch_wait += now - self._batch_end
-        self._batch_start = now
+        self._batch_start = self._gaps.step_started()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        self._epoch_busy += now - self._batch_start
+        self._epoch_busy += self._gaps.step_ended() - self._batch_start
         from alexnet_cli.parallel.ranks import data_parallel_shard
 
         self._epoch_images += len(batch[1]) * data_parallel_shard(trainer)[1]
-        self._batch_end = now
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        total = self._epoch_busy + self._epoch_wait
+        epoch_wait = self._gaps.wait
+        total = self._epoch_busy + epoch_wait
         self.images += self._epoch_images
         self.busy += self._epoch_busy
-        self.wait += self._epoch_wait
+        self.wait += epoch_wait
         if total > 0:
             pl_module.log("train/img_per_s", self._epoch_images / total)
-            pl_module.log("train/data_wait_frac", self._epoch_wait / total)
+            pl_module.log("train/data_wait_frac", epoch_wait / total)
 
     @property
     def images_per_second(self) -> float:

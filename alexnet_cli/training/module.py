@@ -219,18 +219,6 @@ class AlexNetModule(L.LightningModule):
         checkpoint["alexnet_cli_rng"] = rng.capture()
         checkpoint["alexnet_cli_monitors"] = {key: float(value) for key, value in self.trainer.callback_metrics.items()
                                               if key.startswith("val/")}
-        from alexnet_cli.parallel.towers import TowerParallelAlexNet, full_optimizer_state
-        from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet, full_weird_trick_optimizer_state
-
-        if isinstance(self.model, WeirdTrickAlexNet):
-            checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}
-            checkpoint["optimizer_states"] = [full_weird_trick_optimizer_state(self.model, state)
-                                              for state in checkpoint["optimizer_states"]]
-        if isinstance(self.model, TowerParallelAlexNet):
-            # Save the single-device layout: any recipe can load, evaluate or resume it.
-            checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.full_state_dict().items()}
-            checkpoint["optimizer_states"] = [full_optimizer_state(self.model, state)
-                                              for state in checkpoint["optimizer_states"]]
 
 
 def _sum_over(value: torch.Tensor, group) -> torch.Tensor:

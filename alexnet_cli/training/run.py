@@ -20,6 +20,7 @@ from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import TrainingStopped
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe, load_recipe
+from alexnet_cli.terminal import shown
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
 from alexnet_cli.training.resume import latest_checkpoint
 from alexnet_cli.training.run_dir import read_run_facts, remove_run_files, write_run_facts
@@ -50,17 +51,10 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     ``resume``: a checkpoint (or a run directory's last.ckpt) to continue from, whatever
     recipe wrote it, as long as arch and classes agree (a single-gpu checkpoint resumes
     as two-gpu and back). ``overwrite``: replace the run an existing ``out`` holds (refused otherwise).
-    ``progress`` hears what the run says before it starts (the network; a resume's recipe changes).
+    ``progress`` hears what the run says before it starts (the network unless ``quiet``; a resume's
+    recipe changes always).
     """
-    import lightning as L
-
-    from alexnet_cli.training.callbacks import (
-        BestMetrics,
-        DataPosition,
-        MemoryMeter,
-        ThroughputMeter,
-        WriteOnTrainStart,
-    )
+    from alexnet_cli.training.callbacks import BestMetrics, ThroughputMeter
     from alexnet_cli.training.module import AlexNetModule
     from alexnet_cli.training.preemption import GracefulStop, trainer_is_rank_zero
 
@@ -75,19 +69,13 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
                            batch_size=recipe.data.batch_size)
     rank_zero = trainer_is_rank_zero()
     if rank_zero:
-        _announce(setup, recipe, progress or SilentProgress())
+        _announce(setup, recipe, progress or SilentProgress(), quiet)
     recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     facts = _start_run_directory(setup, recipe, recipe_text, rank_zero)
     throughput, best = ThroughputMeter(), BestMetrics()
     stop = GracefulStop(setup.run_dir / "checkpoints" / "last.ckpt",
                         every_n_steps=int(recipe.trainer.get("log_every_n_steps", 50)))
-    callbacks = [throughput, best, MemoryMeter(), DataPosition(setup.datamodule), stop]
-    if setup.checkpoint is not None:  # a resume that fails to load keeps the run's recipe.yaml as it was
-        callbacks.append(WriteOnTrainStart(setup.run_dir / "recipe.yaml", recipe_text))
-    arguments = trainer_arguments(recipe, setup.run_dir, quiet, callbacks)
-    if setup.checkpoint is not None:
-        keep_previous_metrics(arguments["logger"], setup.run_dir)
-    trainer = L.Trainer(**arguments)
+    trainer = _trainer(setup, recipe, recipe_text, quiet, throughput, best, stop)
     started = time.perf_counter()
     _fit(trainer, module, setup, data, stop)
     seconds = time.perf_counter() - started
@@ -105,12 +93,29 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     )
 
 
-def _announce(setup: RunSetup, recipe: Recipe, progress: Progress) -> None:
-    parameters = sum(p.numel() for p in setup.model.parameters())
-    progress.note(f"{recipe.model.arch}: {parameters:,} parameters, {setup.crop}×{setup.crop} crops, "
-                  f"{setup.num_classes} classes → {setup.run_dir}")
+def _trainer(setup: RunSetup, recipe: Recipe, recipe_text: str, quiet: bool, throughput, best, stop):
+    import lightning as L
+
+    from alexnet_cli.training.callbacks import DataPosition, MemoryMeter, WriteOnTrainStart
+
+    # GracefulStop last: the position it saves on a signal is the one DataPosition has just advanced
+    callbacks = [throughput, best, MemoryMeter(), DataPosition(setup.datamodule), stop]
+    if setup.checkpoint is not None:  # a resume that fails to load keeps the run's recipe.yaml as it was
+        callbacks.append(WriteOnTrainStart(setup.run_dir / "recipe.yaml", recipe_text))
+    arguments = trainer_arguments(recipe, setup.run_dir, quiet, callbacks)
+    if setup.checkpoint is not None:
+        keep_previous_metrics(arguments["logger"], setup.run_dir)
+    return L.Trainer(**arguments)
+
+
+def _announce(setup: RunSetup, recipe: Recipe, progress: Progress, quiet: bool) -> None:
+    """The network (instead of Lightning's summary table), unless quiet; a resume's recipe changes, always."""
+    if not quiet:
+        parameters = sum(p.numel() for p in setup.model.parameters())
+        progress.note(f"{recipe.model.arch}: {parameters:,} parameters, {setup.crop}×{setup.crop} crops, "
+                      f"{setup.num_classes} classes → {shown(setup.run_dir)}")
     if setup.changes:
-        progress.note(f"resuming {setup.checkpoint} with recipe changes: " + "; ".join(setup.changes))
+        progress.note(shown(f"resuming {setup.checkpoint} with recipe changes: " + "; ".join(setup.changes)))
 
 
 def _start_run_directory(setup: RunSetup, recipe: Recipe, recipe_text: str, rank_zero: bool) -> dict:

@@ -13,57 +13,20 @@ from alexnet_cli.recipes import Recipe
 def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callbacks: list) -> dict[str, Any]:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from alexnet_cli.training.callbacks import (
-        FilterImageLogger,
-        SaveWhenTrainingEnds,
-        SparseMetricsProgressBar,
-        StopOnNonFiniteLoss,
-        TimedCheckpoint,
-    )
+    from alexnet_cli.training.callbacks import FilterImageLogger, SparseMetricsProgressBar, StopOnNonFiniteLoss
     from alexnet_cli.training.checkpoint_io import AtomicCheckpointIO
 
     args = dict(recipe.trainer)
     logger_name = args.pop("logger", "csv")
     validating = args.get("limit_val_batches", 1) != 0
-    checkpoint_dir = run_dir / "checkpoints"
-    every_n_steps, every_minutes = recipe.checkpoint.every_n_train_steps, recipe.checkpoint.every_minutes
-    if every_n_steps and every_minutes:
-        raise AlexnetError("checkpoint.every_n_train_steps and checkpoint.every_minutes: set one of them")
     # Lightning syncs with the GPU to log every log_every_n_steps steps; what reads device values goes there too.
     sync_every = int(args.get("log_every_n_steps", 50))
-    callbacks = [
-        *extra_callbacks,
-        StopOnNonFiniteLoss(every_n_steps=sync_every),
-        # last.ckpt every N epochs, or once when training ends...
-        ModelCheckpoint(dirpath=checkpoint_dir, filename="last", every_n_epochs=recipe.checkpoint.every_n_epochs,
-                        save_top_k=1, enable_version_counter=False)
-        if recipe.checkpoint.every_n_epochs else SaveWhenTrainingEnds(checkpoint_dir / "last.ckpt"),
-        LearningRateMonitor(logging_interval="epoch"),
-        FilterImageLogger(),
-    ]
-    if validating and recipe.checkpoint.best:
-        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/top1", mode="max",
-                                         save_top_k=1, enable_version_counter=False))
-    if every_n_steps or every_minutes:
-        # ...and every N steps or M minutes, beside step-N.ckpt copies, the newest keep_last of them.
-        step_copies = dict(dirpath=checkpoint_dir, filename="step-{step:08d}", auto_insert_metric_name=False,
-                           save_top_k=recipe.checkpoint.keep_last, monitor="step", mode="max", save_last=True,
-                           enable_version_counter=False)
-        if every_minutes:
-            callbacks.append(TimedCheckpoint(train_time_interval=timedelta(minutes=every_minutes),
-                                             check_every_n_steps=sync_every, **step_copies))
-        else:
-            callbacks.append(ModelCheckpoint(every_n_train_steps=every_n_steps, **step_copies))
+    callbacks = [*extra_callbacks, StopOnNonFiniteLoss(every_n_steps=sync_every),
+                 *checkpoint_callbacks(recipe, run_dir / "checkpoints", validating, sync_every),
+                 LearningRateMonitor(logging_interval="epoch"), FilterImageLogger()]
     if not quiet:
         callbacks.append(SparseMetricsProgressBar(metrics_every_n_steps=sync_every))
-    if args.get("strategy") == "towers":
-        from alexnet_cli.parallel.strategy import TowerParallelStrategy
-
-        args["strategy"] = TowerParallelStrategy()
-    elif args.get("strategy") == "weird-trick":
-        from alexnet_cli.parallel.strategy import WeirdTrickStrategy
-
-        args["strategy"] = WeirdTrickStrategy()
+    args["strategy"] = _strategy(args.get("strategy", "auto"))
     args.setdefault("num_sanity_val_steps", 0)
     args.update(
         default_root_dir=str(run_dir), logger=make_logger(logger_name, run_dir), callbacks=callbacks,
@@ -74,6 +37,48 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )
     return args
+
+
+def checkpoint_callbacks(recipe: Recipe, checkpoint_dir: Path, validating: bool, sync_every: int) -> list:
+    """The savers the recipe's ``checkpoint`` section asks for."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from alexnet_cli.training.callbacks import SaveWhenTrainingEnds, TimedCheckpoint
+
+    config = recipe.checkpoint
+    if config.every_n_train_steps and config.every_minutes:
+        raise AlexnetError("checkpoint.every_n_train_steps and checkpoint.every_minutes: set one of them")
+    # last.ckpt every N epochs, or once when training ends...
+    savers = [ModelCheckpoint(dirpath=checkpoint_dir, filename="last", every_n_epochs=config.every_n_epochs,
+                              save_top_k=1, enable_version_counter=False)
+              if config.every_n_epochs else SaveWhenTrainingEnds(checkpoint_dir / "last.ckpt")]
+    if validating and config.best:
+        savers.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/top1", mode="max",
+                                      save_top_k=1, enable_version_counter=False))
+    if config.every_n_train_steps or config.every_minutes:
+        # ...and every N steps or M minutes, beside step-N.ckpt copies, the newest keep_last of them.
+        step_copies = dict(dirpath=checkpoint_dir, filename="step-{step:08d}", auto_insert_metric_name=False,
+                           save_top_k=config.keep_last, monitor="step", mode="max", save_last=True,
+                           enable_version_counter=False)
+        if config.every_minutes:
+            savers.append(TimedCheckpoint(train_time_interval=timedelta(minutes=config.every_minutes),
+                                          check_every_n_steps=sync_every, **step_copies))
+        else:
+            savers.append(ModelCheckpoint(every_n_train_steps=config.every_n_train_steps, **step_copies))
+    return savers
+
+
+def _strategy(name):
+    """The recipe's strategy name, or this tool's strategy object for the layouts Lightning lacks."""
+    if name == "towers":
+        from alexnet_cli.parallel.strategy import TowerParallelStrategy
+
+        return TowerParallelStrategy()
+    if name == "weird-trick":
+        from alexnet_cli.parallel.strategy import WeirdTrickStrategy
+
+        return WeirdTrickStrategy()
+    return name
 
 
 def make_logger(name: str | None, run_dir: Path):

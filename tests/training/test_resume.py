@@ -19,7 +19,8 @@ from conftest import NARROW_FC, run_alexnet, scratch_dir
 # 23 training images in batches of 4: 5 steps per epoch, 10 in all; last.ckpt every 3 steps and at epoch ends
 # (steps 3, 5, 6, 9, 10).
 RUN = ["--recipe", "cpu-demo", "--quiet", "--set", "trainer.max_epochs=2", "--set", "data.batch_size=4",
-       "--set", "checkpoint.every_n_train_steps=3", "--set", "trainer.limit_val_batches=0", *NARROW_FC]
+       "--set", "checkpoint.every_n_train_steps=3", "--set", "checkpoint.every_n_epochs=1",
+       "--set", "trainer.limit_val_batches=0", *NARROW_FC]
 
 
 def start_training(prepared: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -146,8 +147,10 @@ def test_sigusr1_and_ctrl_c_save_and_stop_cleanly(prepared, tmp_path, signum, ex
 
 def test_a_second_ctrl_c_stops_at_once_with_130_and_names_the_checkpoint_on_disk(prepared, tmp_path):
     out = tmp_path / "run"
-    # batches of 16: steps long enough (~1 s here) that the second Ctrl-C lands inside one
-    process = start_training(prepared, out, "--set", "data.batch_size=16", "--set", "trainer.max_epochs=40")
+    # batches of 16 at the paper's full width: steps and saves long enough (~1 s here) that the second
+    # Ctrl-C lands inside one
+    process = start_training(prepared, out, "--set", "data.batch_size=16", "--set", "trainer.max_epochs=40",
+                             "--set", "model.fc_width=4096")
     wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists(), process)
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
@@ -208,7 +211,7 @@ def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, 
     from alexnet_cli.recipes import load_recipe
     from alexnet_cli.training.resume import check_resumable
 
-    recipe = load_recipe("cpu-demo", [change])
+    recipe = load_recipe("cpu-demo", [change, "model.fc_width=64"])  # the run's width: only `change` differs
     with pytest.raises(AlexnetError, match=re.escape(words)):
         check_resumable(uninterrupted_run / "checkpoints" / "last.ckpt", recipe, read_classes(prepared))
 
@@ -235,7 +238,8 @@ def test_a_resume_at_an_epoch_end_keeps_the_plateau_schedule_of_the_uninterrupte
     """Lightning does not step ReduceLROnPlateau for the epoch a run resumed in; the module catches up."""
     from alexnet_cli.training.run import run
 
-    settings = ["data.batch_size=8", "optim.schedule=plateau", "optim.plateau_patience=0", "trainer.max_epochs=2"]
+    settings = ["data.batch_size=8", "optim.schedule=plateau", "optim.plateau_patience=0", "trainer.max_epochs=2",
+                "checkpoint.every_n_epochs=1", "model.fc_width=64"]
     straight = run("cpu-demo", prepared, out=tmp_path / "straight", overrides=settings, quiet=True)
     run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=[*settings, "trainer.max_epochs=1"], quiet=True)
     resumed = run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=settings, quiet=True,
