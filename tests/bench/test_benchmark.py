@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_alexnet
+from conftest import NARROW_FC, run_alexnet
 
 
 def test_benchmark_data_reports_both_loaders_and_their_workers(prepared, tmp_path):
@@ -59,6 +59,7 @@ def test_benchmark_model_reports_forward_and_train_step(tmp_path):
 def test_benchmark_train_reports_lightning_beside_the_plain_loop_on_real_data(prepared, tmp_path):
     report = tmp_path / "train.json"
     result = run_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--data", prepared, "--set", "data.batch_size=4",
+                         *NARROW_FC,
                          "--steps", "2", "--warmup", "1", "--json", report, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(report.read_text())
@@ -76,6 +77,7 @@ def test_benchmark_train_reports_lightning_beside_the_plain_loop_on_real_data(pr
 def test_benchmark_train_on_synthetic_batches_needs_no_dataset(tmp_path):
     report = tmp_path / "train.json"
     result = run_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--synthetic", "--set", "data.batch_size=2",
+                         *NARROW_FC,
                          "--set", "model.num_classes=10", "--steps", "1", "--warmup", "1", "--json", report, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(report.read_text())
@@ -127,7 +129,7 @@ def test_benchmark_soak_prints_memory_after_every_epoch(prepared, tmp_path):
     report = tmp_path / "soak.json"
     result = run_alexnet("benchmark", "soak", "--data", prepared, "--epochs", "2", "--settle", "1",
                          "--out", tmp_path / "run", "--json", report, "--set", "data.batch_size=4",
-                         "--set", "trainer.limit_train_batches=2", "--set", "trainer.limit_val_batches=0")
+                         "--set", "trainer.limit_train_batches=2", "--set", "trainer.limit_val_batches=0", *NARROW_FC)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(report.read_text())
     assert len(figures["rss_mb"]) == 2 and all(mb > 100 for mb in figures["rss_mb"])  # a torch process

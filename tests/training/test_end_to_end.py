@@ -3,14 +3,14 @@
 import json
 import re
 
-from conftest import run_alexnet
+from conftest import NARROW_FC, run_alexnet
 
 
 def test_demo_prepares_trains_evaluates_draws_and_reports_quietly_and_lightly(tmp_path):
     out = tmp_path / "demo"
     result = run_alexnet("demo", "--out", out, "--set", "trainer.max_epochs=1",
                          "--set", "trainer.limit_train_batches=2",
-                         "--set", "trainer.limit_val_batches=1")
+                         "--set", "trainer.limit_val_batches=1", *NARROW_FC)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = json.loads((out / "data" / "dataset.json").read_text())["counts"]
     assert counts == {"train": 319, "val": 96}  # one of the demo's hazards is unreadable
