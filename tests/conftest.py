@@ -13,7 +13,8 @@ from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
 from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet
 
 # A GPU recipe as two gloo processes on this machine's CPU, one DALI thread and reader each.
-TWO_CPU_PROCESSES = ["--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.precision=32-true",
+TWO_CPU_PROCESSES = ["--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2",
+                     "--set", "trainer.precision=32-true",
                      "--set", "data.device=cpu", "--set", "data.num_threads=1", "--set", "data.py_workers=1"]
 
 # The paper's layers with fc6/fc7 64 wide: 3 M parameters instead of 61 M, checkpoints of 24 MB instead of
@@ -38,9 +39,26 @@ def prepared(official_source, tmp_path_factory) -> Path:
 
 
 def run_alexnet(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real command line in a fresh process."""
+    """Run the real command line in a fresh process: for what only a process shows (signals, kills, exit status
+    of the interpreter, a traceback) and for training on several processes, which re-runs its own command line."""
     return subprocess.run([sys.executable, "-m", "alexnet_cli", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)
+
+
+def invoke_alexnet(*args: str) -> subprocess.CompletedProcess:
+    """Run the same command line in this process, answering as ``run_alexnet`` does.
+
+    A fresh interpreter spends 5–8 s here importing torch and Lightning before any work; the suite ran about a
+    hundred of them. An exception that escapes the CLI's one-line error wrapper is raised here, traceback and all.
+    """
+    from typer.testing import CliRunner
+
+    from alexnet_cli.cli import app
+
+    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ form a data-parallel group, whose gradients DDP averages. Two devices is the
 paper's ``two-gpu`` layout; 2×N devices is the ``hybrid`` one.
 """
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
@@ -33,23 +33,36 @@ class SingleDeviceCheckpoints:
     """Checkpoints in the single-device layout for a strategy whose model is split across ranks (a model
     with ``full_state_dict()``); ``join``/``split`` convert one optimizer state. Every call is collective."""
 
-    join_optimizer_state = split_optimizer_state = None  # (split model, optimizer state) -> optimizer state
+    # (split model, optimizer state) -> optimizer state, set by each strategy
+    join_optimizer_state: Callable[[Any, dict], dict]
+    split_optimizer_state: Callable[[Any, dict], dict]
+
+    @staticmethod
+    def check_model(model) -> None:
+        """Refuse a single-device network this layout cannot split: ``train`` asks before any process starts."""
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
         return {f"model.{k}": v for k, v in self.lightning_module.model.full_state_dict().items()}
 
     def optimizer_state(self, optimizer) -> dict[str, Any]:
-        return type(self).join_optimizer_state(self.lightning_module.model, super().optimizer_state(optimizer))
+        return self.join_optimizer_state(self.lightning_module.model, super().optimizer_state(optimizer))
 
     def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
         model = self.lightning_module.model
-        states = [type(self).split_optimizer_state(model, state) for state in checkpoint["optimizer_states"]]
+        states = [self.split_optimizer_state(model, state) for state in checkpoint["optimizer_states"]]
         super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})
 
 
 class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
     strategy_name = "towers"
-    join_optimizer_state, split_optimizer_state = full_optimizer_state, shard_optimizer_state
+    join_optimizer_state = staticmethod(full_optimizer_state)
+    split_optimizer_state = staticmethod(shard_optimizer_state)
+
+    @staticmethod
+    def check_model(model) -> None:
+        if getattr(model, "towers", None) != TENSOR_PARALLEL:
+            raise AlexnetError("the two-GPU split (trainer.strategy=towers) needs model.arch=paper, the "
+                               "two-tower net (paper-one-tower is the one-GPU net it was compared with)")
 
     def setup_distributed(self) -> None:
         super().setup_distributed()
@@ -73,9 +86,7 @@ class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
     def setup(self, trainer) -> None:
         module = self.lightning_module
         if not isinstance(module.model, TowerParallelAlexNet):
-            if getattr(module.model, "towers", None) != TENSOR_PARALLEL:
-                raise AlexnetError("the two-GPU split (trainer.strategy=towers) needs model.arch=paper, the "
-                                   "two-tower net (paper-one-tower is the one-GPU net it was compared with)")
+            self.check_model(module.model)
             module.model = TowerParallelAlexNet(module.model, rank=self.tower_index, size=TENSOR_PARALLEL,
                                                 group=self.tensor_parallel_group)
         super().setup(trainer)
@@ -93,7 +104,8 @@ class WeirdTrickStrategy(SingleDeviceCheckpoints, DDPStrategy):
     rank already holds the scores of every rank's images, so metrics are not reduced again."""
 
     strategy_name = "weird-trick"
-    join_optimizer_state, split_optimizer_state = full_weird_trick_optimizer_state, shard_weird_trick_optimizer_state
+    join_optimizer_state = staticmethod(full_weird_trick_optimizer_state)
+    split_optimizer_state = staticmethod(shard_weird_trick_optimizer_state)
     collective_forward = True  # every forward gathers: all ranks must run the same number of batches
 
     def setup_distributed(self) -> None:

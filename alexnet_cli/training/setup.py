@@ -71,9 +71,11 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     if num_classes != datamodule.num_classes:
         raise AlexnetError(f"model.num_classes is {num_classes} but {data} has {datamodule.num_classes} classes")
     ShardPlan(len(datamodule.split("train")), recipe.data.batch_size, 0, data_parallel_size(recipe))
-    trainer_arguments(recipe, run_dir, True, [])  # its own checks: checkpoint keys, logger, strategy
+    strategy = trainer_arguments(recipe, run_dir, True, [])["strategy"]  # its own checks: checkpoints, logger
     L.seed_everything(recipe.seed, workers=False, verbose=False)  # the weights are a function of the seed
     model = recipe_model(recipe, num_classes)
+    if hasattr(strategy, "check_model"):  # a split layout's needs, refused before its processes start
+        strategy.check_model(model)
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
     return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes, replaces_run)

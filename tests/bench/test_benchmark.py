@@ -3,14 +3,14 @@
 import json
 
 import pytest
-from conftest import NARROW_FC, run_alexnet
+from conftest import NARROW_FC, invoke_alexnet
 
 
 def test_benchmark_data_reports_both_loaders_and_their_workers(prepared, tmp_path):
     report = tmp_path / "data.json"
-    result = run_alexnet("benchmark", "data", "--data", prepared, "--batch-size", "4", "--threads", "1",
-                         "--py-workers", "1", "--batches", "2", "--warmup", "1", "--repeats", "2", "--json", report,
-                         "--quiet")
+    result = invoke_alexnet("benchmark", "data", "--data", prepared, "--batch-size", "4", "--threads", "1",
+                            "--py-workers", "1", "--batches", "2", "--warmup", "1", "--repeats", "2", "--json", report,
+                            "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(report.read_text())
     assert data["dali_threads"] == 1 and data["dali_py_workers"] == 1 and data["baseline_workers"] == 1
@@ -48,8 +48,8 @@ def test_the_torchvision_twin_does_the_pipelines_work_with_the_mean_image(prepar
 
 def test_benchmark_model_reports_forward_and_train_step(tmp_path):
     report = tmp_path / "model.json"
-    result = run_alexnet("benchmark", "model", "--arch", "keras-v2", "--batch-size", "2", "--warmup", "1",
-                         "--batches", "2", "--json", report, "--quiet")
+    result = invoke_alexnet("benchmark", "model", "--arch", "keras-v2", "--batch-size", "2", "--warmup", "1",
+                            "--batches", "2", "--json", report, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     [row] = json.loads(report.read_text())["results"]
     assert row["arch"] == "keras-v2" and row["variant"] == "fp32 eager"
@@ -58,9 +58,9 @@ def test_benchmark_model_reports_forward_and_train_step(tmp_path):
 
 def test_benchmark_train_reports_lightning_beside_the_plain_loop_on_real_data(prepared, tmp_path):
     report = tmp_path / "train.json"
-    result = run_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--data", prepared, "--set", "data.batch_size=4",
-                         *NARROW_FC,
-                         "--steps", "2", "--warmup", "1", "--json", report, "--quiet")
+    result = invoke_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--data", prepared,
+                            "--set", "data.batch_size=4", *NARROW_FC,
+                            "--steps", "2", "--warmup", "1", "--json", report, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(report.read_text())
     assert {"lightning_img_s", "plain_img_s", "overhead_pct", "data_wait_frac", "steps", "synthetic"} <= set(data)
@@ -76,9 +76,9 @@ def test_benchmark_train_reports_lightning_beside_the_plain_loop_on_real_data(pr
 
 def test_benchmark_train_on_synthetic_batches_needs_no_dataset(tmp_path):
     report = tmp_path / "train.json"
-    result = run_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--synthetic", "--set", "data.batch_size=2",
-                         *NARROW_FC,
-                         "--set", "model.num_classes=10", "--steps", "1", "--warmup", "1", "--json", report, "--quiet")
+    result = invoke_alexnet("benchmark", "train", "--recipe", "cpu-demo", "--synthetic", "--set", "data.batch_size=2",
+                            *NARROW_FC, "--set", "model.num_classes=10", "--steps", "1", "--warmup", "1",
+                            "--json", report, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(report.read_text())
     assert data["synthetic"] is True and data["synthetic_img_s"] is None and data["lightning_img_s"] > 0
@@ -96,8 +96,8 @@ def test_benchmark_train_refuses_a_multi_process_recipe_in_one_line():
 def test_benchmark_comms_counts_every_exchange_of_the_layouts_exactly(tmp_path):
     batch, floats = 2, 4  # images per device's conv layers; fp32 bytes
     report = tmp_path / "comms.json"
-    result = run_alexnet("benchmark", "comms", "--batch-size", batch, "--layout", "ddp", "--layout", "weird-trick",
-                         "--json", report)
+    result = invoke_alexnet("benchmark", "comms", "--batch-size", batch, "--layout", "ddp", "--layout", "weird-trick",
+                            "--json", report)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(report.read_text())
     assert figures["devices"] == {"ddp": 2, "weird-trick": 2}
@@ -121,15 +121,16 @@ def test_benchmark_comms_counts_every_exchange_of_the_layouts_exactly(tmp_path):
 
 
 def test_benchmark_comms_refuses_an_unknown_layout():
-    result = run_alexnet("benchmark", "comms", "--layout", "ring")
+    result = invoke_alexnet("benchmark", "comms", "--layout", "ring")
     assert result.returncode == 2 and "--layout 'ring': choose from ddp, two-gpu, hybrid, weird-trick" in result.stderr
 
 
 def test_benchmark_soak_prints_memory_after_every_epoch(prepared, tmp_path):
     report = tmp_path / "soak.json"
-    result = run_alexnet("benchmark", "soak", "--data", prepared, "--epochs", "2", "--settle", "1",
-                         "--out", tmp_path / "run", "--json", report, "--set", "data.batch_size=4",
-                         "--set", "trainer.limit_train_batches=2", "--set", "trainer.limit_val_batches=0", *NARROW_FC)
+    result = invoke_alexnet("benchmark", "soak", "--data", prepared, "--epochs", "2", "--settle", "1",
+                            "--out", tmp_path / "run", "--json", report, "--set", "data.batch_size=4",
+                            "--set", "trainer.limit_train_batches=2", "--set", "trainer.limit_val_batches=0",
+                            *NARROW_FC)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(report.read_text())
     assert len(figures["rss_mb"]) == 2 and all(mb > 100 for mb in figures["rss_mb"])  # a torch process

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import NARROW_FC, run_alexnet, scratch_dir
+from conftest import NARROW_FC, invoke_alexnet, scratch_dir
 from PIL import Image
 
 import alexnet_cli
@@ -24,8 +24,8 @@ FAST = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3
 @pytest.fixture(scope="module")
 def trained_run(prepared, tmp_path_factory):
     with scratch_dir(tmp_path_factory, "run") as out:
-        result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet", *FAST,
-                             "--json", out / "train.json")
+        result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet", *FAST,
+                                "--json", out / "train.json")
         assert result.returncode == 0, result.stderr[-3000:]
         yield out, result
 
@@ -66,8 +66,9 @@ def test_eval_json_has_the_documented_fields(trained_run, prepared, tmp_path):
     out, _ = trained_run
     report = tmp_path / "eval.json"
     predictions = tmp_path / "predictions.csv"
-    result = run_alexnet("eval", "--checkpoint", out / "checkpoints" / "last.ckpt", "--data", prepared,
-                         "--ten-crop", "--json", report, "--quiet", "--batch-size", "5", "--predictions", predictions)
+    result = invoke_alexnet("eval", "--checkpoint", out / "checkpoints" / "last.ckpt", "--data", prepared,
+                            "--ten-crop", "--json", report, "--quiet", "--batch-size", "5",
+                            "--predictions", predictions)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(report.read_text())
     assert data["images"] == 12 and data["ten_crop"] is True and data["arch"] == "paper"
@@ -91,8 +92,8 @@ def test_eval_leaves_out_a_damaged_image_and_names_it(trained_run, prepared, tmp
     victim.write_bytes(victim.read_bytes()[:300])  # cut short after preparation
     runs = {}
     for name, data in (("clean", prepared), ("damaged", damaged)):
-        result = run_alexnet("eval", "--checkpoint", checkpoint, "--data", data, "--center-crop", "--quiet",
-                             "--json", tmp_path / f"{name}.json", "--predictions", tmp_path / f"{name}.csv")
+        result = invoke_alexnet("eval", "--checkpoint", checkpoint, "--data", data, "--center-crop", "--quiet",
+                                "--json", tmp_path / f"{name}.json", "--predictions", tmp_path / f"{name}.csv")
         assert result.returncode == 0, result.stderr[-2000:]
         runs[name] = json.loads((tmp_path / f"{name}.json").read_text()), result.stderr
     (clean, _), (report, stderr) = runs["clean"], runs["damaged"]
@@ -147,8 +148,8 @@ def test_ten_crop_eval_equals_an_independent_torchvision_ten_crop(trained_run, p
 def test_viz_filters_writes_a_png_of_two_tower_blocks(trained_run, tmp_path):
     out, _ = trained_run
     png = tmp_path / "filters.png"
-    result = run_alexnet("viz-filters", "--checkpoint", out / "checkpoints" / "last.ckpt", "--out", png,
-                         "--scale", "2")
+    result = invoke_alexnet("viz-filters", "--checkpoint", out / "checkpoints" / "last.ckpt", "--out", png,
+                            "--scale", "2")
     assert result.returncode == 0, result.stderr
     with Image.open(png) as image:
         # 16 columns of 22-px tiles with 2-px gaps; 2 blocks of 3 rows with an 8-px gap between blocks
@@ -159,8 +160,8 @@ def test_predict_names_the_top_classes_of_an_image(trained_run, prepared, tmp_pa
     out, _ = trained_run
     image = sorted((prepared / "val").glob("*/*.JPEG"))[0]
     report = tmp_path / "p.json"
-    result = run_alexnet("predict", "--checkpoint", out / "checkpoints" / "last.ckpt", image, "--top", "3",
-                         "--json", report)
+    result = invoke_alexnet("predict", "--checkpoint", out / "checkpoints" / "last.ckpt", image, "--top", "3",
+                            "--json", report)
     assert result.returncode == 0, result.stderr
     top = json.loads(report.read_text())["predictions"][0]["classes"]
     assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
@@ -182,12 +183,12 @@ def test_class_names_and_file_names_print_as_text_never_as_markup_or_terminal_co
     image = tmp_path / "a [" / "b] [link=x].jpg"  # the path reads a [/b] [link=x].jpg
     image.parent.mkdir()
     image.write_bytes(sorted((prepared / "val").glob("*/*.JPEG"))[0].read_bytes())
-    result = run_alexnet("predict", "--checkpoint", checkpoint, image, "--top", "4")
+    result = invoke_alexnet("predict", "--checkpoint", checkpoint, image, "--top", "4")
     assert result.returncode == 0, result.stderr
     assert "a [/b] [link=x].jpg" in " ".join(result.stdout.split())  # (the title may wrap)
     assert "[/bold] x" in result.stdout and "[link=file:///etc/passwd]click[/link]" in result.stdout
     assert "\x1b" not in result.stdout and "\\x1b]0;pwned\\x07title" in result.stdout
-    missing = run_alexnet("predict", "--checkpoint", checkpoint, tmp_path / "no [/such] \x1b[2J.jpg")
+    missing = invoke_alexnet("predict", "--checkpoint", checkpoint, tmp_path / "no [/such] \x1b[2J.jpg")
     assert missing.returncode == 2 and "no [/such] \\x1b[2J.jpg" in missing.stderr and "\x1b" not in missing.stderr
 
 
@@ -209,8 +210,8 @@ def test_neighbors_finds_a_training_query_first_and_caches_the_codes(trained_run
     checkpoint = out / "checkpoints" / "last.ckpt"
     query = sorted((prepared / "train").glob("*/*.JPEG"))[5]
     grid = tmp_path / "grid.png"
-    result = run_alexnet("neighbors", "--checkpoint", checkpoint, "--data", prepared, "--query", query,
-                         "--k", "3", "--out", grid, "--quiet")
+    result = invoke_alexnet("neighbors", "--checkpoint", checkpoint, "--data", prepared, "--query", query,
+                            "--k", "3", "--out", grid, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     assert Path(f"{checkpoint}.train-fc7.f16").is_file()
     from alexnet_cli.inspection.neighbors import find_neighbours
@@ -284,10 +285,10 @@ def test_eval_on_two_processes_counts_each_image_once_and_agrees(trained_run, pr
 def test_tensorboard_logger_gets_the_conv1_filter_image_each_epoch(prepared, tmp_path):
     pytest.importorskip("tensorboard")  # optional for users; the [test] extra installs it, so CI runs this
     out = tmp_path / "tb"
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet",
-                         "--set", "trainer.logger=tensorboard", "--set", "trainer.max_epochs=1",
-                         "--set", "trainer.limit_train_batches=1", "--set", "trainer.limit_val_batches=1",
-                         "--set", "data.batch_size=4", *NARROW_FC)
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet",
+                            "--set", "trainer.logger=tensorboard", "--set", "trainer.max_epochs=1",
+                            "--set", "trainer.limit_train_batches=1", "--set", "trainer.limit_val_batches=1",
+                            "--set", "data.batch_size=4", *NARROW_FC)
     assert result.returncode == 0, result.stderr[-2000:]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -35,15 +35,15 @@ def test_deeper_layers_are_drawn_as_grey_tiles(tmp_path):
 
 def test_since_init_draws_the_change_and_the_start_is_the_runs_real_start(prepared, tmp_path):
     """A run whose one step barely moved its weights (lr 1e-9): the rebuilt start must equal them."""
-    from conftest import NARROW_FC, run_alexnet
+    from conftest import NARROW_FC, invoke_alexnet
 
     from alexnet_cli.inspection.filters import conv_weights, relative_change
     from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
 
     out = tmp_path / "run"
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet",
-                         "--set", "trainer.max_steps=1", "--set", "data.batch_size=4", "--set", "optim.lr=1e-9",
-                         "--set", "optim.weight_decay=0", "--set", "trainer.limit_val_batches=0", *NARROW_FC)
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet",
+                            "--set", "trainer.max_steps=1", "--set", "data.batch_size=4", "--set", "optim.lr=1e-9",
+                            "--set", "optim.weight_decay=0", "--set", "trainer.limit_val_batches=0", *NARROW_FC)
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = load_checkpoint(out / "checkpoints" / "last.ckpt")
     start = initial_model(loaded)
@@ -61,6 +61,6 @@ def test_since_init_draws_the_change_and_the_start_is_the_runs_real_start(prepar
     delta = conv_weights(moved, "conv1")[5] - conv_weights(model, "conv1")[5]
     expected = np.round(normalise_kernel(delta.numpy()).transpose(1, 2, 0) * 255).astype(np.uint8)
     np.testing.assert_array_equal(image[y : y + 11, x : x + 11], expected)
-    shown = run_alexnet("viz-filters", "--checkpoint", out / "checkpoints" / "last.ckpt", "--since-init",
-                        "--out", tmp_path / "f.png")
+    shown = invoke_alexnet("viz-filters", "--checkpoint", out / "checkpoints" / "last.ckpt", "--since-init",
+                           "--out", tmp_path / "f.png")
     assert shown.returncode == 0 and "conv1 moved 0.0% from its initial values" in " ".join(shown.stdout.split())

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import NARROW_FC, run_alexnet, scratch_dir
+from conftest import NARROW_FC, invoke_alexnet, scratch_dir
 from PIL import Image
 
 from alexnet_cli.inspection.report import RunSummary, markdown, paper_figures, summarize
@@ -22,17 +22,17 @@ def runs(prepared, tmp_path_factory):
         extra = {"paper": [], "no-lrn": ["--set", "model.lrn=false"],
                  "no-val": ["--set", "trainer.limit_val_batches=0"]}
         for name, out in made.items():
-            result = run_alexnet("train", "--data", prepared, "--out", out, *FAST, *extra[name])
+            result = invoke_alexnet("train", "--data", prepared, "--out", out, *FAST, *extra[name])
             assert result.returncode == 0, result.stderr[-2000:]
-        result = run_alexnet("eval", "--checkpoint", made["paper"] / "checkpoints" / "last.ckpt", "--data", prepared,
-                             "--ten-crop", "--quiet", "--json", made["paper"] / "eval.json")
+        result = invoke_alexnet("eval", "--checkpoint", made["paper"] / "checkpoints" / "last.ckpt", "--data", prepared,
+                                "--ten-crop", "--quiet", "--json", made["paper"] / "eval.json")
         assert result.returncode == 0, result.stderr[-2000:]
         yield made
 
 
 def test_a_report_of_several_runs_writes_the_table_and_the_curves(runs, tmp_path):
     out = tmp_path / "report"
-    result = run_alexnet("report", runs["paper"], runs["no-lrn"], runs["no-val"], "--out", out)
+    result = invoke_alexnet("report", runs["paper"], runs["no-lrn"], runs["no-val"], "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     text = (out / "report.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
@@ -71,5 +71,5 @@ def test_the_papers_figures_for_an_ablation_add_its_reported_cost():
 
 
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
-    result = run_alexnet("report", tmp_path, "--out", tmp_path / "report")
+    result = invoke_alexnet("report", tmp_path, "--out", tmp_path / "report")
     assert result.returncode == 2 and "not a run directory" in result.stderr and "Traceback" not in result.stderr

@@ -12,7 +12,8 @@ def test_ddp_on_two_gloo_ranks_runs_equal_steps_and_counts_each_val_image_once(p
     out = tmp_path / "ddp"
     result = run_alexnet(
         "train", "--recipe", "ddp", "--data", prepared, "--out", out, "--quiet",
-        *TWO_CPU_PROCESSES, *NARROW_FC, "--set", "data.batch_size=2", "--set", "data.normalize=channel", "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
+        *TWO_CPU_PROCESSES, *NARROW_FC, "--set", "data.batch_size=2", "--set", "data.normalize=channel",
+        "--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from conftest import NARROW_FC, TWO_CPU_PROCESSES, run_alexnet
+from conftest import NARROW_FC, TWO_CPU_PROCESSES, invoke_alexnet, run_alexnet
 
 from alexnet_cli.models import build_model
 from alexnet_cli.parallel.ranks import free_port
@@ -114,8 +114,8 @@ def test_the_recipe_trains_on_two_gloo_ranks_and_its_checkpoint_evaluates_on_one
     assert any(entry["momentum_buffer"].shape == (64, 9216) for entry in momentum.values())  # fc6, joined
     for devices in ("1", "2"):
         report = tmp_path / f"eval{devices}.json"
-        evaluated = run_alexnet("eval", "--checkpoint", out / "checkpoints" / "last.ckpt", "--data", prepared,
-                                "--center-crop", "--devices", devices, "--quiet", "--json", report)
+        evaluated = invoke_alexnet("eval", "--checkpoint", out / "checkpoints" / "last.ckpt", "--data", prepared,
+                                   "--center-crop", "--devices", devices, "--quiet", "--json", report)
         assert evaluated.returncode == 0, evaluated.stderr[-2000:]
         # the training run's last validation, made by the split network, is the single-device model's
         assert json.loads(report.read_text())["top1"] == pytest.approx(float(val["val/top1"]), abs=1e-6)
@@ -166,6 +166,6 @@ def test_sigterm_saves_a_weird_trick_run_that_resumes_to_its_end(prepared, tmp_p
     # the checkpoint is in the single-device layout: it resumes on one device, sliced momentum joined
     one_device = [*common, "--set", "trainer.devices=1", "--set", "trainer.strategy=auto", "--set",
                   "trainer.max_epochs=5"]
-    result = run_alexnet("train", "--recipe", "weird-trick", "--resume", out, *one_device, timeout=600)
+    result = invoke_alexnet("train", "--recipe", "weird-trick", "--resume", out, *one_device)
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8 + 5  # 23 // 4 a step

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import yaml
-from conftest import NARROW_FC, run_alexnet
+from conftest import NARROW_FC, invoke_alexnet
 from typer.testing import CliRunner
 
 from alexnet_cli.cli import app
@@ -13,9 +13,9 @@ from alexnet_cli.training.ablations import ABLATIONS
 @pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda a: a.overrides[0])
 def test_every_ablation_trains_a_few_steps_and_is_recorded_in_the_checkpoint(ablation, prepared, tmp_path):
     overrides = [item for override in ablation.overrides for item in ("--set", override)]
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", tmp_path, "--quiet",
-                         "--set", "trainer.max_steps=2", "--set", "data.batch_size=4",
-                         "--set", "trainer.limit_val_batches=0", *NARROW_FC, *overrides)
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", tmp_path, "--quiet",
+                            "--set", "trainer.max_steps=2", "--set", "data.batch_size=4",
+                            "--set", "trainer.limit_val_batches=0", *NARROW_FC, *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["global_step"] == 2

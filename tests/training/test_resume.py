@@ -1,7 +1,7 @@
 """Training that survives: kill -9, a kill while a checkpoint is written, SIGTERM, SIGUSR1, Ctrl-C, NaN.
 
-Each test runs the real ``alexnet train`` in its own process and compares the weights of an
-interrupted-and-resumed run with those of an uninterrupted run of the same seed.
+Each test runs the real ``alexnet train`` (in its own process where that process is killed or signalled) and
+compares the weights of an interrupted-and-resumed run with those of an uninterrupted run of the same seed.
 """
 
 import csv
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import NARROW_FC, run_alexnet, scratch_dir
+from conftest import NARROW_FC, invoke_alexnet, scratch_dir
 
 # 23 training images in batches of 4: 5 steps per epoch, 10 in all; last.ckpt every 3 steps and at epoch ends
 # (steps 3, 5, 6, 9, 10).
@@ -40,7 +40,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300, poll: f
 
 
 def resume(prepared: Path, out: Path) -> subprocess.CompletedProcess:
-    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--resume", out)
+    result = invoke_alexnet("train", "--data", prepared, "--out", out, *RUN, "--resume", out)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -56,7 +56,7 @@ def saved_step(checkpoint: Path) -> int:
 @pytest.fixture(scope="module")
 def uninterrupted_run(prepared, tmp_path_factory) -> Path:
     with scratch_dir(tmp_path_factory, "uninterrupted") as out:
-        result = run_alexnet("train", "--data", prepared, "--out", out, *RUN)
+        result = invoke_alexnet("train", "--data", prepared, "--out", out, *RUN)
         assert result.returncode == 0, result.stderr[-3000:]
         assert saved_step(out / "checkpoints" / "last.ckpt") == 10
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]  # keep_last 0: no copies
@@ -84,7 +84,7 @@ def test_a_checkpoint_with_the_old_single_group_optimizer_state_resumes_exactly(
     from alexnet_cli.training.optimizer import ordered_names
 
     out = tmp_path / "run"
-    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "trainer.max_steps=5")
+    result = invoke_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "trainer.max_steps=5")
     assert result.returncode == 0, result.stderr[-2000:]
     last = out / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
@@ -165,8 +165,8 @@ def test_a_second_ctrl_c_stops_at_once_with_130_and_names_the_checkpoint_on_disk
 
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(prepared, tmp_path):
     out = tmp_path / "run"
-    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "optim.lr=1e12",
-                         "--set", "checkpoint.every_n_train_steps=1")
+    result = invoke_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "optim.lr=1e12",
+                            "--set", "checkpoint.every_n_train_steps=1")
     assert result.returncode == 1, result.stderr[-2000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("stopped:")]
     assert "train/loss is nan at step" in line or "train/loss is inf at step" in line
@@ -179,10 +179,10 @@ def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(pre
 def test_timed_checkpoints_look_at_the_clock_only_at_logging_steps(prepared, tmp_path):
     # Lightning's own time check broadcasts rank 0's clock every step; ours only at log_every_n_steps.
     out = tmp_path / "run"
-    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN,
-                         "--set", "checkpoint.every_n_train_steps=null",
-                         "--set", "checkpoint.every_minutes=0.00001", "--set", "checkpoint.keep_last=10",
-                         "--set", "trainer.log_every_n_steps=3")
+    result = invoke_alexnet("train", "--data", prepared, "--out", out, *RUN,
+                            "--set", "checkpoint.every_n_train_steps=null",
+                            "--set", "checkpoint.every_minutes=0.00001", "--set", "checkpoint.keep_last=10",
+                            "--set", "trainer.log_every_n_steps=3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(saved_step(p) for p in (out / "checkpoints").glob("step-*.ckpt")) == [3, 6, 9]
 
@@ -191,9 +191,9 @@ def test_steps_between_a_nan_and_the_stop_never_apply_it(prepared, tmp_path):
     # The NaN record is read every log_every_n_steps steps; the steps in between are skipped on the device,
     # so every checkpoint written meanwhile holds finite weights.
     out = tmp_path / "run"
-    result = run_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "optim.lr=1e12",
-                         "--set", "checkpoint.every_n_train_steps=1", "--set", "checkpoint.keep_last=10",
-                         "--set", "trainer.log_every_n_steps=4")
+    result = invoke_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "optim.lr=1e12",
+                            "--set", "checkpoint.every_n_train_steps=1", "--set", "checkpoint.keep_last=10",
+                            "--set", "trainer.log_every_n_steps=4")
     assert result.returncode == 1, result.stderr[-2000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("stopped:")]
     bad_step = int(line.split(" at step ")[1].split()[0])
@@ -218,9 +218,9 @@ def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, 
 
 def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared, uninterrupted_run, tmp_path):
     out = tmp_path / "longer"
-    result = run_alexnet("train", "--data", prepared, *RUN, "--out", out, "--resume", uninterrupted_run,
-                         "--set", "trainer.max_epochs=3", "--set", "optim.lr=1e-3", "--set", "checkpoint.keep_last=1",
-                         "--set", "optim.log_grad_norm=true")
+    result = invoke_alexnet("train", "--data", prepared, *RUN, "--out", out, "--resume", uninterrupted_run,
+                            "--set", "trainer.max_epochs=3", "--set", "optim.lr=1e-3",
+                            "--set", "checkpoint.keep_last=1", "--set", "optim.log_grad_norm=true")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "optim.lr: 0.003 → 0.001" in result.stderr and "trainer.max_epochs: 2 → 3" in result.stderr
     assert saved_step(out / "checkpoints" / "last.ckpt") == 15

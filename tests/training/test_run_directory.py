@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import torch
-from conftest import NARROW_FC, run_alexnet
+from conftest import NARROW_FC, invoke_alexnet
 
 ONE_STEP = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=1", "--set", "data.batch_size=4",
             "--set", "trainer.limit_val_batches=0", "--quiet", *NARROW_FC]
@@ -18,7 +18,7 @@ def fingerprints(run_dir: Path) -> dict[str, str]:
 
 
 def trained_once(prepared, out: Path) -> Path:
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, *ONE_STEP)
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, *ONE_STEP)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -26,20 +26,20 @@ def trained_once(prepared, out: Path) -> Path:
 def test_a_new_run_over_an_existing_one_is_refused_and_changes_nothing(prepared, tmp_path):
     out = trained_once(prepared, tmp_path / "run")
     before = fingerprints(out)
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, *ONE_STEP)
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, *ONE_STEP)
     assert result.returncode == 2
     message = result.stderr.strip()
     assert message.count("\n") == 0 and "already holds a run" in message, message
     assert f"--resume {out}" in message and "--overwrite" in message
     assert fingerprints(out) == before
-    dry = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--dry-run", *ONE_STEP)
+    dry = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--dry-run", *ONE_STEP)
     assert dry.returncode == 2 and "already holds a run" in dry.stderr  # the dry run refuses what train would
 
     # --overwrite replaces the run: its checkpoints and records are the new run's, a stray file stays
     (out / "notes.txt").write_text("mine")
     (out / "checkpoints" / "step-00000009.ckpt").write_bytes(b"an older copy")
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--overwrite",
-                         *ONE_STEP, "--set", "optim.lr=0.001")
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--overwrite",
+                            *ONE_STEP, "--set", "optim.lr=0.001")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
     assert "lr: 0.001" in (out / "recipe.yaml").read_text()
@@ -62,7 +62,7 @@ def test_a_folder_without_checkpoints_is_no_run_to_protect(prepared, tmp_path):
 def test_out_naming_a_file_is_refused(prepared, tmp_path):
     target = tmp_path / "a-file"
     target.write_text("keep me")
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", target, *ONE_STEP)
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", target, *ONE_STEP)
     assert result.returncode == 2 and "is a file" in result.stderr and str(target) in result.stderr
     assert target.read_text() == "keep me"
 
@@ -74,8 +74,8 @@ def test_a_resume_that_fails_to_load_keeps_the_runs_recipe(prepared, tmp_path):
     state["state_dict"].pop(next(iter(state["state_dict"])))  # a weight gone: Lightning's strict load fails
     torch.save(state, checkpoint)
     recipe_before = (out / "recipe.yaml").read_bytes()
-    result = run_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", out, *ONE_STEP,
-                         "--set", "trainer.max_epochs=2", "--set", "optim.lr=0.5")
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", out, *ONE_STEP,
+                            "--set", "trainer.max_epochs=2", "--set", "optim.lr=0.5")
     assert result.returncode == 1
     assert (out / "recipe.yaml").read_bytes() == recipe_before
     assert os.path.getsize(checkpoint) > 0
