@@ -11,8 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.parallel.ranks import data_parallel_group, data_parallel_shard
 from alexnet_cli.recipes import OptimConfig
-from alexnet_cli.training import rng
-from alexnet_cli.training.optimizer import apply_weight_decay, sgd, split_single_group, zero_momentum_buffers
+from alexnet_cli.training.optimizer import sgd, zero_momentum_buffers
 
 
 class AlexNetModule(L.LightningModule):
@@ -25,9 +24,6 @@ class AlexNetModule(L.LightningModule):
         self.optim = optim
         self.meta = meta
         self.batch_size = batch_size  # per data-parallel rank
-        self._resumed_rng: dict[str, Any] | None = None
-        self._lr_changed = False
-        self._saved_monitors: dict[str, float] | None = None  # on resume: the val metrics at the save
         # Device-side record of the first non-finite loss: reading it every step would stall a GPU.
         self.first_nonfinite_step: torch.Tensor | None = None
         self.first_nonfinite_loss: torch.Tensor | None = None
@@ -156,69 +152,8 @@ class AlexNetModule(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
-    def on_train_start(self) -> None:
-        if self._resumed_rng is not None:
-            # Continue the dropout masks where the saved run was, not where model init left them.
-            rng.restore(self._resumed_rng)
-            self._resumed_rng = None
-        if self._lr_changed:
-            self._apply_recipe_lr()
-            self._lr_changed = False
-        for optimizer in self.trainer.optimizers:
-            apply_weight_decay(optimizer, self.optim)
-        if self._saved_monitors is not None and not self.trainer.fit_loop.restarting:
-            self._catch_up_plateau_schedulers()
-        for config in self.trainer.lr_scheduler_configs:
-            if isinstance(config.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-                config.scheduler.T_max = max(1, self.trainer.max_epochs or 1)  # a resume may change the epochs
-
-    # Lightning does not step ReduceLROnPlateau for the epoch a run resumed in: its metric is not in the
-    # checkpoint. An uninterrupted run steps it once per epoch, so a resumed one catches up here, with the
-    # epoch's metric as measured by this process or as saved in the checkpoint.
-
-    def on_train_epoch_end(self) -> None:
-        if self._saved_monitors is not None and self.trainer.fit_loop.restarting:  # resumed mid-epoch
-            self._step_plateau_schedulers(lambda scheduler: True)
-        self._saved_monitors = None
-
-    def _catch_up_plateau_schedulers(self) -> None:
-        """Resumed from a checkpoint saved between an epoch's validation and its plateau step."""
-        self._step_plateau_schedulers(lambda scheduler: self.trainer.current_epoch - scheduler.last_epoch == 1)
-
-    def _step_plateau_schedulers(self, needed) -> None:
-        saved = self._saved_monitors or {}
-        for config in self.trainer.lr_scheduler_configs:
-            if config.reduce_on_plateau and config.interval == "epoch" and needed(config.scheduler):
-                value = self.trainer.callback_metrics.get(config.monitor, saved.get(config.monitor))
-                if value is not None:
-                    config.scheduler.step(float(value))
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("optimizer_states") or []
-        if states and len(states[0]["param_groups"]) == 1:  # written before weights and biases were grouped
-            names = [name for name, _ in self.model.named_parameters()]
-            checkpoint["optimizer_states"] = [split_single_group(state, names) for state in states]
-        self._resumed_rng = checkpoint.get("alexnet_cli_rng")
-        self._saved_monitors = checkpoint.get("alexnet_cli_monitors", {})
-        saved_optim = checkpoint.get("alexnet_cli", {}).get("recipe", {}).get("optim", {})
-        # The optimizer state restores the saved lr; a recipe that changed it must win.
-        self._lr_changed = any(saved_optim.get(key) != getattr(self.optim, key) for key in ("lr", "reference_batch"))
-
-    def _apply_recipe_lr(self) -> None:
-        """The new lr from the resumed step on; the schedule continues from it."""
-        lr = self.learning_rate()
-        for optimizer in self.trainer.optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] = lr
-        for config in self.trainer.lr_scheduler_configs:
-            if hasattr(config.scheduler, "base_lrs"):
-                config.scheduler.base_lrs = [lr] * len(config.scheduler.base_lrs)
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["alexnet_cli"] = self.meta
-        checkpoint["alexnet_cli_rng"] = rng.capture()
-        checkpoint["alexnet_cli_monitors"] = {key: float(value) for key, value in self.trainer.callback_metrics.items()
-                                              if key.startswith("val/")}
+        checkpoint["alexnet_cli"] = self.meta  # the tool's record (models/checkpoints); a resume's: ResumeRepair
 
 
 def _sum_over(value: torch.Tensor, group) -> torch.Tensor:

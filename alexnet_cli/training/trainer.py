@@ -15,6 +15,7 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
 
     from alexnet_cli.training.callbacks import FilterImageLogger, SparseMetricsProgressBar, StopOnNonFiniteLoss
     from alexnet_cli.training.checkpoint_io import AtomicCheckpointIO
+    from alexnet_cli.training.resume_repair import ResumeRepair
 
     args = dict(recipe.trainer)
     logger_name = args.pop("logger", "csv")
@@ -26,6 +27,9 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
                  LearningRateMonitor(logging_interval="epoch"), FilterImageLogger()]
     if not quiet:
         callbacks.append(SparseMetricsProgressBar(metrics_every_n_steps=sync_every))
+    # Last of the callbacks that are not savers, as the module's own hooks were: a resume's plateau
+    # catch-up at an epoch's end follows anything the others do there (Lightning runs savers after both).
+    callbacks.append(ResumeRepair())
     args["strategy"] = _strategy(args.get("strategy", "auto"))
     args.setdefault("num_sanity_val_steps", 0)
     args.update(
