@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,15 +51,22 @@ def invoke_alexnet(*args: str) -> subprocess.CompletedProcess:
 
     A fresh interpreter spends 5–8 s here importing torch and Lightning before any work; the suite ran about a
     hundred of them. An exception that escapes the CLI's one-line error wrapper is raised here, traceback and all.
+    Warnings the command raises end its stderr, under the interpreter's default filters (not pytest's), each
+    time it is raised: so a stray warning breaks a "one line" check here as it would in a terminal.
     """
     from typer.testing import CliRunner
 
     from alexnet_cli.cli import app
 
-    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    with warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("always")
+        for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.filterwarnings("ignore", category=hidden)  # as a user's interpreter hides them
+        result = CliRunner().invoke(app, [str(arg) for arg in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    said = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in raised)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr + said)
 
 
 @contextmanager

@@ -34,15 +34,25 @@ def latest_checkpoint(directory: Path) -> Path | None:
 # (The number of classes is checked through the classes themselves.)
 _FIXED_ON_RESUME = ("model.arch", "model.fc_width", "optim.schedule")
 
+# Lightning's training state, in every checkpoint 'alexnet train' writes. Without "loops" or "callbacks"
+# Lightning resumes silently from step 0 or without ResumeRepair (called only when "callbacks" is there);
+# without "optimizer_states" it fails with a KeyError.
+_TRAINING_STATE = ("optimizer_states", "loops", "callbacks")
+
 
 def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str]:
     """Refuse what cannot change across a resume; return the recipe keys that did change, as
     ``key: old → new`` lines (epochs, lr, batch size... are allowed)."""
     from alexnet_cli.models.checkpoints import read_file
 
-    meta = read_file(checkpoint, mmap=True).get("alexnet_cli")  # Lightning reads the weights next
+    saved = read_file(checkpoint, mmap=True)  # Lightning reads the weights next
+    meta = saved.get("alexnet_cli")
     if not isinstance(meta, dict):
         raise AlexnetError(f"{checkpoint} was not written by 'alexnet train'; it cannot be resumed")
+    missing = [key for key in _TRAINING_STATE if key not in saved]
+    if missing:
+        raise AlexnetError(f"{checkpoint} holds no {', '.join(missing)}: saved weights-only or edited, it cannot "
+                           "be resumed (resume from a checkpoints/last.ckpt as 'alexnet train' wrote it)")
     if meta["arch"] != recipe.model.arch:
         raise AlexnetError(f"{checkpoint} holds arch {meta['arch']!r}; the recipe says {recipe.model.arch!r}")
     if [c["wnid"] for c in meta["classes"]] != [c.wnid for c in classes]:

@@ -216,6 +216,18 @@ def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, 
         check_resumable(uninterrupted_run / "checkpoints" / "last.ckpt", recipe, read_classes(prepared))
 
 
+@pytest.mark.parametrize("removed", ["callbacks", "loops", "optimizer_states"])
+def test_resume_refuses_a_checkpoint_without_its_training_state(prepared, uninterrupted_run, tmp_path, removed):
+    """Lightning would resume without "callbacks" (so without ResumeRepair) or "loops" (from step 0)."""
+    state = torch.load(uninterrupted_run / "checkpoints" / "last.ckpt", weights_only=True)
+    del state[removed]
+    stripped = tmp_path / "stripped.ckpt"
+    torch.save(state, stripped)
+    result = invoke_alexnet("train", "--data", prepared, *RUN, "--out", tmp_path / "run", "--resume", stripped)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert f"{stripped} holds no {removed}: saved weights-only or edited, it cannot be resumed" in result.stderr
+
+
 def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared, uninterrupted_run, tmp_path):
     out = tmp_path / "longer"
     result = invoke_alexnet("train", "--data", prepared, *RUN, "--out", out, "--resume", uninterrupted_run,
@@ -235,7 +247,7 @@ def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared,
 
 
 def test_a_resume_at_an_epoch_end_keeps_the_plateau_schedule_of_the_uninterrupted_run(prepared, tmp_path):
-    """Lightning does not step ReduceLROnPlateau for the epoch a run resumed in; the module catches up."""
+    """Lightning does not step ReduceLROnPlateau for the epoch a run resumed in; ResumeRepair catches up."""
     from alexnet_cli.training.run import run
 
     settings = ["data.batch_size=8", "optim.schedule=plateau", "optim.plateau_patience=0", "trainer.max_epochs=2",
