@@ -27,8 +27,8 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
                  LearningRateMonitor(logging_interval="epoch"), FilterImageLogger()]
     if not quiet:
         callbacks.append(SparseMetricsProgressBar(metrics_every_n_steps=sync_every))
-    # Last of the callbacks that are not savers, as the module's own hooks were: a resume's plateau
-    # catch-up at an epoch's end follows anything the others do there (Lightning runs savers after both).
+    # After the tool's other callbacks, as the module's own hooks were: a resume's plateau catch-up at an
+    # epoch's end follows what they do there, and precedes Lightning's savers (it runs them last).
     callbacks.append(ResumeRepair())
     args["strategy"] = _strategy(args.get("strategy", "auto"))
     args.setdefault("num_sanity_val_steps", 0)
