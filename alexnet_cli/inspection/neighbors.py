@@ -22,6 +22,7 @@ from PIL import Image
 
 from alexnet_cli.atomic import write_atomic, write_text_atomic
 from alexnet_cli.data.feed import SKIPPED
+from alexnet_cli.data.prepare.convert import to_rgb8
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint
 from alexnet_cli.progress import Progress, SilentProgress
@@ -206,7 +207,7 @@ def save_grid(results: list[NeighbourResult], out: Path) -> None:
         paths = [result.query] + [path for path, _ in result.neighbours]
         for column, path in enumerate(paths):
             with Image.open(path) as image:
-                tile = TF.center_crop(image.convert("RGB"), min(image.size)).resize((THUMBNAIL, THUMBNAIL))
+                tile = TF.center_crop(to_rgb8(image), min(image.size)).resize((THUMBNAIL, THUMBNAIL))
             x = gap + column * (THUMBNAIL + gap)
             canvas.paste(tile, (x, gap + row * (THUMBNAIL + gap)))
     write_atomic(out, lambda tmp: canvas.save(tmp, format="PNG"))

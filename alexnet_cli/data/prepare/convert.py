@@ -18,6 +18,11 @@ JPEG_QUALITY = 90  # visually lossless at 256 px
 BYTES_PER_IMAGE_AT_256 = 40_000
 
 
+# Modes whose samples are wider than 8 bits: PIL's convert("RGB") clips them at 255 instead of
+# rescaling, so a mid-grey 16-bit PNG would turn white. "I" is how PIL opens 16-bit PGM/PPM files.
+_WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 class BadImage(Exception):
     """The file cannot be turned into an image; the message says why."""
 
@@ -44,7 +49,7 @@ def convert_image(data: bytes, size: int, mode: ResizeMode, quality: int = JPEG_
             fixes.append(image.format.lower() if image.format else "not-jpeg")
         if image.mode == "CMYK":
             fixes.append("cmyk")
-        elif image.mode in ("L", "LA", "I", "I;16", "1"):
+        elif image.mode in ("L", "LA", "1", *_WIDE_GREY_MODES):
             fixes.append("grey")
         width, height = image.size
         if image.format == "JPEG":
@@ -55,7 +60,7 @@ def convert_image(data: bytes, size: int, mode: ResizeMode, quality: int = JPEG_
         if orientation not in (1, None):
             image = ImageOps.exif_transpose(image)
             fixes.append("exif-rotated")
-        image = image.convert("RGB")
+        image = to_rgb8(image)
     except Image.DecompressionBombError as exc:
         raise BadImage(f"too large to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -64,6 +69,14 @@ def convert_image(data: bytes, size: int, mode: ResizeMode, quality: int = JPEG_
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)  # baseline, 4:2:0, no EXIF
     return Converted(buffer.getvalue(), np.asarray(image), tuple(fixes))
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB; 16-bit greyscale is scaled (65535 → 255), not clipped to white."""
+    if image.mode in _WIDE_GREY_MODES:
+        wide = np.asarray(image).astype(np.float64)
+        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
 
 
 def _resize(image: Image.Image, size: int, mode: ResizeMode) -> Image.Image:

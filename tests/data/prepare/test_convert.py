@@ -51,3 +51,15 @@ def test_truncated_and_garbage_files_raise_bad_image():
         convert_image(data[: len(data) // 2], 64, "paper")
     with pytest.raises(BadImage):
         convert_image(b"not an image at all", 64, "paper")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "PPM"])  # PIL opens these as modes I;16 and I
+def test_sixteen_bit_greyscale_is_rescaled_to_eight_bits_not_clipped_to_white(fmt):
+    levels = np.array([0, 257 * 64, 32768, 257 * 200, 65535], np.uint16)
+    wide = np.repeat(np.repeat(levels, 20)[None, :], 100, axis=0)  # five vertical bands, 100×100
+    image = Image.fromarray(wide)
+    assert Image.open(io.BytesIO(encode(image, format=fmt))).mode in ("I;16", "I")
+    converted = convert_image(encode(image, format=fmt), 100, "shorter")
+    assert "grey" in converted.fixes
+    centres = converted.rgb[50, 10::20]  # the middle of each band, away from resampling at the edges
+    assert np.abs(centres.astype(int) - [[0] * 3, [64] * 3, [128] * 3, [200] * 3, [255] * 3]).max() <= 1
