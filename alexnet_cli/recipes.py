@@ -7,6 +7,7 @@ section.key=value`` overrides are parsed as YAML scalars and validated the same 
 
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
@@ -89,6 +90,9 @@ class Recipe:
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# What float() reads as infinite or NaN: YAML 1.1 reads "inf" and "nan" as strings (".inf" is its own
+# spelling); they are taken as the numbers, then refused as not finite with the key's allowed range.
+_NON_FINITE = re.compile(r"[-+]?(inf|infinity|nan)", re.IGNORECASE)
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "checkpoint": CheckpointConfig}
 _TOP_LEVEL = {"name": str, "description": str, "seed": int}
@@ -122,7 +126,9 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     """Load a recipe by name or path, apply ``section.key=value`` overrides, validate it."""
     path = resolve_recipe_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as exc:
+        raise AlexnetError(f"recipe {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise AlexnetError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
@@ -132,6 +138,30 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     for override in overrides or []:
         overridden[_apply_override(raw, override)] = override
     return recipe_from_dict(raw, source=str(path), overridden=overridden)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key given twice in one mapping is refused: PyYAML keeps the
+    last silently, so a recipe could say ``lr: 0.01`` and train with the ``lr`` ten lines below."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *base": keys given beside a merge override it, as YAML means
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader's own error names it
+            if first != line:
+                raise _DuplicateKey(f"line {line}: key {key!r} is given twice (first on line {first}); keep one")
+        return super().construct_mapping(node, deep=deep)
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overridden: dict[str, str] | None = None) -> Recipe:
@@ -196,6 +226,15 @@ _PRECISIONS = {"32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "64-true
 
 
 def _check_ranges(recipe: Recipe, where) -> None:
+    for section in _SECTIONS:  # every float key, ranged or not: inf and nan pass "above 0" checks or fail late
+        for key, value in dataclasses.asdict(getattr(recipe, section)).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                words = _RANGES.get(f"{section}.{key}", (None, "a finite number"))[1]
+                raise AlexnetError(f"{where(f'{section}.{key}')}: {value!r} is not a finite number: it must be {words}")
+    for key, value in recipe.trainer.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            words = _TRAINER_RANGES.get(key, (None, "a finite number"))[1]
+            raise AlexnetError(f"{where('trainer.' + key)}: {value!r} is not a finite number: it must be {words}")
     for dotted, (allowed, words) in _RANGES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(recipe, section), key)
@@ -208,11 +247,14 @@ def _check_ranges(recipe: Recipe, where) -> None:
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> str:
-    """Apply ``section.key=value`` to ``raw``; returns the dotted key."""
+    """Apply ``section.key=value`` to ``raw``; returns the dotted key. Spaces around ``=`` are allowed."""
+    if "=" in override:
+        name, text = override.split("=", 1)
+        override = f"{name.strip()}={text.strip()}"
     if "=" not in override or "." not in override.split("=", 1)[0]:
         if "=" in override and override.split("=", 1)[0] in _TOP_LEVEL:
             key, text = override.split("=", 1)
-            raw[key] = yaml.safe_load(text)
+            raw[key] = yaml.load(text, Loader=_UniqueKeyLoader)
             return key
         raise AlexnetError(f"--set {override!r}: expected section.key=value, e.g. --set optim.lr=0.02")
     dotted, text = override.split("=", 1)
@@ -221,7 +263,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> str:
         raise AlexnetError(f"--set {override!r}: unknown section {section!r} "
                            "(use model, data, optim, checkpoint, trainer)")
     try:
-        value = yaml.safe_load(text) if text != "" else None
+        value = yaml.load(text, Loader=_UniqueKeyLoader) if text != "" else None
     except yaml.YAMLError:
         value = text
     raw.setdefault(section, {})
@@ -284,7 +326,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+    if hint is float and isinstance(value, str) and (_FLOAT.fullmatch(value.strip()) or
+                                                     _NON_FINITE.fullmatch(value.strip())):
         return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users write it anyway
     if hint in (int, float, str, bool):
         if isinstance(value, bool) and hint is not bool:

@@ -150,3 +150,42 @@ def test_recipe_yaml_is_loaded_safely(tmp_path):
     path.write_text("seed: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(AlexnetError, match="not valid YAML"):
         load_recipe(str(path))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=inf", r"--set optim\.lr=inf: inf is not a finite number: it must be above 0"),
+    ("optim.momentum=-.inf", r"--set optim\.momentum=-\.inf: -inf is not a finite number: it must be in \[0, 1\)"),
+    ("data.pca_std=NaN", r"--set data\.pca_std=NaN: nan is not a finite number: it must be 0 or more"),
+    ("trainer.gradient_clip_val=.inf", r"trainer\.gradient_clip_val=\.inf: inf is not a finite number"),
+])
+def test_non_finite_numbers_are_refused_with_the_allowed_range_from_set(override, message):
+    with pytest.raises(AlexnetError, match=message):
+        load_recipe("cpu-demo", [override])
+
+
+def test_non_finite_numbers_are_refused_with_the_allowed_range_from_a_recipe_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("optim:\n  lr: .inf\n  momentum: 0.9\n")
+    with pytest.raises(AlexnetError, match=r"mine\.yaml: optim\.lr: inf is not a finite number: it must be above 0"):
+        load_recipe(str(path))
+    path.write_text("checkpoint:\n  every_minutes: .nan\n")
+    with pytest.raises(AlexnetError, match=r"checkpoint\.every_minutes: nan is not a finite number: it must be above 0"):
+        load_recipe(str(path))
+
+
+def test_spaces_around_the_equals_sign_of_set_are_accepted():
+    recipe = load_recipe("cpu-demo", ["optim.lr = 0.03", " data.batch_size= 6", "seed =7", "model.dropout =0.25"])
+    assert (recipe.optim.lr, recipe.data.batch_size, recipe.seed, recipe.model.dropout) == (0.03, 6, 7, 0.25)
+
+
+def test_a_key_given_twice_in_a_recipe_file_is_refused_naming_both_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("optim:\n  lr: 0.01\n  momentum: 0.9\n  lr: 0.1\ndata:\n  batch_size: 8\n")
+    with pytest.raises(AlexnetError, match=r"twice\.yaml: line 4: key 'lr' is given twice \(first on line 2\)"):
+        load_recipe(str(path))
+    path.write_text("seed: 1\noptim:\n  lr: 0.01\nseed: 2\n")
+    with pytest.raises(AlexnetError, match=r"line 4: key 'seed' is given twice \(first on line 1\)"):
+        load_recipe(str(path))
+    path.write_text("base: &b {lr: 0.01, momentum: 0.8}\noptim:\n  <<: *b\n  lr: 0.02\n")  # a merge is no duplicate
+    with pytest.raises(AlexnetError, match="base: unknown key"):
+        load_recipe(str(path))
