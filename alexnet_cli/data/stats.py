@@ -125,5 +125,48 @@ class StatsAccumulator:
 
 def load_stats(root: Path) -> DatasetStats:
     """The dataset's own statistics (``stats.npz``, written by prepare-imagenet); a one-line error
-    naming it if it is missing or damaged: training normalises and colour-augments with them."""
-    return DatasetStats.load(Path(root) / "stats.npz")
+    naming it if it is missing, damaged or implausible: training normalises and colour-augments with them."""
+    from alexnet_cli.data.layout import read_dataset_info
+
+    path = Path(root) / "stats.npz"
+    stats = DatasetStats.load(path)
+    check_stats(stats, path, read_dataset_info(Path(root)))
+    return stats
+
+
+# Pixel data bounds every field: 0–255 values have a standard deviation of at most 127.5, and RGB in
+# [0, 1] a covariance whose eigenvalues sum (its trace) to at most 3 × 0.25. eigh returns tiny negative
+# eigenvalues (~-1e-17) for a rank-deficient covariance, a greyscale dataset's: those are zero.
+_EIGVAL_TOLERANCE = 1e-6
+
+
+def check_stats(stats: DatasetStats, path: Path, info: dict) -> None:
+    """Refuse statistics no pixel data could give, naming ``path`` and the field: a zero std or a NaN
+    trains on NaN, a wrong-shape mean image fails deep inside DALI, the rest trains on garbage."""
+    side = info.get("size") if info.get("mode") == "paper" else None
+    fields = {
+        "channel_mean": (stats.channel_mean, (3,), (0.0, 255.0), "0–255"),
+        "channel_std": (stats.channel_std, (3,), (np.nextafter(0.0, 1.0), 127.5), "above 0 and at most 127.5"),
+        "eigval": (stats.eigval, (3,), (-_EIGVAL_TOLERANCE, 0.75), "0–0.75 (variances of RGB in [0, 1])"),
+        "eigvec": (stats.eigvec, (3, 3), (-1.0 - 1e-6, 1.0 + 1e-6), "in [-1, 1]"),
+    }
+    if stats.mean_image is not None:
+        shape = (side, side, 3) if side else (stats.mean_image.shape[:2] + (3,))[:3]
+        fields["mean_image"] = (stats.mean_image, shape, (0.0, 255.0), "0–255")
+    for name, (values, shape, (low, high), words) in fields.items():
+        values = np.asarray(values)
+        if values.shape != shape:
+            expected = "×".join(map(str, shape))
+            because = f" (dataset.json: {side}×{side} images)" if name == "mean_image" and side else ""
+            raise AlexnetError(f"{path}: {name} has shape {'×'.join(map(str, values.shape)) or 'scalar'}, "
+                               f"not {expected}{because}; prepare the dataset again")
+        if not np.issubdtype(values.dtype, np.number) or not np.isfinite(values).all():
+            raise AlexnetError(f"{path}: {name} holds values that are not finite numbers; prepare the dataset again")
+        if values.min() < low or values.max() > high:
+            bad = values.min() if values.min() < low else values.max()
+            raise AlexnetError(f"{path}: {name} holds {float(bad):g}, which pixel data cannot give (it must be "
+                               f"{words}); prepare the dataset again")
+    lengths = np.linalg.norm(np.asarray(stats.eigvec, np.float64), axis=0)
+    if np.abs(lengths - 1).max() > 1e-3:  # columns are eigenvectors: unit length, whatever the data
+        raise AlexnetError(f"{path}: eigvec's columns have lengths {np.round(lengths, 3).tolist()}, not 1 (they are "
+                           "eigenvectors); prepare the dataset again")

@@ -15,6 +15,7 @@ from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 from alexnet_cli.data.stats import load_stats
 from alexnet_cli.recipes import DataConfig
+from conftest import invoke_alexnet
 
 RAW = Normalization(np.zeros(3), np.ones(3))  # outputs are plain 0–255 pixels
 CROP = 227
@@ -271,3 +272,46 @@ def test_a_dataset_without_dataset_json_is_resized_in_the_pipeline_and_says_so(p
     with pytest.warns(UserWarning, match="dataset.json not found: the stored image size is unknown"):
         module = DaliDataModule(copy, DataConfig(device="cpu", batch_size=4), crop=227)
     assert module.resize_size == 256
+
+
+def _with_stats(prepared, tmp_path, **changes):
+    """A copy of ``prepared`` (images linked, not copied) whose stats.npz has ``changes``."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("classes.json", "dataset.json"):
+        (copy / name).write_bytes((prepared / name).read_bytes())
+    for split in ("train", "val"):
+        (copy / split).symlink_to(prepared / split)
+    stats = load_stats(prepared)
+    for field, value in changes.items():
+        setattr(stats, field, value)
+    stats.save(copy / "stats.npz")
+    return copy
+
+
+@pytest.mark.parametrize(("field", "change", "words"), [
+    ("channel_std", lambda s: np.array([58.0, 0.0, 57.0]), "channel_std holds 0, which pixel data cannot give"),
+    ("channel_mean", lambda s: np.array([120.0, 1000.0, 110.0]), "channel_mean holds 1000"),
+    ("channel_mean", lambda s: np.zeros(4), "channel_mean has shape 4, not 3"),
+    ("mean_image", lambda s: s.mean_image[:250, :250], r"mean_image has shape 250×250×3, not 256×256×3 \(dataset.json"),
+    ("eigval", lambda s: np.array([0.2, np.nan, 0.01]), "eigval holds values that are not finite numbers"),
+    ("eigval", lambda s: np.array([0.2, 0.02, -0.5]), "eigval holds -0.5"),
+    ("eigval", lambda s: s.eigval * 255**2, "eigval holds .*, which pixel data cannot give"),
+    ("eigvec", lambda s: s.eigvec * 0.5, "eigvec's columns have lengths"),
+])
+def test_implausible_statistics_are_refused_naming_stats_npz_and_the_field(prepared, tmp_path, field, change, words):
+    from alexnet_cli.errors import AlexnetError
+
+    copy = _with_stats(prepared, tmp_path, **{field: change(load_stats(prepared))})
+    with pytest.raises(AlexnetError, match=rf"{copy / 'stats.npz'}: {words}"):
+        DaliDataModule(copy, DataConfig(device="cpu", batch_size=4, normalize="image"), crop=227)
+
+
+def test_train_with_a_zero_std_in_stats_npz_stops_before_training_in_one_line(prepared, tmp_path):
+    copy = _with_stats(prepared, tmp_path, channel_std=np.zeros(3))
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", copy, "--out", tmp_path / "run", "--dry-run",
+                            "--set", "data.batch_size=4")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {copy / 'stats.npz'}: channel_std holds 0, which pixel data cannot " \
+                                    "give (it must be above 0 and at most 127.5); prepare the dataset again"
+    assert not (tmp_path / "run").exists()
