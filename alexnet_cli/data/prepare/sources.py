@@ -238,6 +238,12 @@ def _plan_extracted(source: Path, classes: int | None, per_class: int | None, se
 
 def _plan_imagefolder(source: Path, classes: int | None, per_class: int | None, seed: int) -> SourcePlan:
     names = sorted(p.name for p in (source / "train").iterdir() if p.is_dir())
+    val_only = sorted(p.name for p in (source / "val").iterdir() if p.is_dir() and p.name not in names)
+    if val_only:  # a class the network never learns: dropped, its images would vanish from the score unseen
+        listed = ", ".join(val_only[:5]) + (" ..." if len(val_only) > 5 else "")
+        raise AlexnetError(f"{source / 'val' / val_only[0]} has no training folder {source / 'train' / val_only[0]} "
+                           f"({len(val_only)} such val class(es): {listed}): the network could never predict it; "
+                           "add its training images or move it out of val/")
     chosen = choose_classes(names, classes, seed)
     infos = [ClassInfo(i, name, name) for i, name in enumerate(chosen)]
     plan = SourcePlan("imagefolder", infos)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, invoke_alexnet
 from PIL import Image
 
 from alexnet_cli.data.layout import list_split, read_classes
@@ -275,3 +275,21 @@ def test_a_first_attempt_that_fails_leaves_nothing_and_a_corrected_rerun_with_ot
     summary = prepare_imagenet(PrepareOptions(official_source, out, workers=1, per_class=2))
     fresh = prepare_imagenet(PrepareOptions(official_source, tmp_path / "fresh", workers=1, per_class=2))
     assert not summary.already_done and summary.counts == fresh.counts and summary.counts["train"] <= 2 * TINY.classes
+
+
+def test_an_imagefolder_val_class_missing_from_train_is_refused_naming_it(prepared, tmp_path):
+    source = tmp_path / "folders"
+    for split in ("train", "val"):
+        (source / split).mkdir(parents=True)
+        for class_dir in sorted((prepared / split).iterdir()):
+            (source / split / class_dir.name).symlink_to(class_dir)
+    classes = sorted(p.name for p in (prepared / "train").iterdir())
+    (source / "train" / classes[1]).unlink()  # two val classes without training images
+    (source / "train" / classes[3]).unlink()
+    result = invoke_alexnet("prepare-imagenet", "--source", source, "--out", tmp_path / "out", "--workers", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: {source / 'val' / classes[1]} has no training folder {source / 'train' / classes[1]} (2 such val "
+        f"class(es): {classes[1]}, {classes[3]}): the network could never predict it; add its training images or "
+        "move it out of val/")
+    assert not (tmp_path / "out").exists()
