@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.data.prepare import official
+from alexnet_cli.errors import AlexnetError
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "stripes", "diamond", "star")
 
@@ -125,11 +126,13 @@ def _tar_bytes(files: list[tuple[str, bytes]]) -> bytes:
 
 
 def write_demo_source(out: Path, spec: DemoSpec = DemoSpec()) -> Path:
-    """Write the three official files for a demo dataset into ``out``; return ``out``."""
+    """Write the three official files for a demo dataset into ``out``; return ``out``.
+
+    A file of that name already in ``out`` is replaced only if it holds exactly what the demo writes.
+    """
     if spec.classes > len(SHAPES):
         raise ValueError(f"the demo has at most {len(SHAPES)} classes")
     rng = np.random.default_rng(spec.seed)
-    out.mkdir(parents=True, exist_ok=True)
     wnids = [demo_wnid(index) for index in range(spec.classes)]
     # Shuffled ILSVRC2012_IDs: the devkit's order differs from sorted WNID order, as in the real one.
     ids = rng.permutation(spec.classes) + 1
@@ -146,22 +149,36 @@ def write_demo_source(out: Path, spec: DemoSpec = DemoSpec()) -> Path:
             data = _hazard_bytes(hazard, image) if hazard else _jpeg(image)
             files.append((f"{wnid}_{number + 1}.JPEG", data))
         inner_tars.append((f"{wnid}.tar", _tar_bytes(files)))
-    _write_file(out / official.TRAIN_TAR, _tar_bytes(inner_tars))
+    files = {official.TRAIN_TAR: _tar_bytes(inner_tars)}
 
     val_classes = rng.permutation(np.repeat(np.arange(spec.classes), spec.val_per_class))
     val_files, truth = [], []
     for number, index in enumerate(val_classes, start=1):
         val_files.append((f"ILSVRC2012_val_{number:08d}.JPEG", _jpeg(_random_image(spec, index, rng))))
         truth.append(id_of[wnids[index]])
-    _write_file(out / official.VAL_TAR, _tar_bytes(val_files))
+    files[official.VAL_TAR] = _tar_bytes(val_files)
 
     entries = sorted((id_of[wnid], wnid, f"demo {SHAPES[i]}") for i, wnid in enumerate(wnids))
     devkit = _tar_bytes([
         ("ILSVRC2012_devkit_t12/data/meta.mat", official.write_meta_mat(entries)),
         ("ILSVRC2012_devkit_t12/" + official.VAL_GROUND_TRUTH, ("\n".join(map(str, truth)) + "\n").encode()),
     ])
-    _write_file(out / official.DEVKIT_TAR, _gzip(devkit))
+    files[official.DEVKIT_TAR] = _gzip(devkit)
+    for name, data in files.items():  # every check before the first write
+        _check_replaceable(out / name, data)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        _write_file(out / name, data)
     return out
+
+
+def _check_replaceable(path: Path, data: bytes) -> None:
+    """The demo rewrites its own files (the same bytes each time) and nothing else: a real tar is never lost."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_file() or path.stat().st_size != len(data) or path.read_bytes() != data:
+        raise AlexnetError(f"{path} is not the demo's: the demo never replaces a file it did not write; "
+                           "choose another --out")
 
 
 def _gzip(data: bytes) -> bytes:

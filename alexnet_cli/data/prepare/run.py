@@ -66,7 +66,7 @@ def prepare_imagenet(options: PrepareOptions, progress: Progress | None = None) 
     """Prepare a dataset; see the module docstring for the guarantees."""
     progress = progress or SilentProgress()
     _check_options(options)
-    _check_out_is_ours(options)
+    check_out_is_ours(options)
     started = time.perf_counter()
     work = options.out / ".work"
     created = not options.out.exists()
@@ -123,7 +123,7 @@ def _forget_if_nothing_done(work: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _check_out_is_ours(options: PrepareOptions) -> None:
+def check_out_is_ours(options: PrepareOptions) -> None:
     """Prepare replaces class folders it writes: it starts only in an empty OUT (or one holding the
     source, as --demo writes it), and resumes only an OUT where it started."""
     out = options.out

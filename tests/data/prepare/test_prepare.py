@@ -199,6 +199,26 @@ def test_a_source_inside_out_as_demo_writes_it_is_prepared(tmp_path):
     assert summary.counts["train"] == 6 and (out / "source").is_dir()
 
 
+def test_demo_checks_out_before_writing_its_source_and_never_follows_a_link_out_of_it(tmp_path):
+    real = tmp_path / "real" / "source" / official.VAL_TAR  # someone's own source, where the demo writes its own
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"the real validation tar")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "other.txt").write_text("mine")
+    elsewhere, linked = tmp_path / "elsewhere", tmp_path / "linked"
+    elsewhere.mkdir()
+    linked.mkdir()
+    (linked / "source").symlink_to(elsewhere)
+    for out, named in ((real.parent.parent, str(real)), (busy, "'other.txt'"), (linked, str(linked / "source"))):
+        result = invoke_alexnet("prepare-imagenet", "--demo", "--out", out, "--quiet")
+        message = result.stderr.strip()
+        assert result.returncode == 2 and message.count("\n") == 0 and named in message, message
+    assert real.read_bytes() == b"the real validation tar" and list(real.parent.iterdir()) == [real]
+    assert sorted(p.name for p in busy.iterdir()) == ["other.txt"]  # refused before the demo wrote busy/source
+    assert list(elsewhere.iterdir()) == []
+
+
 def _copy_source_with(official_source: Path, folder: Path, name: str, members: list[tuple[str, bytes]]) -> Path:
     """The official source with one of its tars rewritten to hold ``members``."""
     folder.mkdir()
