@@ -11,6 +11,7 @@ Every checkpoint is written to a hidden temporary name and renamed into place.
 
 import signal
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from alexnet_cli.recipes import Recipe, load_recipe
 from alexnet_cli.terminal import shown
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
 from alexnet_cli.training.resume import latest_checkpoint
-from alexnet_cli.training.run_dir import read_run_facts, remove_run_files, write_run_facts
+from alexnet_cli.training.run_dir import read_run_facts, remove_run_files, run_lock, write_run_facts
 from alexnet_cli.training.setup import RunSetup, check_gpu_present, prepare_run
 from alexnet_cli.training.trainer import keep_previous_metrics, trainer_arguments
 
@@ -54,6 +55,14 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     ``progress`` hears what the run says before it starts (the network unless ``quiet``; a resume's
     recipe changes always).
     """
+    with ExitStack() as held:
+        return _run(recipe, data, out=out, overrides=overrides, quiet=quiet, resume=resume, overwrite=overwrite,
+                    progress=progress, held=held)
+
+
+def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[str] | None, quiet: bool,
+         resume: Path | None, overwrite: bool, progress: Progress | None, held: ExitStack) -> TrainResult:
+    """``run``; what enters ``held`` (the run folder's lock) is released when it returns or raises."""
     from alexnet_cli.training.callbacks import BestMetrics, ThroughputMeter
     from alexnet_cli.training.module import AlexNetModule
     from alexnet_cli.training.preemption import GracefulStop, trainer_is_rank_zero
@@ -68,7 +77,8 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     module = AlexNetModule(setup.model, recipe.optim, num_classes=setup.num_classes, meta=setup.meta,
                            batch_size=recipe.data.batch_size)
     rank_zero = trainer_is_rank_zero()
-    if rank_zero:
+    if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
+        held.enter_context(run_lock(setup.run_dir))
         _announce(setup, recipe, progress or SilentProgress(), quiet)
     recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     facts = _start_run_directory(setup, recipe, recipe_text, rank_zero)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.locks import ExclusiveLock
 
 # What a run writes at its top level; --overwrite removes these and the checkpoints, nothing else.
 _RUN_FILES = ("metrics.csv", "run.json", "eval.json", "recipe.yaml", "hparams.yaml")
@@ -22,6 +23,13 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
         raise AlexnetError(f"--out {run_dir} already holds a run ({held}): continue it with --resume {run_dir}, "
                            "choose another --out, or add --overwrite to replace it")
     return True
+
+
+def run_lock(run_dir: Path) -> ExclusiveLock:
+    """One 'alexnet train' per run directory at a time (a requeued job racing the old one, two --resume RUN):
+    two would log every row of metrics.csv twice and save over each other's checkpoints."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return ExclusiveLock(run_dir / ".lock", f"another alexnet train is using run {run_dir}")
 
 
 def remove_run_files(run_dir: Path) -> None:

@@ -3,10 +3,15 @@
 import csv
 import hashlib
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 from conftest import NARROW_FC, invoke_alexnet
+
+from alexnet_cli.training.run_dir import run_lock
 
 ONE_STEP = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=1", "--set", "data.batch_size=4",
             "--set", "trainer.limit_val_batches=0", "--quiet", *NARROW_FC]
@@ -49,6 +54,34 @@ def test_a_new_run_over_an_existing_one_is_refused_and_changes_nothing(prepared,
                                                                             if r.get("train/loss")]) == 1
     assert {r["lr-SGD/weights"] for r in rows if r.get("lr-SGD/weights")} == {"0.001"}  # none of the old run's
     assert (out / "notes.txt").read_text() == "mine"
+
+
+HOLD_THE_RUN = """
+import sys, time
+from pathlib import Path
+from alexnet_cli.training.run_dir import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_run_folder_in_use_is_refused_naming_its_holder_and_freed_when_the_holder_dies(prepared, tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_RUN, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        before = fingerprints(out)
+        result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, *ONE_STEP)
+        message = result.stderr.strip()
+        assert result.returncode == 2 and message.count("\n") == 0, message
+        assert f"using run {out}" in message and f"pid {holder.pid} on {socket.gethostname()}" in message
+        assert fingerprints(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(out):  # the kernel let go of the killed holder's lock
+        pass
 
 
 def test_a_folder_without_checkpoints_is_no_run_to_protect(prepared, tmp_path):

@@ -7,7 +7,6 @@ marker ``OUT/.work/done/<unit>.json`` written. A run killed at any moment
 former and clears the latter. ``dataset.json`` is written last: it marks OUT done.
 """
 
-import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from alexnet_cli.data.prepare.convert import BYTES_PER_IMAGE_AT_256, JPEG_QUALIT
 from alexnet_cli.data.prepare.sources import SourcePlan, WorkUnit, plan_source
 from alexnet_cli.data.stats import StatsAccumulator
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.locks import ExclusiveLock
 from alexnet_cli.progress import Progress, SilentProgress
 
 FORMAT_VERSION = 1
@@ -72,7 +72,7 @@ def prepare_imagenet(options: PrepareOptions, progress: Progress | None = None) 
     created = not options.out.exists()
     work.mkdir(parents=True, exist_ok=True)
     try:
-        with _exclusive_lock(work / "lock"):
+        with ExclusiveLock(work / "lock", f"another prepare-imagenet is writing {options.out}"):
             try:
                 config = _config(options)
                 if (options.out / "dataset.json").is_file() and _stored_config(work) == config:
@@ -168,23 +168,6 @@ def _check_config(work: Path, config: dict) -> None:
             f"{work.parent} was started with {key}={stored.get(key)!r}, not {config[key]!r}: "
             "rerun with the same options to resume, or choose a new --out"
         )
-
-
-class _exclusive_lock:
-    """One prepare per OUT at a time; the kernel drops the lock if the process dies."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        self.handle = open(self.path, "w")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AlexnetError(f"another prepare-imagenet is writing {self.path.parent.parent}; wait for it") from None
-
-    def __exit__(self, *exc) -> None:
-        self.handle.close()
 
 
 def _verify_md5(source: Path, progress: Progress) -> None:
