@@ -14,11 +14,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` for a temporary file beside ``path``, fsync it, then rename it into place."""
     from alexnet_cli.errors import AlexnetError
 
-    if path.is_dir():
-        raise AlexnetError(f"{path} is a folder: name a file to write")
-    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocked is not None:
-        raise AlexnetError(f"{blocked} is a file, so {path} cannot be written under it: choose another path")
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -36,6 +32,33 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
                            f"space there and run again ({path.name} was left as it was)") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(path: Path | None, option: str | None = None, folder: bool = False) -> None:
+    """Refuse, in one line naming ``option``, an output that could not be written: a file that is a folder
+    (or a folder that is a file), a path under a file, or a place this process may not create files in.
+
+    Commands call it before their work, so that hours of evaluation or training never end in a failed write.
+    Nothing is created: the probe file goes in the nearest folder that already exists, and is removed.
+    """
+    from alexnet_cli.errors import AlexnetError
+
+    if path is None:
+        return
+    named = f"{option} {path}" if option else str(path)
+    if not folder and path.is_dir():
+        raise AlexnetError(f"{named} is a folder: name a file to write")
+    if folder and path.exists() and not path.is_dir():
+        raise AlexnetError(f"{named} is a file: name a folder")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise AlexnetError(f"{blocked} is a file, so {named} cannot be written under it: choose another path")
+    existing = next(p for p in (path, *path.parents) if p.is_dir())  # "/" always is
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:  # EACCES, EROFS, EDQUOT...: what the real write would meet
+        raise AlexnetError(f"{named}: cannot write in {existing} ({exc.strerror}); choose a place you can "
+                           "write to") from None
 
 
 def _out_of_space(exc: BaseException) -> bool:

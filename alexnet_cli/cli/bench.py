@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from alexnet_cli.atomic import check_writable
 from alexnet_cli.cli.shell import Device, Precision, console, progress_for, require, user_errors, write_json
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.terminal import shown
@@ -39,6 +40,7 @@ def benchmark_data_command(
             ("--py-workers", py_workers, 0, None),
              ("--workers", workers, 0, None), ("--batches", batches, 1, None), ("--warmup", warmup, 0, None),
              ("--repeats", repeats, 1, None))
+    check_writable(json_out, "--json")  # before the measurement, not after it
     from dataclasses import asdict
 
     from alexnet_cli.bench.speed import benchmark_data
@@ -84,6 +86,7 @@ def benchmark_model_command(
     Example: [cyan]alexnet benchmark model --arch paper --batch-size 128 --device gpu --precision bf16-mixed[/]
     """
     require(("--batch-size", batch_size, 1, None), ("--warmup", warmup, 0, None), ("--batches", batches, 1, None))
+    check_writable(json_out, "--json")  # before the measurement, not after it
     from dataclasses import asdict
 
     from alexnet_cli.bench.speed import benchmark_model
@@ -134,6 +137,7 @@ def benchmark_train_command(
     Example: [cyan]alexnet benchmark train --recipe cpu-demo --data demo-data --steps 20 --set data.batch_size=32[/]
     """
     require(("--steps", steps, 1, None), ("--warmup", warmup, 0, None), ("--repeats", repeats, 1, None))
+    check_writable(json_out, "--json")  # before the measurement, not after it
     from dataclasses import asdict
 
     from alexnet_cli.bench.train_loop import benchmark_train
@@ -184,6 +188,7 @@ def benchmark_soak_command(
     Example: [cyan]alexnet benchmark soak --data demo-data --epochs 30 --set data.batch_size=16[/]
     """
     require(("--epochs", epochs, 1, None), ("--settle", settle, 0, None))
+    check_writable(json_out, "--json")  # before the measurement, not after it
     from dataclasses import asdict
 
     from alexnet_cli.bench.soak import soak
@@ -217,6 +222,7 @@ def benchmark_comms_command(
     Example: [cyan]alexnet benchmark comms --batch-size 128[/]
     """
     require(("--batch-size", batch_size, 1, None))
+    check_writable(json_out, "--json")  # before the measurement, not after it
     from alexnet_cli.bench.comms import LAYOUT_DEVICES, measure_communication
 
     unknown = [name for name in layout if name not in LAYOUT_DEVICES]

@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from alexnet_cli.atomic import check_writable
 from alexnet_cli.cli.shell import console, progress_for, require, user_errors, write_json
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.terminal import shown
@@ -34,6 +35,8 @@ def prepare_imagenet_command(
     Demo:    [cyan]alexnet prepare-imagenet --demo --out demo-data[/]
     """
     require(("--workers", workers, 1, None), ("--classes", classes, 2, None), ("--per-class", per_class, 1, None))
+    check_writable(out, "--out", folder=True)
+    check_writable(json_out, "--json")
     from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet, summary_dict
     from alexnet_cli.training.end_to_end import prepare_demo
 

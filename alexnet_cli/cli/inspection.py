@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from alexnet_cli.atomic import check_writable
 from alexnet_cli.cli.shell import Device, console, errors, progress_for, require, user_errors, write_json
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.terminal import shown
@@ -32,6 +33,8 @@ def eval_command(
     Example: [cyan]alexnet eval --checkpoint runs/demo/checkpoints/best.ckpt --data demo-data --ten-crop[/]
     """
     require(("--batch-size", batch_size, 1, None), ("--threads", threads, 1, None), ("--devices", devices, 1, None))
+    check_writable(json_out, "--json")  # before the evaluation, not after it
+    check_writable(predictions, "--predictions")
     from alexnet_cli.inspection.evaluate import PAPER_VAL_ERROR, evaluate
 
     result = evaluate(data, checkpoint=checkpoint, weights=weights, split=split, ten_crop=ten_crop,
@@ -85,6 +88,7 @@ def report(
     """
     from alexnet_cli.inspection.report import paper_figures, write_report
 
+    check_writable(out, "--out", folder=True)
     summaries = write_report(runs, out)
     table = Table(title=f"{len(summaries)} run(s): {out / 'report.md'}, {out / 'curves.png'}")
     for column in ("run", "epochs", "best top-1 / top-5 error %", "the paper"):
@@ -112,6 +116,7 @@ def viz_filters(
     Example: [cyan]alexnet viz-filters --checkpoint runs/demo/checkpoints/best.ckpt --out filters.png[/]
     """
     require(("--scale", scale, 1, 64))
+    check_writable(out, "--out")
     from alexnet_cli.inspection.filters import relative_change, save_filter_grid
     from alexnet_cli.models.checkpoints import initial_model, load_checkpoint, load_torchvision_weights
 
@@ -138,6 +143,7 @@ def predict(
     Example: [cyan]alexnet predict --checkpoint runs/demo/checkpoints/best.ckpt photo.jpg[/]
     """
     require(("--top", top, 1, None))
+    check_writable(json_out, "--json")
     from dataclasses import asdict
 
     from alexnet_cli.inspection.predict import predict as predict_images
@@ -175,6 +181,7 @@ def neighbors(
     require(("--k", k, 1, None))
     from alexnet_cli.inspection.neighbors import find_neighbours
 
+    check_writable(out, "--out")
     results = find_neighbours(checkpoint, data, query, k=k, out=out, device=device.value, progress=progress_for(quiet))
     for result in results:
         table = Table(title=f"nearest to {result.query}")

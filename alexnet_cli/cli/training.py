@@ -32,8 +32,11 @@ def train(
     Example: [cyan]alexnet train --recipe cpu-demo --data demo-data --set trainer.max_epochs=2[/]
     Resume:  [cyan]alexnet train --recipe cpu-demo --data demo-data --resume runs/cpu-demo-20261125-101500[/]
     """
+    from alexnet_cli.atomic import check_writable
     from alexnet_cli.training.run import run
 
+    check_writable(out, "--out", folder=True)
+    check_writable(json_out, "--json")  # before training, not after it
     if dry_run:
         _print_dry_run(recipe, data, set_, benchmark_json, out, resume, overwrite)
         return
@@ -99,8 +102,10 @@ def demo(
     """
     from alexnet_cli.training.end_to_end import run_demo
 
+    from alexnet_cli.atomic import check_writable
     result = run_demo(out, overrides=set_, quiet=quiet, progress=progress_for(quiet))
     table = Table(title="alexnet demo", show_header=False)
+    check_writable(out, "--out", folder=True)
     table.add_row("dataset", f"{shown(result.data)} ({result.prepare.counts['train']} train, "
                   f"{result.prepare.counts['val']} val, {result.prepare.classes} classes)")
     table.add_row("official-format source", shown(result.source))
