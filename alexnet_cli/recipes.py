@@ -30,6 +30,13 @@ class ModelConfig:
     fc_width: int | None = None  # vgg only
     lrn: bool = True  # §3.3 ablation (paper archs): false drops local response normalisation
     overlap_pool: bool = True  # §3.4 ablation (paper archs): false pools 2×2/2 instead of 3×3/2
+    # How the network runs (models/execution.py): same numbers and state_dict, other speed.
+    lrn_impl: Literal["auto", "reference", "closed-form"] = "auto"  # auto: closed form on a GPU, reference on a CPU
+    split_groups: bool = False  # conv2/4/5's two towers as two convolutions instead of one grouped one
+    channels_last: bool = False  # NHWC weights and maps, the layout tensor cores read
+    compile: bool = False  # torch.compile the network in place (checkpoint keys unchanged)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"  # aot_eager: capture only (tests)
 
 
 @dataclass
@@ -45,6 +52,7 @@ class DataConfig:
     mirror: bool = True  # random horizontal flips (§4.1)
     prefetch: int = 2  # DALI prefetch queue depth
     roi_decode: bool = True  # images stored at resize_size: decode only the training crop
+    hw_decoder_load: float = 0.65  # GPU: share of each batch for the hardware JPEG decoder (A100/H100/H200 have one)
     exact_decode: bool = False  # GPU: upsample chroma like the CPU decoder (bit-equal pixels, ~3× slower)
 
 
@@ -198,6 +206,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "data.resize_size": (lambda v: v >= 1, "at least 1"),
     "data.pca_std": (lambda v: v >= 0, "0 or more"),
     "data.prefetch": (lambda v: v >= 1, "at least 1"),
+    "data.hw_decoder_load": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "optim.lr": (lambda v: v > 0, "above 0"),
     "optim.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "optim.weight_decay": (lambda v: v >= 0, "0 or more"),

@@ -49,6 +49,8 @@ def train(
     table.add_row("steps, time", f"{result.global_step}, {result.seconds:.0f} s")
     table.add_row("train throughput", f"{result.images_per_second:,.1f} img/s "
                   f"(data wait {result.data_wait_fraction:.1%})")
+    if result.compile_seconds is not None:
+        table.add_row("compile", f"{result.compile_seconds:.1f} s (the first step, compiling included)")
     table.add_row("metrics", shown(result.run_dir / "metrics.csv"))
     table.add_row("checkpoints", shown(result.last_checkpoint or "-") + ("  " + shown(result.best_checkpoint)
                                                                          if result.best_checkpoint else ""))

@@ -11,8 +11,9 @@ parameters for 1000 classes.
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from alexnet_cli.models.lrn import LrnImpl, closed_form_lrn, reference_lrn, resolve_impl
 
 INPUT_SIZE = 227  # §3.5 says 224, but only 227 gives conv1's 55×55 maps
 TOWERS = 2  # one tower per GTX 580 (§3.2)
@@ -27,34 +28,25 @@ class LocalResponseNorm(nn.Module):
     With ``groups`` > 1 the sum stays inside each group of maps, as on the paper's
     two GPUs, where each tower normalised its own maps and nothing crossed between
     GPUs at this layer. One group equals ``nn.LocalResponseNorm(size, alpha * size,
-    beta, k)``; the window is summed with ``size`` shifted adds instead of a 3-d
-    average pool, about twice as fast on CPUs, where LRN is a third of the step.
-
-    Always computed in float32, also under bf16 autocast: bf16's 8-bit mantissa cannot hold
-    k + α·Σa² (2 plus a term ~1e-4 of it) and rounds the neighbours' term away.
+    beta, k)``. Always computed in float32, also under bf16 autocast (see ``models/lrn.py``),
+    by ``impl``: the ``reference`` (autograd through shifted adds), the ``closed-form``
+    backward that stores only the input, or ``auto`` (closed form on a GPU, reference on a CPU).
     """
 
     def __init__(self, size: int = LRN_SIZE, alpha: float = LRN_ALPHA, beta: float = LRN_BETA,
-                 k: float = LRN_K, groups: int = 1) -> None:
+                 k: float = LRN_K, groups: int = 1, impl: LrnImpl = "auto") -> None:
         super().__init__()
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
+        self.impl: LrnImpl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compute = closed_form_lrn if resolve_impl(self.impl, x.device) == "closed-form" else reference_lrn
         with torch.autocast(x.device.type, enabled=False):
-            return self._normalize(x.float()).to(x.dtype)
-
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels = x.shape[:2]
-        per_group = channels // self.groups
-        squares = (x * x).reshape(batch, self.groups, per_group, *x.shape[2:])
-        squares = F.pad(squares, (0, 0, 0, 0, self.size // 2, (self.size - 1) // 2))
-        window = squares[:, :, 0:per_group]
-        for offset in range(1, self.size):
-            window = window + squares[:, :, offset : offset + per_group]
-        return x / (self.k + self.alpha * window.reshape_as(x)).pow(self.beta)
+            return compute(x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}"
+        return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}, "
+                f"impl={self.impl}")
 
 
 def paper_lrn(groups: int = TOWERS) -> LocalResponseNorm:

@@ -33,6 +33,8 @@ class SingleDeviceCheckpoints:
     """Checkpoints in the single-device layout for a strategy whose model is split across ranks (a model
     with ``full_state_dict()``); ``join``/``split`` convert one optimizer state. Every call is collective."""
 
+    # Its forward exchanges activations between ranks: not something torch.compile captures (model.compile).
+    compiles_model = False
     # (split model, optimizer state) -> optimizer state, set by each strategy
     join_optimizer_state: Callable[[Any, dict], dict]
     split_optimizer_state: Callable[[Any, dict], dict]

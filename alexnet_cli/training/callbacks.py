@@ -84,6 +84,27 @@ class ThroughputMeter(L.Callback):
         return self.wait / total if total else 0.0
 
 
+class FirstStepTimer(L.Callback):
+    """The first training step's seconds, device work included: with ``model.compile`` that is when the
+    network is traced and compiled, which takes tens of seconds a user should hear about once."""
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+        self._started: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._started is None:
+            self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.seconds is None:
+            import torch
+
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize(pl_module.device)  # once: the compiled step must have run
+            self.seconds = time.perf_counter() - self._started
+
+
 class MemoryMeter(L.Callback):
     """Logs the process's resident memory (and the GPU's) at each epoch's end: a leak shows as a slope."""
 

@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet_cli.data.feed import SKIPPED
+from alexnet_cli.models.execution import CompileOptions, compile_in_place, match_state_layouts
 from alexnet_cli.parallel.ranks import data_parallel_group, data_parallel_shard
 from alexnet_cli.recipes import OptimConfig
 from alexnet_cli.training.optimizer import sgd, zero_momentum_buffers
@@ -18,9 +19,10 @@ class AlexNetModule(L.LightningModule):
     """Trains any network of the zoo. ``meta`` is stored in every checkpoint (see ``checkpoints``)."""
 
     def __init__(self, model: nn.Module, optim: OptimConfig, *, num_classes: int, meta: dict[str, Any],
-                 batch_size: int = 128) -> None:
+                 batch_size: int = 128, compile: CompileOptions | None = None) -> None:
         super().__init__()
         self.model = model
+        self.compile_options = compile  # applied at fit start, to the layout the strategy leaves
         self.optim = optim
         self.meta = meta
         self.batch_size = batch_size  # per data-parallel rank
@@ -111,6 +113,10 @@ class AlexNetModule(L.LightningModule):
         # Metrics reduce over data-parallel ranks only: the two towers of a pair score the same images.
         group = data_parallel_group(self.trainer)
         self.val_top1.process_group = self.val_top5.process_group = group
+        for optimizer in self.trainer.optimizers:  # a resumed state arrives contiguous; channels-last is not
+            match_state_layouts(optimizer)
+        if self.compile_options is not None:
+            compile_in_place(self.model, self.compile_options)
 
     def on_validation_epoch_end(self) -> None:
         group = data_parallel_group(self.trainer)

@@ -25,7 +25,7 @@ from alexnet_cli.terminal import shown
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
 from alexnet_cli.training.resume import latest_checkpoint
 from alexnet_cli.training.run_dir import read_run_facts, remove_run_files, run_lock, write_run_facts
-from alexnet_cli.training.setup import RunSetup, check_gpu_present, prepare_run
+from alexnet_cli.training.setup import RunSetup, check_gpu_present, compile_options, prepare_run
 from alexnet_cli.training.trainer import keep_previous_metrics, trainer_arguments
 
 
@@ -42,6 +42,7 @@ class TrainResult:
     last_checkpoint: Path | None
     best_checkpoint: Path | None
     recipe_changes: list[str]  # on resume: the recipe keys that differ from the checkpoint's
+    compile_seconds: float | None = None  # model.compile: the first step's seconds, which include compiling
 
 
 def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides: list[str] | None = None,
@@ -63,7 +64,7 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
 def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[str] | None, quiet: bool,
          resume: Path | None, overwrite: bool, progress: Progress | None, held: ExitStack) -> TrainResult:
     """``run``; what enters ``held`` (the run folder's lock) is released when it returns or raises."""
-    from alexnet_cli.training.callbacks import BestMetrics, ThroughputMeter
+    from alexnet_cli.training.callbacks import BestMetrics, FirstStepTimer, ThroughputMeter
     from alexnet_cli.training.module import AlexNetModule
     from alexnet_cli.training.preemption import GracefulStop, trainer_is_rank_zero
 
@@ -75,41 +76,42 @@ def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[
     setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
     check_gpu_present(recipe)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
     module = AlexNetModule(setup.model, recipe.optim, num_classes=setup.num_classes, meta=setup.meta,
-                           batch_size=recipe.data.batch_size)
+                           batch_size=recipe.data.batch_size, compile=compile_options(recipe))
     rank_zero = trainer_is_rank_zero()
     if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
         held.enter_context(run_lock(setup.run_dir))
         _announce(setup, recipe, progress or SilentProgress(), quiet)
     recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     facts = _start_run_directory(setup, recipe, recipe_text, rank_zero)
-    throughput, best = ThroughputMeter(), BestMetrics()
+    throughput, best, first_step = ThroughputMeter(), BestMetrics(), FirstStepTimer()
     stop = GracefulStop(setup.run_dir / "checkpoints" / "last.ckpt",
                         every_n_steps=int(recipe.trainer.get("log_every_n_steps", 50)))
-    trainer = _trainer(setup, recipe, recipe_text, quiet, throughput, best, stop)
+    trainer = _trainer(setup, recipe, recipe_text, quiet, [throughput, best, first_step], stop)
     started = time.perf_counter()
     _fit(trainer, module, setup, data, stop)
     seconds = time.perf_counter() - started
     run_dir, checkpoints = setup.run_dir, setup.run_dir / "checkpoints"
     if rank_zero:
+        compiled = {"compile_seconds": first_step.seconds} if recipe.model.compile else {}
         write_run_facts(run_dir, {**facts, "finished": True, "seconds": facts["seconds"] + seconds,
                                   "global_step": trainer.global_step,
-                                  "images_per_second": throughput.images_per_second})
+                                  "images_per_second": throughput.images_per_second, **compiled})
     return TrainResult(
         run_dir=run_dir, best_top1=best.top1, best_top5=best.top5, best_epoch=best.epoch,
         seconds=seconds, images_per_second=throughput.images_per_second,
         data_wait_fraction=throughput.data_wait_fraction, global_step=trainer.global_step,
         last_checkpoint=_existing(checkpoints / "last.ckpt"), best_checkpoint=_existing(checkpoints / "best.ckpt"),
-        recipe_changes=setup.changes,
+        recipe_changes=setup.changes, compile_seconds=first_step.seconds if recipe.model.compile else None,
     )
 
 
-def _trainer(setup: RunSetup, recipe: Recipe, recipe_text: str, quiet: bool, throughput, best, stop):
+def _trainer(setup: RunSetup, recipe: Recipe, recipe_text: str, quiet: bool, meters: list, stop):
     import lightning as L
 
     from alexnet_cli.training.callbacks import DataPosition, MemoryMeter, WriteOnTrainStart
 
     # GracefulStop last: the position it saves on a signal is the one DataPosition has just advanced
-    callbacks = [throughput, best, MemoryMeter(), DataPosition(setup.datamodule), stop]
+    callbacks = [*meters, MemoryMeter(), DataPosition(setup.datamodule), stop]
     if setup.checkpoint is not None:  # a resume that fails to load keeps the run's recipe.yaml as it was
         callbacks.append(WriteOnTrainStart(setup.run_dir / "recipe.yaml", recipe_text))
     arguments = trainer_arguments(recipe, setup.run_dir, quiet, callbacks)
@@ -124,6 +126,9 @@ def _announce(setup: RunSetup, recipe: Recipe, progress: Progress, quiet: bool) 
         parameters = sum(p.numel() for p in setup.model.parameters())
         progress.note(f"{recipe.model.arch}: {parameters:,} parameters, {setup.crop}×{setup.crop} crops, "
                       f"{setup.num_classes} classes → {shown(setup.run_dir)}")
+        if recipe.model.compile:
+            progress.note(f"model.compile: the first step compiles the network ({recipe.model.compile_backend}, "
+                          f"mode {recipe.model.compile_mode}) and takes longer")
     if setup.changes:
         progress.note(shown(f"resuming {setup.checkpoint} with recipe changes: " + "; ".join(setup.changes)))
 

@@ -76,6 +76,9 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     model = recipe_model(recipe, num_classes)
     if hasattr(strategy, "check_model"):  # a split layout's needs, refused before its processes start
         strategy.check_model(model)
+    if recipe.model.compile and not getattr(strategy, "compiles_model", True):
+        raise AlexnetError(f"model.compile=true: the {strategy.strategy_name} layout exchanges activations inside "
+                           "its forward pass, which torch.compile cannot capture; use it with one device or ddp")
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
     return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes, replaces_run)
@@ -98,9 +101,21 @@ def check_gpu_present(recipe: Recipe) -> None:
 def recipe_model(recipe: Recipe, num_classes: int):
     """The recipe's network, initialised from the global torch generator."""
     from alexnet_cli.models import build_model
+    from alexnet_cli.models.execution import apply_execution
 
-    return build_model(recipe.model.arch, num_classes, recipe.model.dropout, init=recipe.model.init,
-                       fc_width=recipe.model.fc_width, lrn=recipe.model.lrn, overlap_pool=recipe.model.overlap_pool)
+    config = recipe.model
+    model = build_model(config.arch, num_classes, config.dropout, init=config.init, fc_width=config.fc_width,
+                        lrn=config.lrn, overlap_pool=config.overlap_pool)
+    return apply_execution(model, lrn_impl=config.lrn_impl, split_groups=config.split_groups,
+                           channels_last=config.channels_last)
+
+
+def compile_options(recipe: Recipe):
+    """``model.compile``'s settings, or None when the recipe runs the network eagerly."""
+    from alexnet_cli.models.execution import CompileOptions
+
+    config = recipe.model
+    return CompileOptions(config.compile_mode, config.compile_backend) if config.compile else None
 
 
 def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> dict[str, Any]:
