@@ -102,12 +102,12 @@ def demo(
 
     Example: [cyan]alexnet demo --out demo[/]
     """
+    from alexnet_cli.atomic import check_writable
     from alexnet_cli.training.end_to_end import run_demo
 
-    from alexnet_cli.atomic import check_writable
+    check_writable(out, "--out", folder=True)
     result = run_demo(out, overrides=set_, quiet=quiet, progress=progress_for(quiet))
     table = Table(title="alexnet demo", show_header=False)
-    check_writable(out, "--out", folder=True)
     table.add_row("dataset", f"{shown(result.data)} ({result.prepare.counts['train']} train, "
                   f"{result.prepare.counts['val']} val, {result.prepare.classes} classes)")
     table.add_row("official-format source", shown(result.source))
