@@ -148,7 +148,7 @@ def predict(
 
     from alexnet_cli.inspection.predict import predict as predict_images
 
-    predictions = predict_images(checkpoint, images, top=top)
+    predictions, unusable = predict_images(checkpoint, images, top=top)
     for prediction in predictions:
         table = Table(title=shown(prediction.image))
         for column in ("#", "wnid", "class", "probability"):
@@ -156,7 +156,9 @@ def predict(
         for rank, item in enumerate(prediction.classes, start=1):
             table.add_row(str(rank), shown(item["wnid"]), shown(item["words"]), f"{item['probability']:.1%}")
         console.print(table)
-    write_json(json_out, {"predictions": [asdict(p) for p in predictions]})
+    for bad in unusable:
+        errors.print(f"[yellow]skipped[/] {shown(bad.reason)}", highlight=False, soft_wrap=True)
+    write_json(json_out, {"predictions": [asdict(p) for p in predictions], "unusable": [asdict(u) for u in unusable]})
 
 
 @user_errors

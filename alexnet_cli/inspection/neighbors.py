@@ -11,6 +11,7 @@ stays bounded whatever the number of images.
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,10 @@ from alexnet_cli.progress import Progress, SilentProgress
 THUMBNAIL = 96  # pixels per image in the grid
 CODE_WIDTH = 4096  # fc7 of the paper's network
 SEARCH_ROWS = 32_768  # codes per distance block: 512 MB of float32 at 4096-d
+
+
+class DamagedCodes(Exception):
+    """The store holds values embedding never writes (infinities): it was damaged after it was written."""
 
 
 @dataclass
@@ -102,6 +107,8 @@ def nearest(store: CodeStore, queries: np.ndarray, *, k: int, device: torch.devi
     best_i = torch.full((len(q), k), -1, dtype=torch.int64, device=device)
     for start in range(0, store.rows, block_rows):
         block = torch.from_numpy(store.read(start, block_rows)).to(device).float()
+        if torch.isinf(block).any():  # embedding writes finite rows, or NaN rows for unreadable images
+            raise DamagedCodes(f"{store.path} holds infinite values")
         distances = torch.cdist(q, block)  # NaN for a row of NaN, which topk ranks after every number
         candidates_d = torch.cat([best_d, distances], dim=1)
         candidates_i = torch.cat([best_i, torch.arange(start, start + len(block), device=device).expand(len(q), -1)],
@@ -153,7 +160,10 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
         task.advance(row)
         for step, (images, labels) in enumerate(loader, start=1):
             codes = penultimate_features(model, images).float().cpu().numpy()
-            codes[(labels == SKIPPED).cpu().numpy()] = np.nan  # a file that could not be read: never a neighbour
+            skipped = (labels == SKIPPED).cpu().numpy()
+            _check_codes(codes[~skipped], [f for f, s in zip(files[row: row + len(codes)], skipped) if not s],
+                         checkpoint)
+            codes[skipped] = np.nan  # a file that could not be read: never a neighbour
             store.write(row, codes)
             row += len(codes)
             if step % 100 == 0:
@@ -162,6 +172,20 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
     loader.close()
     store.mark_done(row)
     return store, files
+
+
+# The largest float16: a code beyond it would be stored as infinity.
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _check_codes(codes: np.ndarray, images: list[str], checkpoint: Path) -> None:
+    """Codes that cannot be stored or compared are the checkpoint's doing, not an image's: refuse them,
+    rather than leave every image out and search nothing."""
+    bad = ~(np.isfinite(codes) & (np.abs(codes) <= FLOAT16_MAX)).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise AlexnetError(f"{checkpoint} gives {images[first]} fc7 activations that are NaN, infinite or beyond "
+                           f"float16's {FLOAT16_MAX:,.0f}: a diverged checkpoint? Its neighbours cannot be searched")
 
 
 def codes_prefix(checkpoint: Path, split: str) -> Path:
@@ -183,12 +207,23 @@ def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int
     if device == "gpu" and not torch.cuda.is_available():
         raise AlexnetError("--device gpu: no CUDA device is visible")
     loaded = load_checkpoint(Path(checkpoint))
-    store, files = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
     torch_device = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
-    model = loaded.model.to(torch_device)
     with torch.inference_mode():
-        query_codes = penultimate_features(model, preprocess(loaded.meta, queries).to(torch_device))
-    indices, distances = nearest(store, query_codes.float().cpu().numpy(), k=k, device=torch_device)
+        query_codes = penultimate_features(loaded.model.to(torch_device),
+                                           preprocess(loaded.meta, queries).to(torch_device)).float().cpu().numpy()
+    _check_codes(query_codes, [str(q) for q in queries], Path(checkpoint))
+    store, files = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
+    try:
+        indices, distances = nearest(store, query_codes, k=k, device=torch_device)
+        if not np.isfinite(distances).any():
+            raise DamagedCodes(f"{store.path} holds no usable code")
+    except DamagedCodes as exc:  # a cache damaged after it was written: embed the training set again
+        warnings.warn(f"{exc}; embedding the training images again", stacklevel=2)
+        store.index.unlink(missing_ok=True)
+        store, files = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
+        indices, distances = nearest(store, query_codes, k=k, device=torch_device)
+        if not np.isfinite(distances).any():
+            raise AlexnetError(f"no training image of {data} could be read to search its neighbours") from None
     results = [NeighbourResult(str(query), [(files[i], float(d)) for i, d in zip(row_i, row_d) if np.isfinite(d)])
                for query, row_i, row_d in zip(queries, indices, distances)]
     if out is not None:

@@ -300,6 +300,30 @@ def test_predict_refuses_a_folder_and_an_image_too_thin_to_crop(trained_checkpoi
     one_line_error(invoke_alexnet("predict", "--checkpoint", checkpoint, thin), "10000×10 pixels: more than 20 times")
 
 
+
+def test_predict_classifies_every_usable_image_and_lists_the_unusable_ones(trained_checkpoint_free_model, prepared,
+                                                                          tmp_path):
+    from PIL import Image
+
+    good = sorted((prepared / "val").glob("*/*.JPEG"))[:2]
+    garbage, thin, png = tmp_path / "garbage.jpg", tmp_path / "thin.png", tmp_path / "grey.png"
+    garbage.write_bytes(b"not an image at all")
+    Image.new("RGB", (10000, 10), "white").save(thin)
+    Image.new("L", (300, 240), 90).save(png)
+    out = tmp_path / "predictions.json"
+    result = invoke_alexnet("predict", "--checkpoint", trained_checkpoint_free_model, good[0], garbage, png, thin,
+                            good[1], "--top", "2", "--json", out)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads(out.read_text())
+    assert [p["image"] for p in saved["predictions"]] == [str(good[0]), str(png), str(good[1])]
+    assert all(len(p["classes"]) == 2 for p in saved["predictions"])
+    assert [u["image"] for u in saved["unusable"]] == [str(garbage), str(thin)]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"skipped {garbage}: unreadable") and str(thin) in lines[1]
+    one_line_error(invoke_alexnet("predict", "--checkpoint", trained_checkpoint_free_model, garbage, thin),
+                   f"{garbage}: unreadable", "the 1 other image(s) could not be used either")
+
+
 @pytest.fixture
 def trained_checkpoint_free_model(prepared, tmp_path):
     """A checkpoint of the tool's format without training: one step at lr 1e-9 would cost 15 s more."""

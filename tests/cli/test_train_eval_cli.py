@@ -296,3 +296,39 @@ def test_tensorboard_logger_gets_the_conv1_filter_image_each_epoch(prepared, tmp
     events.Reload()
     assert "conv1_filters" in events.Tags()["images"]
     assert (out / "metrics.csv").is_file()  # CSV stays on beside TensorBoard
+
+
+def test_neighbors_embeds_again_when_its_cached_codes_are_not_finite(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    checkpoint = tmp_path / "model.ckpt"  # its own code cache, beside it
+    os.link(out / "checkpoints" / "last.ckpt", checkpoint)
+    query = sorted((prepared / "train").glob("*/*.JPEG"))[7]
+    arguments = ["neighbors", "--checkpoint", checkpoint, "--data", prepared, "--query", query, "--k", "4",
+                 "--out", tmp_path / "grid.png", "--quiet"]
+    assert invoke_alexnet(*arguments).returncode == 0
+    codes = Path(f"{checkpoint}.train-fc7.f16")
+    healthy = codes.read_bytes()
+    np.full(len(healthy) // 2, np.nan, np.float16).tofile(codes)  # every row "unreadable": nothing to search
+    result = invoke_alexnet(*arguments)
+    assert result.returncode == 0, result.stderr
+    assert f"{codes} holds no usable code; embedding the training images again" in result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ ")]
+    assert len(rows) == 4 and rows[0].endswith(" 0.00 │")  # the query itself first, then three more
+    assert codes.read_bytes() == healthy
+
+
+def test_neighbors_of_a_checkpoint_with_nan_weights_is_refused_naming_it(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    for name, tensor in state["state_dict"].items():
+        if name.startswith("model.classifier") and name.endswith("weight"):
+            tensor.fill_(float("nan"))  # a diverged run's weights
+    checkpoint = tmp_path / "diverged.ckpt"
+    torch.save(state, checkpoint)
+    query = sorted((prepared / "val").glob("*/*.JPEG"))[0]
+    result = invoke_alexnet("neighbors", "--checkpoint", checkpoint, "--data", prepared, "--query", query,
+                            "--out", tmp_path / "grid.png", "--quiet")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {checkpoint} gives {query} fc7 activations that are NaN, infinite or "
+                                    "beyond float16's 65,504: a diverged checkpoint?")
+    assert not Path(f"{checkpoint}.train-fc7.f16").exists()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_cli.inspection.neighbors import CodeStore, nearest
+from alexnet_cli.inspection.neighbors import CodeStore, DamagedCodes, nearest
 
 
 def test_the_block_search_finds_the_same_neighbours_as_a_full_distance_matrix(tmp_path):
@@ -60,3 +60,13 @@ def test_a_damaged_index_starts_the_store_again(tmp_path, index):
     store.index.write_text(index)
     again = CodeStore(tmp_path / "codes", 10, 4)
     assert again.done == 0 and not again.read(0, 10).any()
+
+
+def test_a_store_holding_infinities_is_reported_damaged_not_searched_around(tmp_path):
+    codes = np.arange(40, dtype=np.float32).reshape(10, 4)
+    codes[[2, 7]] = np.inf  # embedding writes finite rows or NaN rows, never these
+    store = CodeStore(tmp_path / "codes", 10, 4)
+    store.write(0, codes)
+    store.mark_done(10)
+    with pytest.raises(DamagedCodes, match=rf"{store.path} holds infinite values"):
+        nearest(store, codes[[1]], k=3, block_rows=4)
