@@ -24,6 +24,19 @@ def test_every_ablation_trains_a_few_steps_and_is_recorded_in_the_checkpoint(abl
         key, value = override.split("=")
         section, name = key.split(".")
         assert recipe[section][name] == yaml.safe_load(value)
+    # The checkpoint rebuilds the network it was trained as: the same logits as a model built with the
+    # recipe's own switches (LRN and pooling have no weights, so a mix-up would load without complaint).
+    from alexnet_cli.models import build_model
+    from alexnet_cli.models.checkpoints import load_checkpoint
+
+    loaded = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt").model
+    model = recipe["model"]
+    expected = build_model(model["arch"], 4, model["dropout"], fc_width=model["fc_width"], lrn=model["lrn"],
+                           overlap_pool=model["overlap_pool"], init="builder")
+    expected.load_state_dict(loaded.state_dict())
+    x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), expected.eval()(x))
 
 
 def test_recipes_lists_each_ablation_with_the_papers_effect():
