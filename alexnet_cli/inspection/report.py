@@ -38,10 +38,11 @@ class RunSummary:
     wall_seconds: float | None = None
     not_comparable: str | None = None  # why the paper's figures do not apply, if they do not
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # name → (epoch, value)
+    label: str | None = None  # set by write_report where runs share a folder name: the shortest unique path
 
     @property
     def name(self) -> str:
-        return self.run_dir.name
+        return self.label or self.run_dir.name
 
 
 def summarize(run_dir: Path) -> RunSummary:
@@ -50,12 +51,26 @@ def summarize(run_dir: Path) -> RunSummary:
     recipe_path = run_dir / "recipe.yaml"
     if not recipe_path.is_file():
         raise AlexnetError(f"{run_dir} has no recipe.yaml: not a run directory of 'alexnet train'")
-    recipe = yaml.safe_load(recipe_path.read_text()) or {}
+    recipe = _read_recipe(recipe_path)
     info = _read_json(run_dir / "run.json") or {}
     rows = _metrics(run_dir / "metrics.csv")
     summary = RunSummary(run_dir, recipe, active_ablations(recipe), bool(info.get("finished")), 0,
                          images_per_second=info.get("images_per_second"), wall_seconds=info.get("seconds"),
                          not_comparable=_not_comparable(recipe, info))
+    try:
+        _add_curves(summary, rows)
+    except (KeyError, ValueError) as exc:  # a column missing, or a cell that is not a number
+        raise AlexnetError(f"{run_dir / 'metrics.csv'}: {_what_is_wrong(exc)}; not a metrics table that "
+                           "'alexnet train' wrote") from None
+    summary.ten_crop = _ten_crop_errors(run_dir)
+    return summary
+
+
+def _what_is_wrong(exc: KeyError | ValueError) -> str:
+    return f"no {exc.args[0]!r} column" if isinstance(exc, KeyError) else str(exc)
+
+
+def _add_curves(summary: RunSummary, rows: list[dict]) -> None:
     validation = [(int(r["epoch"]), float(r["val/top1"]), float(r["val/top5"])) for r in rows
                   if r.get("val/top1") and r.get("epoch")]
     if validation:
@@ -70,8 +85,6 @@ def summarize(run_dir: Path) -> RunSummary:
         summary.images_per_second = speeds[-1] if speeds else None
     summary.curves["training loss"] = _per_epoch_mean(rows, "train/loss")
     summary.curves["learning rate"] = _learning_rates(rows)
-    summary.ten_crop = _ten_crop_errors(run_dir)
-    return summary
 
 
 def active_ablations(recipe: dict) -> list[Ablation]:
@@ -95,18 +108,39 @@ def _not_comparable(recipe: dict, info: dict) -> str | None:
     return None
 
 
+def _read_recipe(path: Path) -> dict:
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise AlexnetError(f"{path} is not a recipe that 'alexnet train' wrote ({_first_line(exc)})") from None
+    if not isinstance(recipe, dict):
+        raise AlexnetError(f"{path} holds a {type(recipe).__name__}, not a recipe's sections")
+    return recipe
+
+
 def _metrics(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise AlexnetError(f"{path} is not a metrics table that 'alexnet train' wrote ({_first_line(exc)})") from None
 
 
 def _read_json(path: Path) -> dict | None:
+    """The JSON object a file holds; None where there is none yet (a run still starting) or it is unreadable."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(value, dict):
+        raise AlexnetError(f"{path} holds a JSON {type(value).__name__}, not the object 'alexnet' writes there")
+    return value
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
 def _per_epoch_mean(rows: list[dict], key: str) -> list[tuple[float, float]]:
@@ -168,7 +202,8 @@ def markdown(summaries: list[RunSummary]) -> str:
         state = "finished" if s.finished else "in progress or stopped"
         if not s.epochs:
             state += "; no validation rows yet"
-        lines.append(f"| {s.name} | {s.recipe.get('model', {}).get('arch', '?')} | {ablations} | {s.epochs} | "
+        arch = s.recipe.get("model", {}).get("arch", "?")
+        lines.append(f"| {_cell(s.name)} | {_cell(arch)} | {_cell(ablations)} | {s.epochs} | "
                      f"{_percent(s.best_top1_error)} / {_percent(s.best_top5_error)} | "
                      f"{_percent(s.last_top1_error)} / {_percent(s.last_top5_error)} | {ten} | {speed} | {wall} | "
                      f"{state} |")
@@ -178,7 +213,23 @@ def markdown(summaries: list[RunSummary]) -> str:
     return "\n".join(lines)
 
 
+def _cell(value: object) -> str:
+    """Text for a cell of a Markdown table: a '|' in a run's name would start a new column."""
+    return str(value).replace("|", "\\|")
+
+
 def plot_curves(summaries: list[RunSummary], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure = curves_figure(summaries)
+    # "tight" grows the image to hold the legend beside the plots
+    write_atomic(out, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(figure)
+
+
+def curves_figure(summaries: list[RunSummary]):
+    """The three curves side by side, one colour per run; the legend outside the plots, where many runs
+    cannot cover them."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -186,20 +237,36 @@ def plot_curves(summaries: list[RunSummary], out: Path) -> None:
 
     names = ("training loss", "val top-1 error %", "learning rate")
     figure, axes = plt.subplots(1, len(names), figsize=(15, 4.2))
+    colours = plt.get_cmap("tab10" if len(summaries) <= 10 else "turbo")
     for axis, name in zip(axes, names):
-        for summary in summaries:
+        for index, summary in enumerate(summaries):
             points = summary.curves.get(name) or []
             if points:
-                axis.plot(*zip(*points), marker="o", markersize=3, label=summary.name)
+                axis.plot(*zip(*points), marker="o", markersize=3, label=summary.name,
+                          color=colours(index if len(summaries) <= 10 else index / (len(summaries) - 1)))
         axis.set_title(name)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         if name == "learning rate" and any(summary.curves.get(name) for summary in summaries):
             axis.set_yscale("log")
-    axes[0].legend(fontsize=8)
     figure.tight_layout()
-    write_atomic(out, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
-    plt.close(figure)
+    labelled = {label: line for axis in axes for line, label in zip(*axis.get_legend_handles_labels())}
+    if labelled:
+        figure.legend(labelled.values(), labelled.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.98),
+                      fontsize=8, ncols=1 + (len(labelled) - 1) // 30)  # 30 names fit the height
+    return figure
+
+
+def shortest_unique_names(run_dirs: list[Path]) -> list[str]:
+    """Each run's shortest trailing path that no other run ends with: ``x/r1`` and ``y/r1``, not ``r1`` twice."""
+    parts = [Path(run_dir).resolve().parts for run_dir in run_dirs]
+    names = []
+    for index, mine in enumerate(parts):
+        others = parts[:index] + parts[index + 1:]
+        length = next((n for n in range(1, len(mine)) if all(other[-n:] != mine[-n:] for other in others)),
+                      len(mine))
+        names.append(str(Path(*mine[-length:])))
+    return names
 
 
 def write_report(run_dirs: list[Path], out: Path) -> list[RunSummary]:
@@ -207,6 +274,8 @@ def write_report(run_dirs: list[Path], out: Path) -> list[RunSummary]:
     if not run_dirs:
         raise AlexnetError("give at least one run directory")
     summaries = [summarize(run_dir) for run_dir in run_dirs]
+    for summary, label in zip(summaries, shortest_unique_names(run_dirs)):
+        summary.label = label
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AlexnetError(f"--out {out} is a file; give a folder for report.md and curves.png")

@@ -1,6 +1,7 @@
 """``alexnet report``: runs beside each other and beside the paper, from what a run directory holds."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 from conftest import NARROW_FC, invoke_alexnet, scratch_dir
 from PIL import Image
 
-from alexnet_cli.inspection.report import RunSummary, markdown, paper_figures, summarize
+from alexnet_cli.inspection.report import RunSummary, curves_figure, markdown, paper_figures, summarize
 from alexnet_cli.training.ablations import ABLATIONS
 
 FAST = ["--recipe", "cpu-demo", "--quiet", "--set", "data.batch_size=8", "--set", "trainer.max_epochs=2", *NARROW_FC]
@@ -73,3 +74,59 @@ def test_the_papers_figures_for_an_ablation_add_its_reported_cost():
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     result = invoke_alexnet("report", tmp_path, "--out", tmp_path / "report")
     assert result.returncode == 2 and "not a run directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def _run_folder(path: Path, metrics: str = "epoch,step,train/loss,val/top1,val/top5\n0,1,6.9,,\n0,1,,0.25,0.75\n"):
+    """A run folder as 'alexnet train' leaves it, written by hand: the report reads only these files."""
+    path.mkdir(parents=True)
+    (path / "recipe.yaml").write_text("name: cpu-demo\nmodel: {arch: paper}\ntrainer: {accelerator: cpu}\n")
+    (path / "metrics.csv").write_text(metrics)
+    return path
+
+
+@pytest.mark.parametrize("name, damage, words", [
+    ("metrics.csv", bytes(range(256)), " is not a metrics table that 'alexnet train' wrote"),
+    ("metrics.csv", b"epoch,step,val/top1\n0,1,0.5\n", ": no 'val/top5' column"),
+    ("run.json", b"[1, 2]", " holds a JSON list, not the object"),
+    ("recipe.yaml", bytes(range(256)), " is not a recipe that 'alexnet train' wrote"),
+], ids=["binary metrics", "no val/top5", "run.json a list", "binary recipe"])
+def test_a_damaged_file_in_a_run_folder_is_named_in_one_line(name, damage, words, tmp_path):
+    run = _run_folder(tmp_path / "run")
+    (run / name).write_bytes(damage)
+    result = invoke_alexnet("report", run, "--out", tmp_path / "report")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{run / name}{words}" in result.stderr, result.stderr
+
+
+def _table_rows(report: Path) -> list[str]:
+    return [line for line in (report / "report.md").read_text().splitlines() if line.startswith("| ")]
+
+
+def test_runs_with_the_same_folder_name_are_named_by_their_shortest_unique_path(tmp_path):
+    runs = [_run_folder(tmp_path / "x" / "r1"), _run_folder(tmp_path / "y" / "r1"), _run_folder(tmp_path / "z")]
+    result = invoke_alexnet("report", *runs, "--out", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" | ")[0] for line in _table_rows(tmp_path / "report")[1:]] == ["| x/r1", "| y/r1", "| z"]
+
+
+def test_a_bar_in_a_run_name_stays_in_its_table_cell(tmp_path):
+    result = invoke_alexnet("report", _run_folder(tmp_path / "a | b"), "--out", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    header, run = _table_rows(tmp_path / "report")
+    cells = [len(re.split(r"(?<!\\)\|", line)) for line in (header, run)]
+    assert cells[0] == cells[1] and run.startswith("| a \\| b |")
+
+
+def test_the_legend_of_many_runs_is_beside_the_plots_not_over_them():
+    import matplotlib.pyplot as plt
+
+    runs = [RunSummary(run_dir=Path(f"run-{i:02d}"), recipe={}, ablations=[], finished=True, epochs=3,
+                       curves={"training loss": [(1, 6.9 - i / 10), (2, 6.0 - i / 10)]}) for i in range(50)]
+    figure = curves_figure(runs)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [run.name for run in runs]
+    box = legend.get_window_extent(renderer)
+    assert not any(box.overlaps(axis.get_window_extent(renderer)) for axis in figure.axes)
+    plt.close(figure)
