@@ -250,8 +250,9 @@ def test_a_resume_at_an_epoch_end_keeps_the_plateau_schedule_of_the_uninterrupte
     """Lightning does not step ReduceLROnPlateau for the epoch a run resumed in; ResumeRepair catches up."""
     from alexnet_cli.training.run import run
 
+    # decay_biases as the paper recipes set it (cpu-demo's default decays them): a resume must keep it
     settings = ["data.batch_size=8", "optim.schedule=plateau", "optim.plateau_patience=0", "trainer.max_epochs=2",
-                "checkpoint.every_n_epochs=1", "model.fc_width=64"]
+                "checkpoint.every_n_epochs=1", "model.fc_width=64", "optim.decay_biases=false"]
     straight = run("cpu-demo", prepared, out=tmp_path / "straight", overrides=settings, quiet=True)
     run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=[*settings, "trainer.max_epochs=1"], quiet=True)
     resumed = run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=settings, quiet=True,
@@ -263,3 +264,5 @@ def test_a_resume_at_an_epoch_end_keeps_the_plateau_schedule_of_the_uninterrupte
     for key in ("last_epoch", "best", "num_bad_epochs", "_last_lr"):
         assert resumed_plateau[key] == plateau[key], key
     torch.testing.assert_close(other["state_dict"], one["state_dict"], rtol=1e-6, atol=1e-7)
+    weights, biases = other["optimizer_states"][0]["param_groups"]
+    assert (weights["weight_decay"], biases["weight_decay"]) == (5e-4, 0.0), "the resumed epoch decayed the biases"
