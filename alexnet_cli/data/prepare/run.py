@@ -28,6 +28,7 @@ from alexnet_cli.data.stats import StatsAccumulator
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.locks import ExclusiveLock
 from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.terminal import byte_size
 
 FORMAT_VERSION = 1
 FULL_COUNTS = {"train": 1_281_167, "val": 50_000}  # ILSVRC2012 as distributed
@@ -190,8 +191,8 @@ def _check_disk(options: PrepareOptions, todo: list[WorkUnit]) -> None:
     free = shutil.disk_usage(options.out).free
     if needed > free:
         raise AlexnetError(
-            f"{options.out} has {free / 1e9:.1f} GB free but the prepared images need about "
-            f"{needed / 1e9:.1f} GB; free space or choose another --out"
+            f"{options.out} has {byte_size(free)} free but the prepared images need about "
+            f"{byte_size(needed)}; free space or choose another --out"
         )
 
 

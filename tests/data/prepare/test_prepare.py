@@ -313,3 +313,21 @@ def test_an_imagefolder_val_class_missing_from_train_is_refused_naming_it(prepar
         f"class(es): {classes[1]}, {classes[3]}): the network could never predict it; add its training images or "
         "move it out of val/")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_disk_check_writes_sizes_in_units_that_fit_them(official_source, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2048, 2048))  # a full disk
+    with pytest.raises(AlexnetError) as refused:
+        prepare_imagenet(PrepareOptions(official_source, tmp_path / "out", workers=1))
+    assert re.search(r"has 2\.0 kB free but the prepared images need about \d+\.\d (kB|MB);", str(refused.value))
+
+
+def test_sizes_are_written_in_the_unit_that_fits():
+    from alexnet_cli.terminal import byte_size
+
+    assert [byte_size(n) for n in (0, 999, 1000, 2_345_678, 3.2e9, 1.5e12, 2e15)] == [
+        "0 B", "999 B", "1.0 kB", "2.3 MB", "3.2 GB", "1.5 TB", "2.0 PB"]
