@@ -123,6 +123,21 @@ def test_ten_crops_average_softmax_probabilities_not_logits():
     torch.testing.assert_close(scores[0], crops.softmax(dim=1).mean(0))
 
 
+def test_ten_crop_scores_average_each_images_own_crops_in_a_batch_of_several():
+    from torch import nn
+
+    from alexnet_cli.inspection.evaluate import _probabilities
+
+    # 3 images × 10 crops × 5 classes, every crop different: a mean over the wrong axis, or over crops of
+    # several images, gives other numbers; image i's crops all favour class i, so the top-1s must be 0, 1, 2.
+    crops = torch.randn(3, 10, 5, generator=torch.Generator().manual_seed(0))
+    for image in range(3):
+        crops[image, :, image] += 4.0
+    scores = _probabilities(nn.Flatten(), crops)
+    assert scores.shape == (3, 5) and scores.argmax(dim=1).tolist() == [0, 1, 2]
+    torch.testing.assert_close(scores, crops.softmax(dim=2).mean(dim=1))
+
+
 def test_ten_crop_eval_equals_an_independent_torchvision_ten_crop(trained_run, prepared):
     import torchvision.transforms.functional as TF
 
