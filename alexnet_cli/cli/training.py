@@ -42,6 +42,14 @@ def train(
         return
     result = run(recipe, data, out=out, overrides=set_, quiet=quiet, resume=resume, overwrite=overwrite,
                  progress=notes_on_stderr())
+    if result.already_done is not None:
+        console.print(f"{shown(result.run_dir)} is already done: its checkpoint (step {result.global_step}) reached "
+                      f"{result.already_done}; nothing was trained or changed (raise it with --set to train on)",
+                      soft_wrap=True)
+        from dataclasses import asdict
+
+        write_json(json_out, asdict(result))
+        return
     table = Table(title=f"run {shown(result.run_dir)}", show_header=False)
     if result.best_top1 is not None:
         table.add_row("best val top-1 / top-5", f"{result.best_top1:.2%} / {result.best_top5:.2%} "

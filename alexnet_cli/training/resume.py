@@ -40,6 +40,23 @@ _FIXED_ON_RESUME = ("model.arch", "model.fc_width", "optim.schedule")
 _TRAINING_STATE = ("optimizer_states", "loops", "callbacks")
 
 
+def limit_reached(checkpoint: Path, recipe: Recipe) -> str | None:
+    """The recipe's ``trainer.max_steps`` or ``max_epochs`` when ``checkpoint`` has already reached it (a resume
+    would train nothing), as ``key=value``; else None."""
+    from alexnet_cli.models.checkpoints import read_file
+
+    saved = read_file(checkpoint, mmap=True)
+    max_steps, max_epochs = recipe.trainer.get("max_steps"), recipe.trainer.get("max_epochs")
+    if max_steps is not None and 0 < int(max_steps) <= int(saved.get("global_step", 0)):
+        return f"trainer.max_steps={max_steps}"
+    # DataPosition's epoch is the epoch of the first batch not yet trained (Lightning's own counter depends on
+    # the hook that saved the checkpoint)
+    position = (saved.get("callbacks") or {}).get("DataPosition") or {}
+    if max_epochs is not None and 0 <= int(max_epochs) <= int(position.get("epoch", 0)):
+        return f"trainer.max_epochs={max_epochs}"
+    return None
+
+
 def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str]:
     """Refuse what cannot change across a resume; return the recipe keys that did change, as
     ``key: old → new`` lines (epochs, lr, batch size... are allowed)."""

@@ -23,8 +23,8 @@ from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe, load_recipe
 from alexnet_cli.terminal import shown
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
-from alexnet_cli.training.resume import latest_checkpoint
-from alexnet_cli.training.run_dir import read_run_facts, remove_run_files, run_lock, write_run_facts
+from alexnet_cli.training.resume import latest_checkpoint, limit_reached
+from alexnet_cli.training.run_dir import drop_metrics_past, read_run_facts, remove_run_files, run_lock, write_run_facts
 from alexnet_cli.training.setup import RunSetup, check_gpu_present, compile_options, prepare_run
 from alexnet_cli.training.trainer import keep_previous_metrics, trainer_arguments
 
@@ -42,6 +42,7 @@ class TrainResult:
     last_checkpoint: Path | None
     best_checkpoint: Path | None
     recipe_changes: list[str]  # on resume: the recipe keys that differ from the checkpoint's
+    already_done: str | None = None  # on resume: the limit (trainer.max_epochs=N) the checkpoint had reached
     compile_seconds: float | None = None  # model.compile: the first step's seconds, which include compiling
 
 
@@ -74,6 +75,8 @@ def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[
         recipe = load_recipe(recipe, overrides)
     data = Path(data)
     setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
+    if setup.checkpoint is not None and (reached := limit_reached(setup.checkpoint, recipe)):
+        return _already_done(setup, reached)  # before anything is written: run.json keeps the run's figures
     check_gpu_present(recipe)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
     module = AlexNetModule(setup.model, recipe.optim, num_classes=setup.num_classes, meta=setup.meta,
                            batch_size=recipe.data.batch_size, compile=compile_options(recipe))
@@ -81,6 +84,8 @@ def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[
     if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
         held.enter_context(run_lock(setup.run_dir))
         _announce(setup, recipe, progress or SilentProgress(), quiet)
+        if setup.checkpoint is not None:
+            _drop_relogged_metrics(setup, progress or SilentProgress())
     recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     facts = _start_run_directory(setup, recipe, recipe_text, rank_zero)
     throughput, best, first_step = ThroughputMeter(), BestMetrics(), FirstStepTimer()
@@ -103,6 +108,28 @@ def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[
         last_checkpoint=_existing(checkpoints / "last.ckpt"), best_checkpoint=_existing(checkpoints / "best.ckpt"),
         recipe_changes=setup.changes, compile_seconds=first_step.seconds if recipe.model.compile else None,
     )
+
+
+def _already_done(setup: RunSetup, reached: str) -> TrainResult:
+    from alexnet_cli.models.checkpoints import read_file
+
+    checkpoints = setup.run_dir / "checkpoints"
+    return TrainResult(
+        run_dir=setup.run_dir, best_top1=None, best_top5=None, best_epoch=None, seconds=0.0, images_per_second=0.0,
+        data_wait_fraction=0.0, global_step=int(read_file(setup.checkpoint, mmap=True).get("global_step", 0)),
+        last_checkpoint=_existing(checkpoints / "last.ckpt"), best_checkpoint=_existing(checkpoints / "best.ckpt"),
+        recipe_changes=setup.changes, already_done=reached,
+    )
+
+
+def _drop_relogged_metrics(setup: RunSetup, progress: Progress) -> None:
+    from alexnet_cli.models.checkpoints import read_file
+
+    step = int(read_file(setup.checkpoint, mmap=True).get("global_step", 0))
+    dropped = drop_metrics_past(setup.run_dir, step)
+    if dropped:
+        progress.note(f"dropped {dropped} metrics.csv row(s) past the checkpoint's step {step}: the resumed run "
+                      "logs those steps again")
 
 
 def _trainer(setup: RunSetup, recipe: Recipe, recipe_text: str, quiet: bool, meters: list, stop):

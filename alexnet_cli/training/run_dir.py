@@ -41,6 +41,35 @@ def remove_run_files(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
+def drop_metrics_past(run_dir: Path, step: int) -> int:
+    """On resume: drop the metrics.csv rows of steps ``step`` and later, which the resumed run logs again
+    (a kill -9, or a save that failed, leaves rows newer than the newest checkpoint); how many went.
+
+    A row's ``step`` is the index of the batch it was logged at; a checkpoint's ``global_step`` counts the
+    batches trained before it, so its resumed run logs from that index on.
+    """
+    import csv
+
+    path = run_dir / "metrics.csv"
+    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
+    header = next(csv.reader(lines[:1]), [])
+    if "step" not in header:
+        return 0
+    column = header.index("step")
+
+    def logged_before(line: str) -> bool:
+        row = next(csv.reader([line]), [])
+        try:
+            return float(row[column]) < step
+        except (IndexError, ValueError):
+            return True  # not a row this rule can place: kept
+
+    kept = [lines[0], *(line for line in lines[1:] if logged_before(line))]
+    if len(kept) < len(lines):
+        write_text_atomic(path, "".join(kept))
+    return len(lines) - len(kept)
+
+
 def read_run_facts(run_dir: Path) -> dict:
     import json
 

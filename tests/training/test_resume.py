@@ -6,6 +6,7 @@ compares the weights of an interrupted-and-resumed run with those of an uninterr
 
 import csv
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,6 +227,33 @@ def test_resume_refuses_a_checkpoint_without_its_training_state(prepared, uninte
     result = invoke_alexnet("train", "--data", prepared, *RUN, "--out", tmp_path / "run", "--resume", stripped)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
     assert f"{stripped} holds no {removed}: saved weights-only or edited, it cannot be resumed" in result.stderr
+
+
+def test_a_resume_drops_the_metrics_rows_logged_after_its_checkpoint_and_says_so(prepared, uninterrupted_run,
+                                                                                  tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted_run, out)
+    with open(out / "metrics.csv") as metrics:
+        header = next(csv.reader(metrics))
+    lost = [{"epoch": "2", "step": str(step), "train/loss": "99.0"} for step in (10, 11)]  # logged, then kill -9
+    with open(out / "metrics.csv", "a", newline="") as metrics:
+        csv.DictWriter(metrics, header, restval="").writerows(lost)
+    result = invoke_alexnet("train", "--data", prepared, "--out", out, *RUN, "--set", "trainer.max_epochs=3",
+                            "--resume", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dropped 2 metrics.csv row(s) past the checkpoint's step 10" in " ".join(result.stderr.split())
+    with open(out / "metrics.csv") as metrics:
+        losses = [row for row in csv.DictReader(metrics) if row.get("train/loss")]
+    assert [int(row["step"]) for row in losses] == list(range(15)), "each step logged once"
+    assert "99.0" not in {row["train/loss"] for row in losses}
+
+
+def test_a_resume_with_nothing_left_to_train_says_so_and_changes_nothing(prepared, uninterrupted_run):
+    before = {p: p.read_bytes() for p in uninterrupted_run.rglob("*") if p.is_file()}
+    result = invoke_alexnet("train", "--data", prepared, "--out", uninterrupted_run, *RUN, "--resume", uninterrupted_run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{uninterrupted_run} is already done" in result.stdout and "trainer.max_epochs=2" in result.stdout
+    assert {p: p.read_bytes() for p in uninterrupted_run.rglob("*") if p.is_file()} == before
 
 
 def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared, uninterrupted_run, tmp_path):
