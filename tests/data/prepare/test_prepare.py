@@ -164,12 +164,25 @@ def test_a_prepare_killed_mid_run_resumes_to_an_identical_result(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed / "dataset.json").exists(), "the run finished before it could be killed"
+    finished = {marker: _identity(marker) for marker in (killed / ".work" / "done").glob("*.json")}
+    folders = {folder: _identity(folder) for folder in (killed / "train" / marker.stem.removeprefix("train-")
+                                                        for marker in finished if marker.stem.startswith("train-"))}
     prepare_imagenet(PrepareOptions(source, killed, workers=1))
+    # A finished unit is not done again: its marker and its class folder are the ones the killed run wrote.
+    assert {marker: _identity(marker) for marker in finished} == finished
+    assert {folder: _identity(folder) for folder in folders} == folders
+    assert len(list((killed / ".work" / "done").glob("*.json"))) > len(finished)  # the rest was done now
     got, expected = _tree_digest(killed), _tree_digest(reference)
     assert got.keys() == expected.keys()
     assert {k: v for k, v in got.items() if k != "report.json"} == {k: v for k, v in expected.items()
                                                                       if k != "report.json"}
 
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """(inode, mtime): a file or folder written again, even with the same bytes, has another."""
+    info = path.stat()
+    return info.st_ino, info.st_mtime_ns
 
 def test_verify_md5_names_the_file_that_is_not_the_official_one(official_source, tmp_path):
     with pytest.raises(AlexnetError, match=f"{official.TRAIN_TAR}: MD5 .* is not the official"):
