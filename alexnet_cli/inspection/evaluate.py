@@ -65,6 +65,10 @@ def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None
         raise AlexnetError("--devices must be at least 1")
     if with_predictions and devices > 1:
         raise AlexnetError("--predictions needs --devices 1")
+    if devices > 1:
+        from alexnet_cli.parallel.spawn import refuse_more_devices_than_present
+
+        refuse_more_devices_than_present("--devices", devices, device)
     loaded = _load(data, checkpoint, weights)
     job = _EvalJob(data, checkpoint, weights, split, ten_crop, batch_size, device, num_threads)
     started = time.perf_counter()

@@ -16,6 +16,20 @@ from alexnet_cli.parallel.ranks import free_port
 Result = TypeVar("Result")
 
 
+def refuse_more_devices_than_present(option: str, wanted: int, device: str) -> None:
+    """One process per device: more processes than the machine has GPUs fail, and more than its CPU cores
+    (the ones this process may use) crawl or hang in the rendezvous (--devices 64 on 2 cores printed nothing
+    for minutes)."""
+    from alexnet_cli.errors import AlexnetError
+
+    if device == "gpu":
+        present, what = torch.cuda.device_count(), "CUDA GPU(s)"
+    else:
+        present, what = len(os.sched_getaffinity(0)), "CPU core(s) for this process"
+    if wanted > present:
+        raise AlexnetError(f"{option} {wanted}: this machine has {present} {what}; give at most {present}")
+
+
 def run_in_processes(work: Callable[[int, int], Result], world: int, *, backend: str = "gloo") -> Result:
     """Run ``work(rank, world)`` in ``world`` fresh processes joined in one process group (``nccl``: one
     GPU each); returns rank 0's result, which must be tensors, numbers, strings or lists and dicts of those

@@ -59,6 +59,7 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     from alexnet_cli.data.sampling import ShardPlan
     from alexnet_cli.training.dryrun import data_parallel_size
 
+    check_cpu_devices_present(recipe)
     checkpoint = None
     if resume is not None:
         checkpoint, resumed_dir = resolve_resume(resume)
@@ -82,6 +83,18 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
     return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes, replaces_run)
+
+
+def check_cpu_devices_present(recipe: Recipe) -> None:
+    """Lightning starts as many CPU processes as trainer.devices asks, however few the cores (a GPU count it
+    checks itself)."""
+    import torch
+
+    from alexnet_cli.parallel.spawn import refuse_more_devices_than_present
+
+    accelerator, devices = str(recipe.trainer.get("accelerator", "auto")), recipe.trainer.get("devices", 1)
+    if isinstance(devices, int) and (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+        refuse_more_devices_than_present("trainer.devices", devices, "cpu")
 
 
 def check_gpu_present(recipe: Recipe) -> None:
