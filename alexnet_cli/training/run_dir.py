@@ -33,12 +33,18 @@ def run_lock(run_dir: Path) -> ExclusiveLock:
 
 
 def remove_run_files(run_dir: Path) -> None:
-    """--overwrite: the earlier run's checkpoints and records (and only those) go before the new run starts."""
-    import shutil
+    """--overwrite: the earlier run's checkpoints and records (and only those) go before the new run starts.
 
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    for name in _RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
+    RUN/checkpoints may be a link (to scratch space, on clusters): the checkpoints in the folder it names go and
+    the link stays. A file that cannot be removed stops the run: a new run beside an old checkpoint would be
+    continued from it by the next --resume.
+    """
+    for path in [*sorted((run_dir / "checkpoints").glob("*.ckpt")), *(run_dir / name for name in _RUN_FILES)]:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise AlexnetError(f"--overwrite: cannot remove {path}: {exc.strerror}; remove it by hand or choose "
+                               "another --out") from None
 
 
 def drop_metrics_past(run_dir: Path, step: int) -> int:

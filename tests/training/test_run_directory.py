@@ -84,6 +84,34 @@ def test_a_run_folder_in_use_is_refused_naming_its_holder_and_freed_when_the_hol
         pass
 
 
+def test_overwrite_through_a_linked_checkpoints_folder_replaces_the_checkpoints_and_keeps_the_link(prepared, tmp_path):
+    scratch, out = tmp_path / "scratch", tmp_path / "run"
+    scratch.mkdir()
+    out.mkdir()
+    (out / "checkpoints").symlink_to(scratch)  # checkpoints on a cluster's scratch space
+    for name in ("last.ckpt", "best.ckpt", "step-00000009.ckpt"):
+        (scratch / name).write_bytes(b"the replaced run's")
+    (scratch / "notes.txt").write_text("mine")
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--overwrite",
+                            *ONE_STEP)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "checkpoints").is_symlink() and (out / "checkpoints").resolve() == scratch
+    assert sorted(p.name for p in scratch.iterdir()) == ["last.ckpt", "notes.txt"]
+    assert torch.load(scratch / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 1
+
+
+def test_overwrite_that_cannot_remove_a_checkpoint_stops_naming_it(prepared, tmp_path):
+    out = tmp_path / "run"
+    stuck = out / "checkpoints" / "last.ckpt"
+    (stuck / "inside").mkdir(parents=True)  # a folder: unlink fails, as on a read-only or busy file system
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--overwrite",
+                            *ONE_STEP)
+    message = result.stderr.strip()
+    assert result.returncode == 2 and message.count("\n") == 0, message
+    assert f"--overwrite: cannot remove {stuck}" in message
+    assert (stuck / "inside").is_dir() and not (out / "metrics.csv").exists()
+
+
 def test_a_folder_without_checkpoints_is_no_run_to_protect(prepared, tmp_path):
     out = tmp_path / "requeued"
     (out / "checkpoints").mkdir(parents=True)  # a job requeued before its first save

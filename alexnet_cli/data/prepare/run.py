@@ -121,7 +121,7 @@ def _forget_if_nothing_done(work: Path) -> None:
     """A prepare that failed before finishing any unit (a wrong --source, a truncated tar) leaves no
     record: a corrected rerun, with other options, starts afresh. Finished units stay to be resumed."""
     if not any((work / "done").glob("*.json")):
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
 def check_out_is_ours(options: PrepareOptions) -> None:
@@ -234,7 +234,7 @@ def process_unit(unit: WorkUnit, options: PrepareOptions) -> dict:
     """Convert one unit's images, move them into place and mark the unit done."""
     work = options.out / ".work"
     tmp = work / "tmp" / unit.unit_id
-    shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a killed run
+    remove_tree(tmp)  # leftovers of a killed run: any left would be moved into place with this unit's images
     stats = StatsAccumulator((options.size, options.size) if options.mode == "paper" else None)
     skipped, fixes, written = [], Counter(), 0
     handles: dict[str, object] = {}
@@ -262,8 +262,20 @@ def process_unit(unit: WorkUnit, options: PrepareOptions) -> dict:
         _save_partial_stats(work / "stats" / f"{unit.unit_id}.npz", stats)
     result = {"unit": unit.unit_id, "split": unit.split, "written": written, "skipped": skipped, "fixes": dict(fixes)}
     write_text_atomic(work / "done" / f"{unit.unit_id}.json", json.dumps(result))
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp)
     return result
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder prepare wrote, or refuse in one line: what a removal leaves (files it cannot delete, a link
+    planted in its place) must not be mixed into the dataset or written through, nor fill the disk unseen."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass  # nothing to remove
+    except OSError as exc:
+        raise AlexnetError(f"cannot remove {exc.filename or path}: {exc.strerror or exc}; remove it by hand and "
+                           "rerun") from None
 
 
 def _read_ref(ref, handles: dict) -> bytes:
@@ -282,7 +294,7 @@ def _move_into_place(unit: WorkUnit, tmp: Path, split_dir: Path) -> None:
     if unit.owns_class_dir:
         wnid = unit.files[0][1]
         final = split_dir / wnid
-        shutil.rmtree(final, ignore_errors=True)  # a half-finished earlier attempt
+        remove_tree(final)  # a half-finished earlier attempt
         (tmp / wnid).mkdir(parents=True, exist_ok=True)
         os.replace(tmp / wnid, final)
         return
@@ -345,7 +357,7 @@ def _finish(options: PrepareOptions, plan: SourcePlan, work: Path) -> PrepareSum
     write_text_atomic(out / "dataset.json", json.dumps(info, indent=1) + "\n")
     # The per-unit statistics (1.5 MB per class, 1.5 GB for ImageNet) are merged into stats.npz now.
     for leftover in ("tmp", "stats"):
-        shutil.rmtree(work / leftover, ignore_errors=True)
+        remove_tree(work / leftover)
     return _summary_from_report(out)
 
 

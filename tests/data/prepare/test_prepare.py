@@ -19,7 +19,7 @@ from PIL import Image
 
 from alexnet_cli.data.layout import list_split, read_classes
 from alexnet_cli.data.prepare import official
-from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
+from alexnet_cli.data.prepare.demo import DemoSpec, demo_wnid, write_demo_source
 from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet
 from alexnet_cli.data.prepare.sources import choose_classes
 from alexnet_cli.data.stats import DatasetStats
@@ -203,6 +203,17 @@ def test_an_out_holding_files_prepare_did_not_write_is_refused_and_kept(official
     a_file.write_text("keep")
     with pytest.raises(AlexnetError, match="is a file"):
         prepare_imagenet(PrepareOptions(official_source, a_file, workers=1))
+
+
+def test_a_link_planted_in_prepares_scratch_folder_is_refused_not_written_through(official_source, tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / ".work" / "tmp").mkdir(parents=True)
+    for index in range(TINY.classes):
+        (out / ".work" / "tmp" / f"train-{demo_wnid(index)}").symlink_to(elsewhere)
+    with pytest.raises(AlexnetError, match=r"cannot remove .*/\.work/tmp/train-n9\d+: .*remove it by hand"):
+        prepare_imagenet(PrepareOptions(official_source, out, workers=1))
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_a_source_inside_out_as_demo_writes_it_is_prepared(tmp_path):
