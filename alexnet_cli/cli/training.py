@@ -114,7 +114,8 @@ def demo(
     from alexnet_cli.training.end_to_end import run_demo
 
     check_writable(out, "--out", folder=True)
-    result = run_demo(out, overrides=set_, quiet=quiet, progress=progress_for(quiet))
+    result = run_demo(out, overrides=set_, quiet=quiet, progress=progress_for(quiet),
+                      notes=notes_on_stderr() if quiet else None)  # what it replaces is said even with --quiet
     table = Table(title="alexnet demo", show_header=False)
     table.add_row("dataset", f"{shown(result.data)} ({result.prepare.counts['train']} train, "
                   f"{result.prepare.counts['val']} val, {result.prepare.classes} classes)")

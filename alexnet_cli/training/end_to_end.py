@@ -29,6 +29,22 @@ class DemoResult:
     conv1_change: float  # ‖W − W₀‖ / ‖W₀‖ of conv1
 
 
+def _holds_earlier_demo_run(run_dir: Path) -> bool:
+    """True when RUN holds a run the demo made (its run.json names cpu-demo), which the demo replaces; any other
+    run there is refused, since the demo trains with --overwrite."""
+    from alexnet_cli.training.run_dir import read_run_facts
+
+    if not any((run_dir / "checkpoints").glob("*.ckpt")):
+        return False  # no run to lose
+    facts = read_run_facts(run_dir)
+    recipe = facts.get("recipe") if isinstance(facts, dict) else None
+    if recipe != "cpu-demo":
+        made_by = f"recipe {recipe!r}" if isinstance(recipe, str) else "no run.json naming its recipe"
+        raise AlexnetError(f"{run_dir} holds a run the demo did not make ({made_by}); the demo replaces only its own "
+                           "earlier run: choose another --out")
+    return True
+
+
 def prepare_demo(out: Path, *, workers: int | None = None, spec: DemoSpec = DemoSpec(),
                  progress: Progress | None = None) -> PrepareSummary:
     """Write the demo in the official ILSVRC2012 format to OUT/source and prepare it into OUT.
@@ -46,18 +62,19 @@ def prepare_demo(out: Path, *, workers: int | None = None, spec: DemoSpec = Demo
 
 
 def run_demo(out: Path, *, overrides: list[str] | None = None, quiet: bool = False,
-             progress: Progress | None = None) -> DemoResult:
+             progress: Progress | None = None, notes: Progress | None = None) -> DemoResult:
+    """``notes`` hears what the demo replaces, even when ``progress`` is silent (default: ``progress``)."""
     from alexnet_cli.inspection.filters import relative_change, save_filter_grid
     from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
 
     progress = progress or SilentProgress()
     out = Path(out)
     data = out / "data"
+    if _holds_earlier_demo_run(out / "run"):  # checked before anything is written
+        (notes or progress).note(f"replacing the earlier demo run in {shown(out / 'run')}")
     progress.note(f"[bold]1/4[/] demo dataset in the official ILSVRC2012 format → {shown(data)}")
     prepared = prepare_demo(data, progress=progress)
     progress.note("[bold]2/4[/] training recipe cpu-demo")
-    if any((out / "run" / "checkpoints").glob("*.ckpt")):
-        progress.note(f"replacing the earlier demo run in {shown(out / 'run')}")
     trained = run("cpu-demo", data, out=out / "run", overrides=overrides, quiet=quiet, overwrite=True,
                   progress=progress)
     checkpoint = trained.best_checkpoint or trained.last_checkpoint

@@ -3,7 +3,27 @@
 import json
 import re
 
-from conftest import NARROW_FC, run_alexnet
+from conftest import NARROW_FC, invoke_alexnet, run_alexnet
+
+
+def test_demo_replaces_only_its_own_earlier_run_and_says_so_even_with_quiet(tmp_path):
+    out = tmp_path / "demo"
+    checkpoint = out / "run" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"a run of its own")
+    (out / "run" / "run.json").write_text(json.dumps({"recipe": "single-gpu"}))
+    (out / "data").write_text("a file where the demo's dataset goes: the demo stops there, before training")
+    result = invoke_alexnet("demo", "--out", out, "--quiet")
+    message = result.stderr.strip()
+    assert result.returncode == 2 and message.count("\n") == 0, message
+    assert f"{out / 'run'} holds a run the demo did not make (recipe 'single-gpu')" in message
+
+    (out / "run" / "run.json").write_text(json.dumps({"recipe": "cpu-demo"}))  # the demo's own earlier run
+    result = invoke_alexnet("demo", "--out", out, "--quiet")
+    assert result.returncode == 2 and "is a file" in result.stderr
+    said = "".join(result.stderr.split())  # as one line, whatever the console's width
+    assert f"replacingtheearlierdemorunin{out / 'run'}" in said
+    assert checkpoint.read_bytes() == b"a run of its own"
 
 
 def test_demo_prepares_trains_evaluates_draws_and_reports_quietly_and_lightly(tmp_path):
