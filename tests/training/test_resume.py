@@ -250,7 +250,8 @@ def test_a_resume_drops_the_metrics_rows_logged_after_its_checkpoint_and_says_so
 
 def test_a_resume_with_nothing_left_to_train_says_so_and_changes_nothing(prepared, uninterrupted_run):
     before = {p: p.read_bytes() for p in uninterrupted_run.rglob("*") if p.is_file()}
-    result = invoke_alexnet("train", "--data", prepared, "--out", uninterrupted_run, *RUN, "--resume", uninterrupted_run)
+    done = uninterrupted_run
+    result = invoke_alexnet("train", "--data", prepared, "--out", done, *RUN, "--resume", done)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{uninterrupted_run} is already done" in result.stdout and "trainer.max_epochs=2" in result.stdout
     assert {p: p.read_bytes() for p in uninterrupted_run.rglob("*") if p.is_file()} == before
