@@ -281,4 +281,5 @@ class SaveWhenTrainingEnds(L.Callback):
         self.path = Path(path)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(self.path)  # every rank calls it; the strategy writes once
+        # the full state (optimizer, loops) a resume needs; unset, Lightning says "`weights_only` was not set"
+        trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; the strategy writes once

@@ -10,7 +10,8 @@ import sys
 
 
 def quiet_lightning(quiet: bool) -> None:
-    """Hide Lightning's internal deprecation chatter always, and its banner lines with --quiet."""
+    """Hide Lightning's internal chatter (deprecations, advertising, the accelerator list) always, and its banner
+    lines with --quiet."""
     import logging
     import warnings
 
@@ -19,18 +20,21 @@ def quiet_lightning(quiet: bool) -> None:
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")  # it is: DataPosition
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # ours are reduced by hand or rank 0's
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropAdvertising) for f in rank_zero_log.filters):
-        rank_zero_log.addFilter(_DropAdvertising())
+    if not any(isinstance(f, _DropChatter) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_DropChatter())
     if quiet:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
 
 
-class _DropAdvertising(logging.Filter):
-    """Lightning 2.6 suggests installing its cloud logger on every run: not a message about this run."""
+class _DropChatter(logging.Filter):
+    """Lines that say nothing about this run: Lightning 2.6 suggests installing its cloud logger on every run,
+    and lists the accelerators it did not use ("GPU available: False, used: False", "TPU available: ...")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return "litlogger" not in message and not message.startswith(("GPU available:", "TPU available:",
+                                                                       "HPU available:"))
 
 
 class _LostRankReporter(logging.Handler):

@@ -83,7 +83,7 @@ class GracefulStop(L.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.checkpoint)
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)  # all a resume needs
             self.saved_step = trainer.global_step
         self._restore()
 

@@ -44,3 +44,4 @@ def test_demo_prepares_trains_evaluates_draws_and_reports_quietly_and_lightly(tm
     assert "ten-crop val top-1 / top-5" in result.stdout
     assert re.search(r"paper: [\d,]+ parameters, 227×227 crops, 8 classes", said)  # instead of Lightning's table
     assert "litlogger" not in said and "FLOPs" not in said
+    assert not re.search(r"GPU available|TPU available|weights_only", said), said  # Lightning's chatter
