@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 ResizeMode = Literal["paper", "shorter"]
 JPEG_QUALITY = 90  # visually lossless at 256 px
@@ -63,6 +63,8 @@ def convert_image(data: bytes, size: int, mode: ResizeMode, quality: int = JPEG_
         image = to_rgb8(image)
     except Image.DecompressionBombError as exc:
         raise BadImage(f"too large to decode safely ({exc})") from None
+    except UnidentifiedImageError:  # PIL's message names an in-memory buffer, which tells the user nothing
+        raise BadImage("unreadable: not an image in a format PIL reads") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImage(f"unreadable or truncated ({exc})") from None
     image = _resize(image, size, mode)
