@@ -139,6 +139,8 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         raise AlexnetError(f"recipe {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise AlexnetError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:  # a binary file, or text in another encoding
+        raise AlexnetError(f"recipe {path} is not UTF-8 text: give a YAML recipe") from None
     if not isinstance(raw, dict):
         raise AlexnetError(f"recipe {path} must be a mapping of sections, not {type(raw).__name__}")
     raw.setdefault("name", path.stem)

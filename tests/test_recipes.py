@@ -152,6 +152,13 @@ def test_recipe_yaml_is_loaded_safely(tmp_path):
         load_recipe(str(path))
 
 
+def test_a_binary_recipe_file_is_named_in_one_line(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(AlexnetError, match=f"recipe {path} is not UTF-8 text"):
+        load_recipe(str(path))
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("optim.lr=inf", r"--set optim\.lr=inf: inf is not a finite number: it must be above 0"),
     ("optim.momentum=-.inf", r"--set optim\.momentum=-\.inf: -inf is not a finite number: it must be in \[0, 1\)"),
