@@ -57,8 +57,8 @@ def _check_proportions(path: Path, resize: int) -> None:
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError):
-        return  # convert_image says what is wrong with it
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        return  # convert_image says what is wrong with it, naming the file
     if max(width, height) > _MAX_ASPECT * min(width, height):
         raise AlexnetError(f"{path} is {width}×{height} pixels: more than {_MAX_ASPECT} times longer than wide, "
                            f"too thin to classify from a centre crop (its shorter side would go to {resize})")

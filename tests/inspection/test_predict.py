@@ -37,3 +37,20 @@ def test_predict_rescales_a_sixteen_bit_image_like_its_eight_bit_twin(tmp_path):
     wide, narrow = preprocess(meta, [tmp_path / "wide.png", tmp_path / "narrow.png"])
     assert narrow.mean() > 100  # mid-grey on average, not white
     assert (wide - narrow).abs().max() <= 1
+
+
+def test_an_image_whose_header_claims_a_huge_size_is_named_not_decoded(tmp_path):
+    import struct
+    import zlib
+
+    from alexnet_cli.errors import AlexnetError
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"  # a PNG header claiming 30000×30000 pixels, PIL's decompression-bomb size
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    meta = {"crop": 227, "resize_size": 256, "normalization": {"channel_mean": [0, 0, 0], "channel_std": [1, 1, 1]}}
+    with pytest.raises(AlexnetError, match=f"^{bomb}: too large to decode safely"):
+        preprocess(meta, [bomb])
