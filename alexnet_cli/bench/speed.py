@@ -10,13 +10,14 @@ import contextlib
 import resource
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models.lrn import LrnImpl
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import OptimConfig
 from alexnet_cli.training.optimizer import sgd
@@ -130,6 +131,50 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
                          config.device, config.normalize, batches, warmup, repeats, dali_runs, baseline_runs)
 
 
+@dataclass(frozen=True)
+class ModelVariant:
+    """One way of running a network: precision and the switches of ``models/execution.py``."""
+
+    precision: Precision = "32"
+    lrn_impl: LrnImpl = "auto"
+    channels_last: bool = False
+    split_groups: bool = False
+    compile_mode: str | None = None  # None: eager; else torch.compile's mode ("reduce-overhead": CUDA graphs)
+    lrn: bool = True  # False: the §3.3 ablation, the lower bound of what any LRN can cost
+
+    @property
+    def name(self) -> str:
+        parts = ["fp32" if self.precision == "32" else self.precision]
+        if not self.lrn:
+            parts.append("no LRN")
+        elif self.lrn_impl != "auto":
+            parts.append(f"{self.lrn_impl} LRN")
+        parts += ["channels_last"] if self.channels_last else []
+        parts += ["split groups"] if self.split_groups else []
+        if self.compile_mode is None:
+            parts.append("eager")
+        else:
+            parts.append("compiled" if self.compile_mode == "default" else f"compiled ({self.compile_mode})")
+        return " ".join(parts)
+
+
+# The paper network's speed step by step (issue 22), each row adding one switch to the one before: the first row
+# is the code as it ran before these switches existed, the last the ablation without LRN as a lower bound.
+_BF16 = ModelVariant("bf16-mixed", lrn_impl="reference")
+PAPER_MATRIX = [
+    _BF16,
+    replace(_BF16, lrn_impl="closed-form"),
+    replace(_BF16, lrn_impl="closed-form", channels_last=True),
+    replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True),
+    replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, compile_mode="default"),
+    replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, compile_mode="reduce-overhead"),
+    replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, lrn=False),
+]
+# --compare: the layouts of plain fp32 eager one at a time, as ratios against it
+COMPARE = [ModelVariant(), ModelVariant(channels_last=True), ModelVariant("bf16-mixed"),
+           ModelVariant(compile_mode="default")]
+
+
 @dataclass
 class ModelBenchmark:
     arch: str
@@ -143,13 +188,23 @@ class ModelBenchmark:
     forward_img_s: float
     train_img_s: float
     peak_memory_mb: float
+    cudnn_benchmark: bool = False  # cuDNN timed its algorithms first (the GPU recipes' trainer.benchmark)
+    compile_seconds: float | None = None  # the first forward and train step, which compiled
 
 
 def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", "gpu"] = "cpu",
-                    precision: Precision = "32", channels_last: bool = False, compile: bool = False,
-                    warmup: int = 10, batches: int = 100, progress: Progress | None = None) -> ModelBenchmark:
-    """Time forward and forward+backward+SGD step on synthetic data, device-synchronised."""
+                    variant: ModelVariant = ModelVariant(), compile_backend: str = "inductor",
+                    cudnn_benchmark: bool = True, warmup: int = 10, batches: int = 100, fc_width: int | None = None,
+                    progress: Progress | None = None) -> ModelBenchmark:
+    """Time forward and forward+backward+SGD step on synthetic data, device-synchronised.
+
+    ``cudnn_benchmark``: let cuDNN time its algorithms for these shapes first, as the GPU recipes do
+    (``trainer.benchmark``); without it the convolutions run cuDNN's heuristic pick. ``fc_width``: narrower
+    hidden FC layers (the GPU check's CPU smoke run), where the arch takes them.
+    """
     from alexnet_cli.models import ARCHS, build_model
+    from alexnet_cli.models.build import PAPER_ARCHS
+    from alexnet_cli.models.execution import CompileOptions, apply_execution, compile_in_place
 
     progress = progress or SilentProgress()
     if arch not in ARCHS:
@@ -157,25 +212,30 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     if device == "gpu" and not torch.cuda.is_available():
         raise AlexnetError("--device gpu: no CUDA device is visible")
     torch_device = torch.device("cuda" if device == "gpu" else "cpu")
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     size = ARCHS[arch].input_size
-    model = build_model(arch, 1000).to(torch_device)
+    ablation = {"lrn": variant.lrn} if arch in PAPER_ARCHS else {}
+    model = build_model(arch, 1000, fc_width=fc_width, **ablation)
+    apply_execution(model, lrn_impl=variant.lrn_impl, split_groups=variant.split_groups,
+                    channels_last=variant.channels_last)
+    model = model.to(torch_device)
     images = torch.randn(batch_size, 3, size, size, device=torch_device)
     labels = torch.randint(0, 1000, (batch_size,), device=torch_device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if variant.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    runner = torch.compile(model) if compile else model
+    if variant.compile_mode:
+        compile_in_place(model, CompileOptions(variant.compile_mode, compile_backend))
     optimizer = sgd(model, OptimConfig(), OptimConfig().lr)  # train's own update, the paper's constants
-    precision_context = autocast(precision, torch_device)
-    scaler = torch.amp.GradScaler(enabled=precision == "16-mixed" and device == "gpu")
+    precision_context = autocast(variant.precision, torch_device)
+    scaler = torch.amp.GradScaler(enabled=variant.precision == "16-mixed" and device == "gpu")
 
     def forward() -> None:
         with torch.no_grad(), precision_context():
-            runner(images)
+            model(images)
 
     def train_step() -> None:
         with precision_context():
-            loss = torch.nn.functional.cross_entropy(runner(images), labels)
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -184,8 +244,12 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     if device == "gpu":
         torch.cuda.reset_peak_memory_stats()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    variant = _variant_name(precision, channels_last, compile)
-    with progress.task(f"{arch} {variant}", 2 * (warmup + batches)) as task:
+    compile_seconds = None
+    with progress.task(f"{arch} {variant.name}", 2 * (warmup + batches)) as task:
+        if variant.compile_mode:  # the compile, timed apart from the warm-up it would otherwise hide in
+            started = time.perf_counter()
+            forward(), train_step(), synchronize(torch_device)
+            compile_seconds = time.perf_counter() - started
         forward_times = _time(forward, warmup, batches, torch_device, task)
         train_times = _time(train_step, warmup, batches, torch_device, task)
     if device == "gpu":
@@ -193,15 +257,9 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     else:
         peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     fwd, trn = statistics.mean(forward_times), statistics.mean(train_times)
-    return ModelBenchmark(arch, variant, batch_size, device, fwd * 1e3, _std(forward_times) * 1e3, trn * 1e3,
-                          _std(train_times) * 1e3, batch_size / fwd, batch_size / trn, peak)
-
-
-def _variant_name(precision: str, channels_last: bool, compile: bool) -> str:
-    parts = ["fp32" if precision == "32" else precision]
-    parts += ["channels_last"] if channels_last else []
-    parts += ["compiled"] if compile else ["eager"]
-    return " ".join(parts)
+    return ModelBenchmark(arch, variant.name, batch_size, device, fwd * 1e3, _std(forward_times) * 1e3, trn * 1e3,
+                          _std(train_times) * 1e3, batch_size / fwd, batch_size / trn, peak,
+                          cudnn_benchmark and device == "gpu", compile_seconds)
 
 
 def autocast(precision: str, device: torch.device):

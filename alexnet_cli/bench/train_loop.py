@@ -21,7 +21,9 @@ from alexnet_cli.bench.speed import autocast, synchronize
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
+from alexnet_cli.models.execution import compile_in_place
 from alexnet_cli.training.callbacks import StepGaps
+from alexnet_cli.training.setup import compile_options
 
 
 @dataclass
@@ -46,6 +48,8 @@ class TrainBenchmark:
     real_vs_synthetic: float | None = None  # lightning_img_s / synthetic_img_s
     lightning_syncs_per_step: float | None = None  # with count_syncs on a GPU: host waits per timed step
     plain_syncs_per_step: float | None = None
+    gpu_busy_frac: float | None = None  # Lightning run, GPU only: see _Window.busy_fraction
+    host_blocked_ms_per_step: float | None = None  # Lightning run on real data: the host inside DALI's run()
 
 
 class SyntheticBatches:
@@ -95,6 +99,40 @@ class _Window:
         self.started = self.ended = None
         self.gaps = StepGaps()
         self.syncs = SyncCounter() if count_syncs and device.type == "cuda" else None
+        self.step_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # (start, end) per timed step
+        self.loader = None  # a DaliLoader, whose host_wait_seconds the window reads at both ends
+        self._host_wait = [0.0, 0.0]
+
+    @property
+    def _in_window(self) -> bool:
+        return self.started is not None and self.ended is None
+
+    def _event(self) -> "torch.cuda.Event":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()  # on the current stream: it fires when the GPU gets there, not when the host does
+        return event
+
+    @property
+    def busy_fraction(self) -> float | None:
+        """Of the GPU's time from the first timed step's start to the last one's end, the share spent inside
+        steps (CUDA events around each step on the training stream). A gap between steps is the GPU waiting
+        for the host (data, Python); a pause inside a step (launch-bound work) still counts as busy."""
+        if not self.step_events:
+            return None
+        torch.cuda.synchronize(self.device)
+        inside = sum(start.elapsed_time(end) for start, end in self.step_events)
+        return inside / self.step_events[0][0].elapsed_time(self.step_events[-1][1])
+
+    @property
+    def host_blocked_per_step(self) -> float | None:
+        """Seconds per timed step the training thread spent inside the pipeline's ``run()``."""
+        if self.loader is None or not hasattr(self.loader, "host_wait_seconds"):
+            return None
+        return (self._host_wait[1] - self._host_wait[0]) / self.steps
+
+    def _read_host_wait(self, end: int) -> None:
+        if self.loader is not None and hasattr(self.loader, "host_wait_seconds"):
+            self._host_wait[end] = self.loader.host_wait_seconds
 
     def _now(self) -> float:
         synchronize(self.device)
@@ -105,18 +143,24 @@ class _Window:
         return self.gaps.wait
 
     def step_started(self) -> None:
-        self.gaps.step_started(counting=self.started is not None and self.ended is None)
+        self.gaps.step_started(counting=self._in_window)
+        if self._in_window and self.device.type == "cuda":
+            self.step_events.append((self._event(), None))
 
     def step_ended(self) -> None:
+        if self._in_window and self.step_events:
+            self.step_events[-1] = (self.step_events[-1][0], self._event())
         self.done += 1
         if self.done == self.warmup:
             self.started = self._now()
+            self._read_host_wait(0)
             if self.syncs:
                 self.syncs.start()  # after the window's own synchronize
         elif self.done == self.warmup + self.steps:
             if self.syncs:
                 self.syncs.stop()
             self.ended = self._now()
+            self._read_host_wait(1)
         self.gaps.step_ended()
 
     @property
@@ -186,8 +230,9 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
     plain_runs, lightning_runs, synthetic_runs = [], [], []
     def run_plain() -> None:
         plain_loader = loader(synthetic)
-        plain_runs.append(_run_plain(recipe, num_classes, plain_loader, _Window(warmup, steps, device, count_syncs),
-                                     progress))
+        window = _Window(warmup, steps, device, count_syncs)
+        window.loader = plain_loader
+        plain_runs.append(_run_plain(recipe, num_classes, plain_loader, window, progress))
         _close(plain_loader)
 
     def run_lightning() -> None:
@@ -222,6 +267,9 @@ def _figures(recipe: Recipe, device: str, steps: int, warmup: int, synthetic: bo
         overhead_pct_runs=[100.0 * (ours.seconds - plain_run.seconds) / ours.seconds
                            for plain_run, ours in zip(plain_runs, lightning_runs)],
         lightning_syncs_per_step=lightning.syncs_per_step, plain_syncs_per_step=plain.syncs_per_step,
+        gpu_busy_frac=lightning.busy_fraction,
+        host_blocked_ms_per_step=None if lightning.host_blocked_per_step is None
+        else 1e3 * lightning.host_blocked_per_step,
     )
     if synthetic_runs:
         result.synthetic_img_s = steps * batch / _median_run(synthetic_runs).seconds
@@ -267,6 +315,8 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progre
     device, total = window.device, window.warmup + window.steps
     torch.backends.cudnn.benchmark = bool(recipe.trainer.get("benchmark", False))  # as the Trainer sets it
     model = _build(recipe, num_classes).to(device).train()
+    if compile_options(recipe) is not None:
+        compile_in_place(model, compile_options(recipe))
     optimizer = sgd(model, recipe.optim, recipe.optim.lr)
     precision = str(recipe.trainer.get("precision", "32-true"))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
@@ -303,9 +353,10 @@ def _run_lightning(recipe: Recipe, num_classes: int, make_loader, window: _Windo
     quiet_lightning(True)
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
     module = AlexNetModule(_build(recipe, num_classes), recipe.optim, num_classes=num_classes, meta={},
-                           batch_size=recipe.data.batch_size)
+                           batch_size=recipe.data.batch_size, compile=compile_options(recipe))
     total = window.warmup + window.steps
     loader = make_loader()
+    window.loader = loader
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as logs:
         # alexnet train's own Trainer arguments, less what would land in the timed window: checkpoint
         # writes and validation; the run is cut to the window's steps.

@@ -73,9 +73,20 @@ def benchmark_model_command(
     device: Device = typer.Option(Device.cpu, "--device", help="Where the model runs."),
     precision: Precision = typer.Option(Precision.fp32, "--precision", help="Lightning's precision name."),
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile (inductor)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the network (in place, as train does)."),
+    compile_mode: str = typer.Option("default", "--compile-mode", help="With --compile: default, reduce-overhead "
+                                     "(CUDA graphs), max-autotune."),
+    compile_backend: str = typer.Option("inductor", "--compile-backend", help="torch.compile's backend "
+                                        "(aot_eager: capture without code generation)."),
+    lrn_impl: str = typer.Option("auto", "--lrn-impl", help="auto, reference or closed-form (see models/lrn.py)."),
+    split_groups: bool = typer.Option(False, "--split-groups", help="Grouped convolutions as one per group."),
+    cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="Let cuDNN time "
+                                         "its algorithms first, as the GPU recipes do (trainer.benchmark)."),
     compare: bool = typer.Option(False, "--compare", help="Also time channels_last, bf16 and compile, as ratios "
                                  "against plain fp32 eager in the same run."),
+    matrix: bool = typer.Option(False, "--matrix", help="The paper net's variants step by step: bf16 with the "
+                                "reference LRN, + closed-form LRN, + channels_last, + split groups, + compile, "
+                                "+ CUDA graphs, and without LRN as the lower bound."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed batches first."),
     batches: int = typer.Option(100, "--batches", help="Timed batches."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
@@ -83,32 +94,45 @@ def benchmark_model_command(
 ) -> None:
     """Forward and forward+backward+SGD step on synthetic batches: ms/batch mean ± std, img/s, memory.
 
-    Example: [cyan]alexnet benchmark model --arch paper --batch-size 128 --device gpu --precision bf16-mixed[/]
+    Example: [cyan]alexnet benchmark model --arch paper --batch-size 128 --device gpu --matrix[/]
     """
     require(("--batch-size", batch_size, 1, None), ("--warmup", warmup, 0, None), ("--batches", batches, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
     from dataclasses import asdict
 
-    from alexnet_cli.bench.speed import benchmark_model
+    from alexnet_cli.bench.speed import COMPARE, PAPER_MATRIX, ModelVariant, benchmark_model
     from alexnet_cli.models import ARCHS
 
+    choices = {"--lrn-impl": (lrn_impl, ("auto", "reference", "closed-form")),
+               "--compile-mode": (compile_mode, ("default", "reduce-overhead", "max-autotune",
+                                                 "max-autotune-no-cudagraphs")),
+               "--compile-backend": (compile_backend, ("inductor", "aot_eager", "eager"))}
+    for option, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise AlexnetError(f"{option} {value!r}: choose one of {', '.join(allowed)}")
     archs = list(ARCHS) if arch == "all" else [arch]
-    variants = [(precision.value, channels_last, compile)]
+    variants = [ModelVariant(precision.value, lrn_impl, channels_last, split_groups,  # type: ignore[arg-type]
+                             compile_mode if compile else None)]
     if compare:
-        variants = [("32", False, False), ("32", True, False), ("bf16-mixed", False, False), ("32", False, True)]
-    results = [benchmark_model(a, batch_size=batch_size, device=device.value, precision=p, channels_last=cl,
-                               compile=c, warmup=warmup, batches=batches, progress=progress_for(quiet))
-               for a in archs for p, cl, c in variants]
-    table = Table(title=f"model speed, batch {batch_size}, {device.value}")
+        variants = COMPARE
+    if matrix:
+        variants = PAPER_MATRIX
+    results = [benchmark_model(a, batch_size=batch_size, device=device.value, variant=v,
+                               compile_backend=compile_backend, cudnn_benchmark=cudnn_benchmark, warmup=warmup,
+                               batches=batches, progress=progress_for(quiet))
+               for a in archs for v in variants]
+    cudnn = "cuDNN autotuned" if results[0].cudnn_benchmark else "cuDNN heuristics" if device.value == "gpu" else ""
+    table = Table(title=f"model speed, batch {batch_size}, {device.value}" + (f", {cudnn}" if cudnn else ""))
     for column in ("arch", "variant", "forward ms", "train step ms", "fwd img/s", "train img/s", "vs first",
-                   "peak MB"):
+                   "peak MB", "compile s"):
         table.add_column(column, justify="left" if column in ("arch", "variant") else "right")
     baselines = {}
     for r in results:
         base = baselines.setdefault(r.arch, r.train_img_s)
         table.add_row(r.arch, r.variant, f"{r.forward_ms:.1f} ± {r.forward_ms_std:.1f}",
                       f"{r.train_ms:.1f} ± {r.train_ms_std:.1f}", f"{r.forward_img_s:,.1f}",
-                      f"{r.train_img_s:,.1f}", f"{r.train_img_s / base:.2f}×", f"{r.peak_memory_mb:,.0f}")
+                      f"{r.train_img_s:,.1f}", f"{r.train_img_s / base:.2f}×", f"{r.peak_memory_mb:,.0f}",
+                      "" if r.compile_seconds is None else f"{r.compile_seconds:.0f}")
     console.print(table)
     write_json(json_out, {"results": [asdict(r) for r in results]})
 
@@ -161,6 +185,10 @@ def benchmark_train_command(
         table.add_row("Lightning, synthetic batches", f"{result.synthetic_img_s:,.1f}", "",
                       f"{result.synthetic_img_s / result.plain_img_s:.2f}×")
     console.print(table)
+    if result.gpu_busy_frac is not None:
+        console.print(f"GPU busy {result.gpu_busy_frac:.1%} of the timed steps' span (goal ≥ 95%)")
+    if result.host_blocked_ms_per_step is not None:
+        console.print(f"host blocked inside the pipeline's run(): {result.host_blocked_ms_per_step:.2f} ms per step")
     if result.lightning_syncs_per_step is not None:
         console.print(f"host syncs per step: Lightning {result.lightning_syncs_per_step:.2f}, plain loop "
                       f"{result.plain_syncs_per_step:.2f}")

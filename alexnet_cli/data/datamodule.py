@@ -109,7 +109,7 @@ class DaliDataModule(L.LightningDataModule):
                           device_id=device_id if device_id is not None else self._device_id(),
                           num_threads=self.config.num_threads, py_workers=self.config.py_workers,
                           prefetch=self.config.prefetch, seed=self.seed, roi_decode=self.config.roi_decode,
-                          exact_decode=self.config.exact_decode,
+                          exact_decode=self.config.exact_decode, hw_decoder_load=self.config.hw_decoder_load,
                           steps_per_epoch=self._batch_limit(kind, plan.steps_per_epoch) if shard is None else None)
 
     def _batch_limit(self, kind: str, steps: int) -> int | None:

@@ -10,6 +10,7 @@ the device the pipeline ran on, which is checked at the hand-off.
 """
 
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Iterator, Literal
@@ -40,18 +41,22 @@ class DaliLoader:
                  normalization: Normalization, augmentation: Augmentation | None, crop: int,
                  resize_size: int | None, device: Literal["cpu", "gpu"], device_id: int | None,
                  num_threads: int, prefetch: int, seed: int, py_workers: int = 1,
-                 steps_per_epoch: int | None = None, roi_decode: bool = True, exact_decode: bool = False) -> None:
+                 steps_per_epoch: int | None = None, roi_decode: bool = True, exact_decode: bool = False,
+                 hw_decoder_load: float = 0.65) -> None:
         self.kind, self.files, self.labels, self.plan = kind, [str(f) for f in files], labels, plan
         self.normalization, self.augmentation = normalization, augmentation
         self.crop, self.resize_size = crop, resize_size
         self.device, self.device_id = device, device_id
         self.num_threads, self.py_workers, self.prefetch, self.seed = num_threads, py_workers, prefetch, seed
-        self.roi_decode, self.exact_decode = roi_decode, exact_decode
+        self.roi_decode, self.exact_decode, self.hw_decoder_load = roi_decode, exact_decode, hw_decoder_load
         self.steps = plan.steps_per_epoch if steps_per_epoch is None else min(steps_per_epoch, plan.steps_per_epoch)
         self.torch_device = torch.device("cuda", device_id or 0) if device == "gpu" else torch.device("cpu")
         self.epoch, self.step = 0, 0  # the next batch to return
         self.damaged: set[str] = set()  # files stood in for (training) or skipped (evaluation), each reported once
         self.pipelines_built = 0
+        # Seconds the calling thread spent blocked inside DALI's run(): on a GPU, with the outputs ordered on
+        # the training stream, only the host side of the pipeline (file reads, the decoder's CPU stage).
+        self.host_wait_seconds = 0.0
         self._iterating = False  # an epoch is under way (or was abandoned part-way)
         self._pipe = None
         self._pipe_source: F.BatchFeed | None = None  # what the pipeline's workers were given
@@ -129,7 +134,7 @@ class DaliLoader:
             self.kind, source, device=self.device, batch_size=self.plan.batch_size, num_threads=self.num_threads,
             py_workers=self.py_workers, device_id=self.device_id, crop=self.crop, resize_size=self.resize_size,
             prefetch=self.prefetch, seed=self.seed, mean_image=norm.mean_image, roi_decode=self.roi_decode,
-            exact_decode=self.exact_decode)
+            exact_decode=self.exact_decode, hw_decoder_load=self.hw_decoder_load)
         self._due = (epoch, step)
         self._pipe_source = source
         self.pipelines_built += 1
@@ -141,13 +146,19 @@ class DaliLoader:
         return F.SizeRule(square=stored, min_side=self.crop)
 
     def _run(self):
+        # On a GPU the outputs come ordered on the stream training runs on: the host does not wait for
+        # DALI's kernels, the training kernels queued next do (the default, no stream, syncs the host).
+        stream = torch.cuda.current_stream(self.torch_device) if self.torch_device.type == "cuda" else None
+        started = time.perf_counter()
         try:
-            return self._pipe.run()
+            return self._pipe.run(stream)
         except Exception as exc:  # DALI re-raises a worker's error with its own wrapping
             if "no image of a whole batch" in str(exc):
                 raise AlexnetError(f"no image of a whole batch under {self._root} could be read: check the "
                                    "dataset's disk, or prepare it again") from None
             raise
+        finally:
+            self.host_wait_seconds += time.perf_counter() - started
 
     def _report_problems(self, info: np.ndarray) -> None:
         for row in info[info[:, F.PROBLEM] != F.READABLE]:

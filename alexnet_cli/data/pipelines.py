@@ -24,12 +24,14 @@ from nvidia.dali.pipeline import Pipeline
 Device = Literal["cpu", "gpu"]
 
 
-def _decoder(device: Device, exact: bool) -> dict:
+def _decoder(device: Device, exact: bool, hw_decoder_load: float) -> dict:
     """Decode on the GPU (nvJPEG, "mixed") or the CPU (libjpeg-turbo). nvJPEG's own chroma upsampling
     differs from libjpeg-turbo's at colour edges (measured on an H100: mean ~0.5, max ~77 levels of
-    255); ``exact`` makes it upsample like libjpeg-turbo (max 2 levels), 3.3× slower there."""
+    255); ``exact`` makes it upsample like libjpeg-turbo (max 2 levels), 3.3× slower there.
+    ``hw_decoder_load``: the share of each batch sent to the GPU's hardware JPEG engines (A100, H100,
+    H200), the rest to nvJPEG's CUDA decoder, which competes with training for the SMs."""
     if device == "gpu":
-        return {"device": "mixed", "jpeg_fancy_upsampling": exact}
+        return {"device": "mixed", "jpeg_fancy_upsampling": exact, "hw_decoder_load": hw_decoder_load}
     return {"device": "cpu"}
 
 
@@ -78,7 +80,7 @@ def _mean_crop(mean_image: np.ndarray, device: Device, crop: int, x, y, mirror):
 
 @pipeline_def(enable_conditionals=False)
 def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None, py_workers: int,
-                   mean_image: np.ndarray | None, roi_decode: bool, exact_decode: bool):
+                   mean_image: np.ndarray | None, roi_decode: bool, exact_decode: bool, hw_decoder_load: float):
     """Random ``crop``×``crop`` crop, random mirror, mean subtraction and PCA colour shift (§4.1).
 
     ``source`` yields per batch: JPEG bytes, labels, crop position (x, y in [0, 1]),
@@ -88,11 +90,11 @@ def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None
     jpegs, labels, pos_x, pos_y, mirror, mean, std, info = _feed(source, 8, py_workers)
     if resize_size is None and roi_decode:
         # The stored image is already at the resize size: decode just the crop (ROI decoding).
-        images = fn.decoders.image_crop(jpegs, **_decoder(device, exact_decode), output_type=types.RGB,
-                                        crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y)
+        images = fn.decoders.image_crop(jpegs, **_decoder(device, exact_decode, hw_decoder_load),
+                                        output_type=types.RGB, crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y)
         crop_args = {}
     else:
-        images = fn.decoders.image(jpegs, **_decoder(device, exact_decode), output_type=types.RGB)
+        images = fn.decoders.image(jpegs, **_decoder(device, exact_decode, hw_decoder_load), output_type=types.RGB)
         images = _maybe_resize(images, device, resize_size)
         crop_args = {"crop": (crop, crop), "crop_pos_x": pos_x, "crop_pos_y": pos_y}
     images = fn.crop_mirror_normalize(images, device=device, dtype=types.FLOAT, output_layout="CHW",
@@ -104,11 +106,11 @@ def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None
 
 @pipeline_def(enable_conditionals=False)
 def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None, ten_crop: bool, py_workers: int,
-                  mean_image: np.ndarray | None, exact_decode: bool):
+                  mean_image: np.ndarray | None, exact_decode: bool, hw_decoder_load: float):
     """Centre crop, or the paper's ten crops stacked as ``[10, 3, crop, crop]`` per image in
     torchvision's ``TenCrop`` order: top-left, top-right, bottom-left, bottom-right, centre, then the same mirrored."""
     jpegs, labels, mean, std, info = _feed(source, 5, py_workers)
-    images = fn.decoders.image(jpegs, **_decoder(device, exact_decode), output_type=types.RGB)
+    images = fn.decoders.image(jpegs, **_decoder(device, exact_decode, hw_decoder_load), output_type=types.RGB)
     images = _maybe_resize(images, device, resize_size)
     centre_x, centre_y = _centre_position(images, crop)
     positions = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (centre_x, centre_y)]
@@ -133,24 +135,27 @@ def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None,
 def build_pipeline(kind: Literal["train", "val", "ten_crop"], source, *, device: Device, batch_size: int,
                    num_threads: int, py_workers: int, device_id: int | None, crop: int, resize_size: int | None,
                    prefetch: int, seed: int, mean_image: np.ndarray | None = None,
-                   roi_decode: bool = True, exact_decode: bool = False) -> Pipeline:
+                   roi_decode: bool = True, exact_decode: bool = False, hw_decoder_load: float = 0.65) -> Pipeline:
     """Build one of the pipelines; ``device_id=None`` for CPU-only machines.
 
     ``num_threads``: DALI's own threads (CPU decoding and augmentation); ``py_workers``: processes
     that read the files (0: the training thread reads them, as DALI's sequential source does).
     ``roi_decode``: decode only the training crop when the images are stored at the resize size;
     otherwise (or with False) decode the whole image and crop it afterwards. ``exact_decode``: on
-    the GPU, upsample chroma exactly like the CPU decoder (see ``_decoder``).
+    the GPU, upsample chroma exactly like the CPU decoder (see ``_decoder``). ``hw_decoder_load``: see
+    ``_decoder`` (GPU only).
     """
     common = dict(batch_size=batch_size, num_threads=num_threads, seed=seed, prefetch_queue_depth=prefetch,
                   device_id=device_id if device == "gpu" else None, py_start_method="spawn",
                   py_num_workers=max(1, py_workers))
     if kind == "train":
         pipe = train_pipeline(source, device=device, crop=crop, resize_size=resize_size, py_workers=py_workers,
-                              mean_image=mean_image, roi_decode=roi_decode, exact_decode=exact_decode, **common)
+                              mean_image=mean_image, roi_decode=roi_decode, exact_decode=exact_decode,
+                              hw_decoder_load=hw_decoder_load, **common)
     else:
         pipe = eval_pipeline(source, device=device, crop=crop, resize_size=resize_size, ten_crop=kind == "ten_crop",
-                             py_workers=py_workers, mean_image=mean_image, exact_decode=exact_decode, **common)
+                             py_workers=py_workers, mean_image=mean_image, exact_decode=exact_decode,
+                             hw_decoder_load=hw_decoder_load, **common)
     pipe.build()
     return pipe
 

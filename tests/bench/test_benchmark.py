@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import NARROW_FC, invoke_alexnet
 
 
@@ -136,3 +137,19 @@ def test_benchmark_soak_prints_memory_after_every_epoch(prepared, tmp_path):
     assert len(figures["rss_mb"]) == 2 and all(mb > 100 for mb in figures["rss_mb"])  # a torch process
     assert figures["rss_growth_mb"] == figures["rss_mb"][1] - figures["rss_mb"][0]
     assert "RSS after epoch 0 → epoch 1" in result.stdout
+
+
+def test_host_time_blocked_in_the_pipeline_counts_only_the_timed_steps():
+    from alexnet_cli.bench.train_loop import _Window
+
+    class Loader:  # what the window reads of a DaliLoader: its running total of seconds inside run()
+        host_wait_seconds = 0.0
+
+    window = _Window(warmup=2, steps=3, device=torch.device("cpu"))
+    window.loader = Loader()
+    for step in range(5):
+        window.step_started()
+        window.loader.host_wait_seconds += 1.0 if step < 2 else 0.1  # the warm-up pays the pipeline's start
+        window.step_ended()
+    assert window.host_blocked_per_step == pytest.approx(0.1)
+    assert window.busy_fraction is None  # CUDA events only on a GPU
