@@ -1,5 +1,6 @@
 """prepare-imagenet on tiny datasets in the official ILSVRC2012 format."""
 
+import gzip
 import hashlib
 import io
 import json
@@ -203,6 +204,41 @@ def test_an_out_holding_files_prepare_did_not_write_is_refused_and_kept(official
     a_file.write_text("keep")
     with pytest.raises(AlexnetError, match="is a file"):
         prepare_imagenet(PrepareOptions(official_source, a_file, workers=1))
+
+
+def test_the_demo_rewrites_its_own_source_whenever_it_runs_again(tmp_path, monkeypatch):
+    spec = DemoSpec(classes=2, train_per_class=2, val_per_class=1, seed=4, hazards=False)
+    monkeypatch.setattr(time, "asctime", lambda *_: "Mon Jan  1 10:00:00 2001")  # the clock savemat reads
+    source = write_demo_source(tmp_path / "source", spec)
+    monkeypatch.setattr(time, "asctime", lambda *_: "Tue Jan  2 10:00:01 2001")
+    write_demo_source(source, spec)  # its own files, byte for byte: replaced, not refused
+
+
+def test_the_demo_recognises_the_source_an_earlier_version_wrote_with_a_dated_devkit(tmp_path):
+    spec = DemoSpec(classes=2, train_per_class=2, val_per_class=1, seed=4, hazards=False)
+    source = write_demo_source(tmp_path / "source", spec)
+    devkit = source / official.DEVKIT_TAR
+    members = _members_gz(devkit)
+    dated = [(name, b"MATLAB 5.0 MAT-file Platform: posix, Created on: Mon Jan  1 10:00:00 2001".ljust(116) + data[116:]
+              if name.endswith("meta.mat") else data) for name, data in members]
+    devkit.write_bytes(gzip.compress(_tar_of(dated), mtime=0))  # as the demo wrote it before its header was fixed
+    write_demo_source(source, spec)
+    assert _members_gz(devkit) == members
+
+
+def _members_gz(path: Path) -> list[tuple[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(path.read_bytes()))) as tar:
+        return [(info.name, tar.extractfile(info).read()) for info in tar]
+
+
+def _tar_of(members: list[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def test_a_link_planted_in_prepares_scratch_folder_is_refused_not_written_through(official_source, tmp_path):

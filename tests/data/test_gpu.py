@@ -51,6 +51,20 @@ def test_the_mean_image_is_subtracted_on_the_gpu_like_on_the_cpu(prepared):
     compare("train, mean image, exact decode", next(iter(gpu)), next(iter(cpu)), EXACT)
 
 
+def test_stream_ordered_batches_stay_intact_while_the_gpu_is_busy(prepared):
+    """DALI's outputs come ordered on the training stream, not host-synchronous: with the GPU kept busy by
+    other work queued first, every batch of an epoch (prefetch and buffer reuse included) still equals the CPU
+    pipeline's."""
+    gpu, _ = make_loader(prepared, "train", batch_size=8, pca_std=0.1, device="gpu", exact_decode=True)
+    cpu, _ = make_loader(prepared, "train", batch_size=8, pca_std=0.1, device="cpu")
+    busy = torch.randn(4096, 4096, device="cuda")
+    for step, (gpu_batch, cpu_batch) in enumerate(zip(gpu, cpu)):
+        for _ in range(20):  # ~milliseconds of queued work ahead of the batch's first use
+            busy = busy @ busy / 64
+        compare(f"train, stream-ordered batch {step}", gpu_batch, cpu_batch, EXACT)
+    assert gpu.host_wait_seconds > 0
+
+
 def test_a_gpu_output_is_refused_for_a_cpu_tensor():
     from nvidia.dali import fn, pipeline_def, types
 
