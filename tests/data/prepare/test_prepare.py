@@ -20,7 +20,7 @@ from PIL import Image
 
 from alexnet_cli.data.layout import list_split, read_classes
 from alexnet_cli.data.prepare import official
-from alexnet_cli.data.prepare.demo import DemoSpec, demo_wnid, write_demo_source
+from alexnet_cli.data.prepare.demo import DemoSpec, _tar_bytes, demo_wnid, write_demo_source
 from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet
 from alexnet_cli.data.prepare.sources import choose_classes
 from alexnet_cli.data.stats import DatasetStats
@@ -221,7 +221,7 @@ def test_the_demo_recognises_the_source_an_earlier_version_wrote_with_a_dated_de
     members = _members_gz(devkit)
     dated = [(name, b"MATLAB 5.0 MAT-file Platform: posix, Created on: Mon Jan  1 10:00:00 2001".ljust(116) + data[116:]
               if name.endswith("meta.mat") else data) for name, data in members]
-    devkit.write_bytes(gzip.compress(_tar_of(dated), mtime=0))  # as the demo wrote it before its header was fixed
+    devkit.write_bytes(gzip.compress(_tar_bytes(dated), mtime=0))  # as the demo wrote it before its header was fixed
     write_demo_source(source, spec)
     assert _members_gz(devkit) == members
 
@@ -229,16 +229,6 @@ def test_the_demo_recognises_the_source_an_earlier_version_wrote_with_a_dated_de
 def _members_gz(path: Path) -> list[tuple[str, bytes]]:
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(path.read_bytes()))) as tar:
         return [(info.name, tar.extractfile(info).read()) for info in tar]
-
-
-def _tar_of(members: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def test_a_link_planted_in_prepares_scratch_folder_is_refused_not_written_through(official_source, tmp_path):
