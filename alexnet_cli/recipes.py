@@ -31,7 +31,7 @@ class ModelConfig:
     lrn: bool = True  # §3.3 ablation (paper archs): false drops local response normalisation
     overlap_pool: bool = True  # §3.4 ablation (paper archs): false pools 2×2/2 instead of 3×3/2
     # How the network runs (models/execution.py): same numbers and state_dict, other speed.
-    lrn_impl: Literal["auto", "reference", "closed-form"] = "auto"  # auto: closed form on a GPU, reference on a CPU
+    lrn_impl: Literal["auto", "reference", "closed-form", "triton"] = "auto"  # auto: closed form on GPU, else reference
     split_groups: bool = False  # conv2/4/5's two towers as two convolutions instead of one grouped one
     channels_last: bool = False  # NHWC weights and maps, the layout tensor cores read
     compile: bool = False  # torch.compile the network in place (checkpoint keys unchanged)

@@ -6,7 +6,7 @@ Steps, most important first; a failed step is recorded and the next one runs; on
 have passed the remaining steps are skipped, and said to be:
   environment   torch, cuDNN, DALI, the card
   lrn           both LRN layers' shapes at batch 128: µs and GB/s forward+backward, reference vs closed form,
-                eager and compiled; bf16 error against float64
+                eager, compiled and as Triton kernels; bf16 error against float64
   model         the paper net step by step (bench.speed.PAPER_MATRIX: today's code first), and owt
   train-loop    the single-gpu recipe end to end on a 12,800-entry set of real JPEGs (symlinks to PHOTOS),
                 against synthetic batches: img/s, GPU busy fraction, host time blocked in DALI's run()
@@ -91,13 +91,19 @@ class Check:
         backend = "aot_eager" if self.smoke else "inductor"
         impls = {"reference": reference_lrn, "closed-form": closed_form_lrn,
                  "closed-form compiled": torch.compile(closed_form_lrn, backend=backend, fullgraph=True)}
+        try:
+            from alexnet_cli.models.lrn_triton import triton_lrn
+
+            impls["triton"] = triton_lrn
+        except ImportError as exc:  # no Triton in this torch build: the others still run
+            print(f"no Triton: {exc}", file=sys.stderr)
         rows = []
         for layer, shape in shapes.items():
             x = (torch.randn(shape, device=self.torch_device) * 30).relu().to(torch.bfloat16)
             grad = torch.randn(shape, device=self.torch_device, dtype=torch.bfloat16)
             exact = _lrn_float64(x[:2], LRN_ALPHA, LRN_BETA, LRN_K)
             for name, impl in impls.items():
-                def once() -> None:
+                def once(impl=impl) -> None:
                     v = x.detach().requires_grad_()
                     impl(v, 5, LRN_ALPHA, LRN_BETA, LRN_K, 2).backward(grad)
 
@@ -124,7 +130,8 @@ class Check:
         backend = "aot_eager" if self.smoke else "inductor"
         rows = []
         # The smoke run takes each code path once: the baseline, both compiled rows, the lower bound, owt.
-        matrix = [PAPER_MATRIX[i] for i in (0, 4, 5, 6)] if self.smoke else PAPER_MATRIX
+        # (Triton's row runs in the interpreter on a CPU: tests/models/test_lrn.py checks those kernels there.)
+        matrix = [PAPER_MATRIX[i] for i in (0, 4, 5, 7)] if self.smoke else PAPER_MATRIX
         runs = [("paper", v) for v in matrix] + [("owt", ModelVariant("bf16-mixed"))]
         runs += [] if self.smoke else [("owt", ModelVariant("bf16-mixed", channels_last=True))]
         for arch, variant in runs:
@@ -469,6 +476,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.cpu_smoke and not torch.cuda.is_available():
         sys.exit("no CUDA device: run with --cpu-smoke")
+    if args.cpu_smoke:
+        os.environ["TRITON_INTERPRET"] = "1"  # the Triton LRN's kernels on CPU tensors
     check = Check(args.out, args.cpu_smoke, args.budget, args.photos)
     for name, function in (("environment", check.environment), ("lrn", check.lrn), ("model", check.model),
                            ("train-loop", check.train_loop), ("profile", check.profile), ("dali", check.dali),

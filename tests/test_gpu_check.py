@@ -21,7 +21,7 @@ def test_the_gpu_check_runs_every_step_on_the_cpu_and_reports_each_figure(tmp_pa
                                   "compare")]
     lrn = {(r["layer"], r["impl"]) for r in report["lrn"]["rows"]}
     assert lrn == {(layer, impl) for layer in ("norm1", "norm2")
-                   for impl in ("reference", "closed-form", "closed-form compiled")}
+                   for impl in ("reference", "closed-form", "closed-form compiled", "triton")}
     assert all(r["bf16_max_rel_error"] <= 2.0**-8 for r in report["lrn"]["rows"])
     model = report["model"]["rows"]
     assert model[0]["variant"] == report["model"]["baseline"] == "bf16-mixed reference LRN eager"

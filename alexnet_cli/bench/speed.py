@@ -168,6 +168,7 @@ PAPER_MATRIX = [
     replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True),
     replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, compile_mode="default"),
     replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, compile_mode="reduce-overhead"),
+    replace(_BF16, lrn_impl="triton", channels_last=True, split_groups=True),  # the kernels instead of compile
     replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, lrn=False),
 ]
 # --compare: the layouts of plain fp32 eager one at a time, as ratios against it

@@ -78,7 +78,8 @@ def benchmark_model_command(
                                      "(CUDA graphs), max-autotune."),
     compile_backend: str = typer.Option("inductor", "--compile-backend", help="torch.compile's backend "
                                         "(aot_eager: capture without code generation)."),
-    lrn_impl: str = typer.Option("auto", "--lrn-impl", help="auto, reference or closed-form (see models/lrn.py)."),
+    lrn_impl: str = typer.Option("auto", "--lrn-impl", help="auto, reference, closed-form or triton "
+                                 "(see models/lrn.py)."),
     split_groups: bool = typer.Option(False, "--split-groups", help="Grouped convolutions as one per group."),
     cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="Let cuDNN time "
                                          "its algorithms first, as the GPU recipes do (trainer.benchmark)."),
@@ -103,7 +104,7 @@ def benchmark_model_command(
     from alexnet_cli.bench.speed import COMPARE, PAPER_MATRIX, ModelVariant, benchmark_model
     from alexnet_cli.models import ARCHS
 
-    choices = {"--lrn-impl": (lrn_impl, ("auto", "reference", "closed-form")),
+    choices = {"--lrn-impl": (lrn_impl, ("auto", "reference", "closed-form", "triton")),
                "--compile-mode": (compile_mode, ("default", "reduce-overhead", "max-autotune",
                                                  "max-autotune-no-cudagraphs")),
                "--compile-backend": (compile_backend, ("inductor", "aot_eager", "eager"))}

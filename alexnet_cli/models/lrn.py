@@ -8,7 +8,8 @@ backward pass from the closed-form gradient
     ∂L/∂a_j = g_j d_j^-β − 2αβ a_j Σ_{i: j ∈ W(i)} g_i a_i d_i^(−β−1),   d_i = k + α Σ_{j ∈ W(i)} a_j²
 
 so that ``torch.compile`` can fuse the forward into one read of a and one write of b, and the
-backward into two passes. Both compute in float32 whatever the input's dtype (bf16's 8-bit
+backward into two passes; ``triton`` (``models/lrn_triton.py``) is the same closed form as hand-written
+kernels, for where the compiled one is not fast enough. Both compute in float32 whatever the input's dtype (bf16's 8-bit
 mantissa cannot hold k + α·Σa², 2 plus a term ~1e-4 of it) and return the input's dtype.
 The window of map i is [i − size//2, i + (size−1)//2], inside its group of maps (one group per tower).
 """
@@ -18,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-LrnImpl = Literal["auto", "reference", "closed-form"]
+LrnImpl = Literal["auto", "reference", "closed-form", "triton"]
 
 
 def window_sum(values: torch.Tensor, size: int, groups: int, before: int) -> torch.Tensor:
@@ -67,9 +68,19 @@ def closed_form_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: fl
     return _ClosedFormLRN.apply(x, size, alpha, beta, k, groups)
 
 
-def resolve_impl(impl: LrnImpl, device: torch.device) -> Literal["reference", "closed-form"]:
+def resolve_impl(impl: LrnImpl, device: torch.device) -> Literal["reference", "closed-form", "triton"]:
     """``auto``: the closed form on a GPU, where memory traffic is the LRN's cost; the reference on a CPU,
     where it measured as fast or faster (docs/benchmarks.md) and the tests have long pinned its numbers."""
     if impl == "auto":
         return "closed-form" if device.type == "cuda" else "reference"
     return impl
+
+
+def lrn_function(impl: LrnImpl, device: torch.device):
+    """The implementation ``impl`` names, for tensors on ``device``. Triton is imported only when asked for."""
+    chosen = resolve_impl(impl, device)
+    if chosen == "triton":
+        from alexnet_cli.models.lrn_triton import triton_lrn
+
+        return triton_lrn
+    return closed_form_lrn if chosen == "closed-form" else reference_lrn

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from alexnet_cli.models.lrn import LrnImpl, closed_form_lrn, reference_lrn, resolve_impl
+from alexnet_cli.models.lrn import LrnImpl, lrn_function
 
 INPUT_SIZE = 227  # §3.5 says 224, but only 227 gives conv1's 55×55 maps
 TOWERS = 2  # one tower per GTX 580 (§3.2)
@@ -30,7 +30,8 @@ class LocalResponseNorm(nn.Module):
     GPUs at this layer. One group equals ``nn.LocalResponseNorm(size, alpha * size,
     beta, k)``. Always computed in float32, also under bf16 autocast (see ``models/lrn.py``),
     by ``impl``: the ``reference`` (autograd through shifted adds), the ``closed-form``
-    backward that stores only the input, or ``auto`` (closed form on a GPU, reference on a CPU).
+    backward that stores only the input, the same as ``triton`` kernels, or ``auto`` (closed form on a
+    GPU, reference on a CPU).
     """
 
     def __init__(self, size: int = LRN_SIZE, alpha: float = LRN_ALPHA, beta: float = LRN_BETA,
@@ -40,9 +41,8 @@ class LocalResponseNorm(nn.Module):
         self.impl: LrnImpl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        compute = closed_form_lrn if resolve_impl(self.impl, x.device) == "closed-form" else reference_lrn
         with torch.autocast(x.device.type, enabled=False):
-            return compute(x, self.size, self.alpha, self.beta, self.k, self.groups)
+            return lrn_function(self.impl, x.device)(x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}, "

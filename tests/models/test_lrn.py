@@ -1,5 +1,7 @@
 """Both LRN implementations against a float64 evaluation of §3.3's formula, forward and backward."""
 
+import os
+
 import pytest
 import torch
 
@@ -7,6 +9,14 @@ from alexnet_cli.models.lrn import closed_form_lrn, reference_lrn, resolve_impl
 from alexnet_cli.models.paper import LRN_ALPHA, LRN_BETA, LRN_K, LocalResponseNorm
 
 IMPLS = {"reference": reference_lrn, "closed-form": closed_form_lrn}
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are defined: Triton on CPU tensors
+try:
+    from alexnet_cli.models.lrn_triton import triton_lrn
+
+    IMPLS["triton"] = triton_lrn
+except ImportError:  # a torch build without Triton: the other two are still checked
+    pass
 
 # (channels, groups, size, height, width): odd channel counts and sizes, both tower groupings, tf1-bench's
 # window of 9, and an even window (its two sides differ, so a mirrored window in the backward shows).
@@ -85,3 +95,19 @@ def test_the_module_picks_its_implementation_by_device_unless_told():
     torch.testing.assert_close(modules["closed-form"](x), modules["reference"](x), rtol=1e-6, atol=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert modules["closed-form"](x.bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.skipif("triton" not in IMPLS, reason="this torch build has no Triton")
+def test_the_triton_op_is_one_node_that_torch_compile_captures_whole():
+    """A custom op: fullgraph capture succeeds (no graph break), forward and backward equal the eager op."""
+    x = (torch.randn(2, 10, 5, 4, generator=torch.Generator().manual_seed(3)) * 30).relu()
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    results = []
+    for run in (IMPLS["triton"], torch.compile(IMPLS["triton"], backend="aot_eager", fullgraph=True)):
+        v = x.clone().requires_grad_()
+        run(v, 5, LRN_ALPHA, LRN_BETA, LRN_K, 2).backward(grad)
+        results.append(v.grad)
+    torch.testing.assert_close(results[1], results[0])
+    module = LocalResponseNorm(groups=2, impl="triton")
+    torch.testing.assert_close(module(x), closed_form_lrn(x, 5, LRN_ALPHA, LRN_BETA, LRN_K, 2), rtol=1e-6,
+                               atol=1e-5)
