@@ -26,7 +26,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
-        if not _out_of_space(exc):
+        if not out_of_space(exc):
             raise
         raise AlexnetError(f"could not write {path}: the disk is full or a file size limit was reached; free "
                            f"space there and run again ({path.name} was left as it was)") from None
@@ -61,7 +61,8 @@ def check_writable(path: Path | None, option: str | None = None, folder: bool = 
                            "write to") from None
 
 
-def _out_of_space(exc: BaseException) -> bool:
+def out_of_space(exc: BaseException) -> bool:
+    """Whether a failed write failed for want of room: a full disk, a quota, a file size limit."""
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
     # torch.save's zip writer reports a failed write as a RuntimeError of its own

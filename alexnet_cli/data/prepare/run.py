@@ -7,9 +7,11 @@ marker ``OUT/.work/done/<unit>.json`` written. A run killed at any moment
 former and clears the latter. ``dataset.json`` is written last: it marks OUT done.
 """
 
+import errno
 import hashlib
 import json
 import os
+import resource
 import shutil
 import time
 from collections import Counter
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_cli.atomic import write_atomic, write_text_atomic
+from alexnet_cli.atomic import out_of_space, write_atomic, write_text_atomic
 from alexnet_cli.data.layout import write_classes
 from alexnet_cli.data.prepare import official
 from alexnet_cli.data.prepare.convert import BYTES_PER_IMAGE_AT_256, JPEG_QUALITY, BadImage, ResizeMode, convert_image
@@ -65,6 +67,29 @@ class PrepareSummary:
 
 def prepare_imagenet(options: PrepareOptions, progress: Progress | None = None) -> PrepareSummary:
     """Prepare a dataset; see the module docstring for the guarantees."""
+    try:
+        return _prepare(options, progress)
+    except OSError as exc:  # the machine's limits, met in a worker's write that names no file
+        said = _machine_error(exc, options)
+        if said is None:
+            raise
+        raise said from None
+
+
+def _machine_error(exc: OSError, options: PrepareOptions) -> AlexnetError | None:
+    """The line for a limit of the machine (room, open files), which a rerun after raising it gets past."""
+    if out_of_space(exc):
+        return AlexnetError(f"could not write under {options.out}: the disk is full or a file size limit was "
+                            "reached; free space there and run the same command again (it continues where it "
+                            "stopped)")
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return AlexnetError(f"too many open files (the limit, ulimit -n, is {soft}): raise it or use fewer --workers, "
+                            "and run the same command again")
+    return None
+
+
+def _prepare(options: PrepareOptions, progress: Progress | None) -> PrepareSummary:
     progress = progress or SilentProgress()
     _check_options(options)
     check_out_is_ours(options)
@@ -89,6 +114,7 @@ def prepare_imagenet(options: PrepareOptions, progress: Progress | None = None) 
                 todo = [u for u in plan.units if not (done_dir / f"{u.unit_id}.json").is_file()]
                 _check_disk(options, todo)
                 workers = options.workers or os.cpu_count() or 1
+                _ensure_open_files(workers)
                 _run_units(todo, options, workers, progress)
                 summary = _finish(options, plan, work)
             except BaseException:
@@ -194,6 +220,24 @@ def _check_disk(options: PrepareOptions, todo: list[WorkUnit]) -> None:
             f"{options.out} has {byte_size(free)} free but the prepared images need about "
             f"{byte_size(needed)}; free space or choose another --out"
         )
+
+
+# Descriptors the parent holds (interpreter, lock, tars) plus a worker's pipes and open tars, with room to spare.
+_BASE_FILES, _FILES_PER_WORKER = 16, 6
+
+
+def _ensure_open_files(workers: int) -> None:
+    """Under a small open-files limit the worker pool fails with EMFILE, or hangs when its own management
+    thread meets it: raise the soft limit where the hard one allows, else refuse before starting."""
+    needed = _BASE_FILES + _FILES_PER_WORKER * workers
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        fitting = (hard - _BASE_FILES) // _FILES_PER_WORKER
+        raise AlexnetError(f"the open-files limit (ulimit -n) is {hard}, too few for {workers} worker(s): raise it "
+                           f"to {needed}" + (f" or use --workers {fitting}" if fitting >= 1 else ""))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))  # the soft limit is this process's to raise
 
 
 def _run_units(todo: list[WorkUnit], options: PrepareOptions, workers: int, progress: Progress) -> None:

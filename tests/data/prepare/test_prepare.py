@@ -382,3 +382,30 @@ def test_sizes_are_written_in_the_unit_that_fits():
 
     assert [byte_size(n) for n in (0, 999, 1000, 2_345_678, 3.2e9, 1.5e12, 2e15)] == [
         "0 B", "999 B", "1.0 kB", "2.3 MB", "3.2 GB", "1.5 TB", "2.0 PB"]
+
+
+def _prepare_in_a_process(source: Path, out: Path, limit: int, size: int) -> subprocess.CompletedProcess:
+    """prepare-imagenet with two workers in a fresh process under one resource limit (soft and hard)."""
+    import resource
+
+    return subprocess.run([sys.executable, "-m", "alexnet_cli", "prepare-imagenet", "--source", str(source),
+                           "--out", str(out), "--workers", "2", "--quiet"], capture_output=True, text=True,
+                          preexec_fn=lambda: resource.setrlimit(limit, (size, size)), timeout=120)
+
+
+def test_a_full_disk_while_preparing_is_one_line_naming_out(official_source, tmp_path):
+    import resource
+
+    out = tmp_path / "out"  # a 4 kB file size limit: a worker's JPEG write fails as on a full disk, naming no file
+    result = _prepare_in_a_process(official_source, out, resource.RLIMIT_FSIZE, 4096)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: could not write under {out}: the disk is full"), result.stderr
+
+
+def test_too_small_an_open_files_limit_is_one_line_before_any_work(official_source, tmp_path):
+    import resource
+
+    result = _prepare_in_a_process(official_source, tmp_path / "out", resource.RLIMIT_NOFILE, 16)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr  # it hung with the pool
+    assert "the open-files limit (ulimit -n) is 16, too few for 2 worker(s): raise it to" in result.stderr
+    assert not (tmp_path / "out" / "train").exists()
