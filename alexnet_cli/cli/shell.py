@@ -71,6 +71,10 @@ def user_errors(command: Callable) -> Callable:
                 raise
             from alexnet_cli.parallel.ranks import lost_a_peer
 
+            out_of_memory = _out_of_memory(exc)
+            if out_of_memory:
+                errors.print(f"[bold red]error:[/] {out_of_memory}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
             message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             if lost_a_peer(exc):
                 message = f"another training process stopped, so this one cannot go on ({message})"
@@ -79,6 +83,22 @@ def user_errors(command: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _out_of_memory(exc: Exception) -> str | None:
+    """The line for an allocation the machine refused (torch's CPU allocator, CUDA, Python), else None."""
+    import re
+
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return None
+    from alexnet_cli.terminal import byte_size
+
+    asked = re.search(r"tried to allocate (\d+) bytes", text)  # the CPU allocator's words; CUDA's name a size
+    size = byte_size(int(asked.group(1))) if asked else next(iter(re.findall(r"[Tt]ried to allocate ([\d.]+ [KMGT]iB)",
+                                                                            text)), None)
+    return (f"out of memory{f' (tried to allocate {size})' if size else ''}: the batch does not fit; use a smaller "
+            "batch size")
 
 
 def require(*bounds: tuple[str, int | None, int | None, int | None]) -> None:

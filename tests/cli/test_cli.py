@@ -367,3 +367,10 @@ def test_closed_choices_are_listed_in_help_and_anything_else_is_refused(path, op
     assert choices in runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
     refused = runner.invoke(app, [*path, option, "tpu"])
     assert refused.exit_code == 2 and "'tpu' is not one of" in refused.output
+
+
+def test_a_batch_the_machine_cannot_allocate_is_one_line():
+    result = invoke_alexnet("benchmark", "model", "--batch-size", "100000000", "--batches", "1", "--warmup", "0")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: out of memory (tried to allocate 61.8 TB): the batch does not fit; "
+                                    "use a smaller batch size"), result.stderr
