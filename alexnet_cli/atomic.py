@@ -46,6 +46,16 @@ def check_writable(path: Path | None, option: str | None = None, folder: bool = 
     if path is None:
         return
     named = f"{option} {path}" if option else str(path)
+    try:
+        _check_writable(path, named, folder)
+    except PermissionError as exc:  # a folder on the way that this user may not even look into
+        raise AlexnetError(f"{named}: cannot reach {exc.filename} ({exc.strerror}); choose a place you can "
+                           "write to") from None
+
+
+def _check_writable(path: Path, named: str, folder: bool) -> None:
+    from alexnet_cli.errors import AlexnetError
+
     if not folder and path.is_dir():
         raise AlexnetError(f"{named} is a folder: name a file to write")
     if folder and path.exists() and not path.is_dir():

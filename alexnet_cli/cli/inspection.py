@@ -86,9 +86,9 @@ def report(
 
     Example: [cyan]alexnet report runs/single-gpu runs/no-lrn --out report[/]
     """
+    check_writable(out, "--out", folder=True)
     from alexnet_cli.inspection.report import paper_figures, write_report
 
-    check_writable(out, "--out", folder=True)
     summaries = write_report(runs, out)
     table = Table(title=f"{len(summaries)} run(s): {out / 'report.md'}, {out / 'curves.png'}")
     for column in ("run", "epochs", "best top-1 / top-5 error %", "the paper"):
@@ -181,9 +181,9 @@ def neighbors(
     Example: [cyan]alexnet neighbors --checkpoint best.ckpt --data demo/data --query photo.jpg --k 6[/]
     """
     require(("--k", k, 1, None))
+    check_writable(out, "--out")
     from alexnet_cli.inspection.neighbors import find_neighbours
 
-    check_writable(out, "--out")
     results = find_neighbours(checkpoint, data, query, k=k, out=out, device=device.value, progress=progress_for(quiet))
     for result in results:
         table = Table(title=f"nearest to {result.query}")

@@ -33,10 +33,11 @@ def train(
     Resume:  [cyan]alexnet train --recipe cpu-demo --data demo-data --resume runs/cpu-demo-20261125-101500[/]
     """
     from alexnet_cli.atomic import check_writable
+
+    check_writable(out, "--out", folder=True)  # before training, and before importing torch and Lightning
+    check_writable(json_out, "--json")
     from alexnet_cli.training.run import run
 
-    check_writable(out, "--out", folder=True)
-    check_writable(json_out, "--json")  # before training, not after it
     if dry_run:
         _print_dry_run(recipe, data, set_, benchmark_json, out, resume, overwrite)
         return

@@ -42,9 +42,20 @@ def test_an_output_file_that_is_a_folder_is_refused_before_any_work(arguments, p
     assert result.stdout == "" and sorted(tmp_path.iterdir()) == before  # nothing trained, measured or written
 
 
+def invoke_as_nobody(*arguments: str):
+    """The command in this process as user nobody: root writes through any mode bits, so a read-only folder
+    needs another user. It runs as root first with the output under a file, which fails as early: the modules
+    the command imports on the way are loaded then, for the interpreter's own library may be closed to nobody."""
+    blocked = Path(tempfile.mkdtemp()) / "a-file"
+    blocked.write_text("")
+    invoke_alexnet(*arguments[:-1], blocked / "x")
+    shutil.rmtree(blocked.parent)
+    with unprivileged():
+        return invoke_alexnet(*arguments)
+
+
 @contextmanager
 def unprivileged() -> Iterator[None]:
-    """The block runs as user nobody: root writes through any mode bits, so a read-only folder needs this."""
     if os.geteuid() != 0:
         yield
         return
@@ -77,8 +88,7 @@ def read_only_folder() -> Iterator[Path]:
 ], ids=lambda arguments: arguments[0])
 def test_an_output_in_a_read_only_folder_is_refused_before_any_work(arguments, read_only_folder):
     option, target = arguments[-2], arguments[-1].replace("RO", str(read_only_folder))
-    with unprivileged():
-        result = invoke_alexnet(*arguments[:-1], target)
+    result = invoke_as_nobody(*arguments[:-1], target)
     one_line_error(result, f"{option} {target}: cannot write in {read_only_folder} (Permission denied)")
 
 
@@ -90,3 +100,13 @@ def test_more_devices_than_the_machine_has_are_refused_naming_the_count(prepared
                             "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=64")
     one_line_error(result, f"trainer.devices 64: this machine has {cores} CPU core(s)")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_output_under_a_folder_the_user_cannot_enter_is_refused_in_one_line(read_only_folder):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a folder that this test's user cannot enter")
+    closed = read_only_folder.parent / "closed"
+    closed.mkdir(mode=0o700)  # root's, closed to nobody
+    target = closed / "inner" / "report"
+    result = invoke_as_nobody("report", "run", "--out", target)
+    one_line_error(result, f"--out {target}: cannot reach {target} (Permission denied)")
