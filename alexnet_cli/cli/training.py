@@ -112,9 +112,10 @@ def demo(
     Example: [cyan]alexnet demo --out demo[/]
     """
     from alexnet_cli.atomic import check_writable
-    from alexnet_cli.training.end_to_end import run_demo
 
     check_writable(out, "--out", folder=True)
+    from alexnet_cli.training.end_to_end import run_demo
+
     result = run_demo(out, overrides=set_, quiet=quiet, progress=progress_for(quiet),
                       notes=notes_on_stderr() if quiet else None)  # what it replaces is said even with --quiet
     table = Table(title="alexnet demo", show_header=False)
