@@ -69,6 +69,16 @@ def invoke_alexnet(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr + said)
 
 
+def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """The command failed as bad input should: exit 2, one line "error: ..." holding every fragment, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 @contextmanager
 def scratch_dir(tmp_path_factory, name: str) -> Iterator[Path]:
     """A directory for a module's shared runs, removed when the module is done with it.

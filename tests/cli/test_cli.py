@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import NARROW_FC, invoke_alexnet, run_alexnet
+from conftest import NARROW_FC, invoke_alexnet, one_line_error, run_alexnet
 from typer.main import get_command
 from typer.testing import CliRunner
 
@@ -73,15 +73,6 @@ def test_recipes_list_and_show():
     assert "cpu-demo" in listed.output and "single-gpu" in listed.output
     shown = runner.invoke(app, ["recipes", "show", "single-gpu"])
     assert shown.exit_code == 0 and "weight_decay: 0.0005" in shown.output and "pca_std: 0.1" in shown.output
-
-
-def one_line_error(result, *fragments):
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:") and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_missing_dataset_is_one_line(tmp_path):

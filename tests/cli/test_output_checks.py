@@ -9,14 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import invoke_alexnet
+from conftest import invoke_alexnet, one_line_error
 
 NOBODY = 65534
-
-
-def one_line_error(result, *words: str) -> None:
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr and all(w in result.stderr for w in words), result.stderr
 
 
 @pytest.mark.parametrize("arguments", [
