@@ -25,7 +25,8 @@ python=${PYTHON:-python3}
 status=0
 if [ ${#smoke[@]} -eq 0 ]; then
   # Correctness of every hand-off from DALI to torch (stream-ordered outputs, devices, pixels vs the CPU).
-  timeout 150 "$python" -m pytest -m gpu -q -rA -s -p no:cacheprovider tests/data/test_gpu.py > "$out/gpu-tests.log" 2>&1 \
+  timeout 150 "$python" -m pytest -m gpu -q -rA -s -p no:cacheprovider tests/data/test_gpu.py \
+    tests/models/test_gpu_speed.py > "$out/gpu-tests.log" 2>&1 \
     || { echo "gpu tests failed: $out/gpu-tests.log" >&2; status=1; }
   tail -1 "$out/gpu-tests.log"
 fi

@@ -5,13 +5,14 @@
 Steps, most important first; a failed step is recorded and the next one runs; once ``--budget`` seconds
 have passed the remaining steps are skipped, and said to be:
   environment   torch, cuDNN, DALI, the card
+  train-loop    the single-gpu recipe end to end on a 12,800-entry set of real JPEGs (symlinks to PHOTOS),
+                against synthetic batches: img/s, GPU busy fraction, host time blocked in DALI's run()
   lrn           both LRN layers' shapes at batch 128: µs and GB/s forward+backward, reference vs closed form,
                 eager, compiled and as Triton kernels; bf16 error against float64
   model         the paper net step by step (bench.speed.PAPER_MATRIX: today's code first), and owt
-  train-loop    the single-gpu recipe end to end on a 12,800-entry set of real JPEGs (symlinks to PHOTOS),
-                against synthetic batches: img/s, GPU busy fraction, host time blocked in DALI's run()
   profile       torch.profiler over a few steps: device time by category, and per conv layer
-  dali          the training pipeline alone at hw_decoder_load 0 / 0.65 / 1, NVML sampled at 10 Hz
+  dali          the training pipeline alone at hw_decoder_load 0 / 0.65 / 1 (and prefetch 4), NVML at 10 Hz
+  train-loop-switches  train-loop again with compile, channels_last and split groups on
   train-eval    alexnet train's own loop for a few steps, then the ten-crop eval's img/s
   compare       every figure against the newest docs/gpu/*-gpu-check.json: drops over 10 % are flagged
 Writes OUT_DIR/gpu-check.json and OUT_DIR/gpu-check.md. ``--cpu-smoke`` runs every step that needs no CUDA
@@ -185,17 +186,24 @@ class Check:
             return load_recipe("cpu-demo", ["data.batch_size=4", "model.fc_width=16", *extra])
         return load_recipe("single-gpu", [*extra])
 
-    def train_loop(self) -> dict:
+    def train_loop(self, *switches: str, label: str = "train-loop") -> dict:
         from alexnet_cli.bench.train_loop import benchmark_train
 
         steps, warmup = (2, 1) if self.smoke else (40, 10)
-        result = benchmark_train(self._recipe(), self.dataset(), steps=steps, warmup=warmup)
-        self.figure("train-loop Lightning img/s (real JPEGs)", result.lightning_img_s)
+        result = benchmark_train(self._recipe(*switches), self.dataset(), steps=steps, warmup=warmup)
+        self.figure(f"{label} Lightning img/s (real JPEGs)", result.lightning_img_s)
         if result.real_vs_synthetic is not None:
-            self.figure("train-loop real ÷ synthetic", result.real_vs_synthetic)
+            self.figure(f"{label} real ÷ synthetic", result.real_vs_synthetic)
         if result.gpu_busy_frac is not None:
-            self.figure("train-loop GPU busy fraction", result.gpu_busy_frac)
-        return asdict(result)
+            self.figure(f"{label} GPU busy fraction", result.gpu_busy_frac)
+        return {**asdict(result), "switches": list(switches)}
+
+    def train_loop_switches(self) -> dict:
+        """The same loop with every speed switch on: what the recipe's defaults would give if changed."""
+        switches = ["model.compile=true", "model.channels_last=true", "model.split_groups=true"]
+        if self.smoke:
+            switches.append("model.compile_backend=aot_eager")
+        return self.train_loop(*switches, label="train-loop-switches")
 
     def profile(self) -> dict:
         from torch.profiler import ProfilerActivity, profile
@@ -239,11 +247,11 @@ class Check:
         from alexnet_cli.data.datamodule import DaliDataModule
         from alexnet_cli.training.setup import crop_size
 
-        loads = [0.65] if self.smoke else [0.0, 0.65, 1.0]
+        settings = [(0.65, 2)] if self.smoke else [(0.0, 2), (0.65, 2), (1.0, 2), (0.65, 4)]  # (load, prefetch)
         batches = 2 if self.smoke else 40
         rows = []
-        for load in loads:
-            recipe = self._recipe(f"data.hw_decoder_load={load}")
+        for load, prefetch in settings:
+            recipe = self._recipe(f"data.hw_decoder_load={load}", f"data.prefetch={prefetch}")
             module = DaliDataModule(self.dataset(), recipe.data, crop=crop_size(recipe), seed=0)
             loader = module.loader("train", "train", shard=(0, 1))
             sampler = NvmlSampler() if not self.smoke else None
@@ -257,13 +265,13 @@ class Check:
             if not self.smoke:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - began
-            row = {"hw_decoder_load": load, "img_s": batches * recipe.data.batch_size / seconds,
+            row = {"hw_decoder_load": load, "prefetch": prefetch, "img_s": batches * recipe.data.batch_size / seconds,
                    "host_blocked_ms_per_batch": 1e3 * loader.host_wait_seconds / (batches + 1)}
             if sampler:
                 row.update(sampler.stop())
             loader.close()
             rows.append(row)
-            self.figure(f"dali img/s at hw_decoder_load {load}", row["img_s"])
+            self.figure(f"dali img/s at hw_decoder_load {load}, prefetch {prefetch}", row["img_s"])
         return {"rows": rows}
 
     def train_eval(self) -> dict:
@@ -441,9 +449,11 @@ def markdown(results: dict) -> str:
                 compiled = "" if r["compile_seconds"] is None else f"{r['compile_seconds']:.0f}"
                 lines.append(f"| {r['arch']} | {r['variant']} | {r['train_img_s']:,.0f} | {r['train_ms']:.2f} | "
                              f"{r['forward_img_s']:,.0f} | {compiled} |")
-    if "train-loop" in results:
-        r = results["train-loop"]
-        lines += ["", "## single-gpu end to end, real JPEGs", "",
+    for name in ("train-loop", "train-loop-switches"):
+        if name not in results:
+            continue
+        r = results[name]
+        lines += ["", f"## single-gpu end to end, real JPEGs{' ' + str(r['switches']) if r['switches'] else ''}", "",
                   f"- Lightning {r['lightning_img_s']:,.0f} img/s, plain loop {r['plain_img_s']:,.0f}, synthetic "
                   f"{r['synthetic_img_s'] or 0:,.0f} (real ÷ synthetic {r['real_vs_synthetic'] or 0:.2f}); "
                   f"GPU busy {r['gpu_busy_frac']}; host blocked in run() {r['host_blocked_ms_per_step']} ms/step; "
@@ -470,7 +480,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--photos", type=Path, help="a prepared dataset of real photos (default: the demo's)")
-    parser.add_argument("--budget", type=float, default=240.0, help="seconds after which the rest is skipped")
+    parser.add_argument("--budget", type=float, default=180.0, help="seconds after which the rest is skipped")
     parser.add_argument("--cpu-smoke", action="store_true", help="every step on the CPU at tiny sizes")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -479,8 +489,9 @@ def main() -> None:
     if args.cpu_smoke:
         os.environ["TRITON_INTERPRET"] = "1"  # the Triton LRN's kernels on CPU tensors
     check = Check(args.out, args.cpu_smoke, args.budget, args.photos)
-    for name, function in (("environment", check.environment), ("lrn", check.lrn), ("model", check.model),
-                           ("train-loop", check.train_loop), ("profile", check.profile), ("dali", check.dali),
+    for name, function in (("environment", check.environment), ("train-loop", check.train_loop),
+                           ("lrn", check.lrn), ("model", check.model), ("profile", check.profile),
+                           ("dali", check.dali), ("train-loop-switches", check.train_loop_switches),
                            ("train-eval", check.train_eval), ("compare", check.compare)):
         check.step(name, function)
     (args.out / "gpu-check.md").write_text(markdown(check.results))

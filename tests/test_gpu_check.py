@@ -17,8 +17,8 @@ def test_the_gpu_check_runs_every_step_on_the_cpu_and_reports_each_figure(tmp_pa
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads((out / "gpu-check.json").read_text())
     assert [(s["step"], s["status"]) for s in report["steps"]] == [
-        (name, "ok") for name in ("environment", "lrn", "model", "train-loop", "profile", "dali", "train-eval",
-                                  "compare")]
+        (name, "ok") for name in ("environment", "train-loop", "lrn", "model", "profile", "dali",
+                                  "train-loop-switches", "train-eval", "compare")]
     lrn = {(r["layer"], r["impl"]) for r in report["lrn"]["rows"]}
     assert lrn == {(layer, impl) for layer in ("norm1", "norm2")
                    for impl in ("reference", "closed-form", "closed-form compiled", "triton")}
@@ -36,5 +36,6 @@ def test_the_gpu_check_runs_every_step_on_the_cpu_and_reports_each_figure(tmp_pa
     assert report["dali"]["rows"][0]["img_s"] > 0
     assert report["train-eval"]["steps"] == 2 and report["train-eval"]["eval_images"] > 0
     assert "lrn both layers µs (closed-form)" in report["figures"]
+    assert report["train-loop-switches"]["switches"][0] == "model.compile=true"
     markdown = (out / "gpu-check.md").read_text()
     assert "| paper | bf16-mixed reference LRN eager |" in markdown and "## Profile" in markdown

@@ -9,14 +9,14 @@ from alexnet_cli.models.lrn import closed_form_lrn, reference_lrn, resolve_impl
 from alexnet_cli.models.paper import LRN_ALPHA, LRN_BETA, LRN_K, LocalResponseNorm
 
 IMPLS = {"reference": reference_lrn, "closed-form": closed_form_lrn}
-if not torch.cuda.is_available():
+if not torch.cuda.is_available():  # on a GPU machine tests/models/test_gpu_speed.py runs the compiled kernels
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are defined: Triton on CPU tensors
-try:
-    from alexnet_cli.models.lrn_triton import triton_lrn
+    try:
+        from alexnet_cli.models.lrn_triton import triton_lrn
 
-    IMPLS["triton"] = triton_lrn
-except ImportError:  # a torch build without Triton: the other two are still checked
-    pass
+        IMPLS["triton"] = triton_lrn
+    except ImportError:  # a torch build without Triton: the other two are still checked
+        pass
 
 # (channels, groups, size, height, width): odd channel counts and sizes, both tower groupings, tf1-bench's
 # window of 9, and an even window (its two sides differ, so a mirrored window in the backward shows).
