@@ -225,6 +225,9 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     if variant.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     if variant.compile_mode:
+        # Forget earlier variants' graphs: every nn.Module.compile shares _call_impl's code cache, and past
+        # its recompile limit dynamo would silently run this one eagerly.
+        torch._dynamo.reset()
         compile_in_place(model, CompileOptions(variant.compile_mode, compile_backend))
     optimizer = sgd(model, OptimConfig(), OptimConfig().lr)  # train's own update, the paper's constants
     precision_context = autocast(variant.precision, torch_device)

@@ -5,7 +5,8 @@ backward pass (on a GPU the two LRN layers of the paper's net moved ~22 GB per s
 ``closed_form``: an autograd Function that keeps only its input and recomputes the window in the
 backward pass from the closed-form gradient
 
-    ∂L/∂a_j = g_j d_j^-β − 2αβ a_j Σ_{i: j ∈ W(i)} g_i a_i d_i^(−β−1),   d_i = k + α Σ_{j ∈ W(i)} a_j²
+    ∂L/∂a_j = g_j d_j^-β − 2αβ a_j Σ_{i: j ∈ W(i)} g_i a_i d_i^(−β−1),
+    d_i = k + α Σ_{j ∈ W(i)} a_j²
 
 so that ``torch.compile`` can fuse the forward into one read of a and one write of b, and the
 backward into two passes; ``triton`` (``models/lrn_triton.py``) is the same closed form as hand-written

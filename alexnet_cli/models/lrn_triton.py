@@ -3,9 +3,9 @@
 Forward: one kernel reads x and writes y. Backward: two kernels, the first writes
 t_i = g_i a_i d_i^(−β−1) (float32), the second reads the mirrored window of t and writes the input's
 gradient; both recompute d from x instead of storing it. Each program handles one map of one image over a
-block of pixels; the window's ``size`` neighbouring maps are read in the order the reference sums them, so
-the float32 results match it. Any memory layout whose pixels of one map are evenly strided (NCHW and
-channels-last alike).
+block of pixels; the window's ``size`` neighbouring maps are read in the order the reference sums them, and
+d^−β is exp2(−β log2 d): the results agree with the reference to float32 rounding (tests/models/test_lrn.py,
+test_gpu_speed.py). NCHW and channels-last alike; any other layout is made contiguous first.
 
 A custom op (not an autograd Function around a kernel launch) so that ``torch.compile`` and CUDA graphs
 treat it as one opaque node instead of breaking the graph. Imported only when ``model.lrn_impl=triton``:
@@ -49,14 +49,24 @@ def _denominator(x_row, c, group_start, per_group, stride_c, mask, alpha, k,
 
 
 @triton.jit
-def _forward_kernel(x_ptr, y_ptr, pixels, per_group, stride_n, stride_c, stride_p, alpha, beta, k,
-                    SIZE: tl.constexpr, BEFORE: tl.constexpr, BLOCK: tl.constexpr):
+def _program(x_ptr, pixels, per_group, stride_n, stride_c, stride_p, alpha, k,
+             SIZE: tl.constexpr, BEFORE: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's map c, its pixels (offsets from the tensor's start and mask), its group's first map and
+    the denominator k + α Σ a² of its pixels."""
     n, c, block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offsets = block * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < pixels
     row = n * stride_n + offsets * stride_p
     group_start = (c // per_group) * per_group
     d = _denominator(x_ptr + row, c, group_start, per_group, stride_c, mask, alpha, k, SIZE, BEFORE, BLOCK)
+    return c, row, mask, group_start, d
+
+
+@triton.jit
+def _forward_kernel(x_ptr, y_ptr, pixels, per_group, stride_n, stride_c, stride_p, alpha, beta, k,
+                    SIZE: tl.constexpr, BEFORE: tl.constexpr, BLOCK: tl.constexpr):
+    c, row, mask, group_start, d = _program(x_ptr, pixels, per_group, stride_n, stride_c, stride_p, alpha, k,
+                                            SIZE, BEFORE, BLOCK)
     x = tl.load(x_ptr + row + c * stride_c, mask=mask, other=0.0).to(tl.float32)
     y = x * tl.exp2(-beta * tl.log2(d))
     tl.store(y_ptr + row + c * stride_c, _rounded_for(y, y_ptr), mask=mask)
@@ -65,12 +75,8 @@ def _forward_kernel(x_ptr, y_ptr, pixels, per_group, stride_n, stride_c, stride_
 @triton.jit
 def _through_neighbours_kernel(x_ptr, g_ptr, t_ptr, pixels, per_group, stride_n, stride_c, stride_p,
                                alpha, beta, k, SIZE: tl.constexpr, BEFORE: tl.constexpr, BLOCK: tl.constexpr):
-    n, c, block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    offsets = block * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < pixels
-    row = n * stride_n + offsets * stride_p
-    group_start = (c // per_group) * per_group
-    d = _denominator(x_ptr + row, c, group_start, per_group, stride_c, mask, alpha, k, SIZE, BEFORE, BLOCK)
+    c, row, mask, group_start, d = _program(x_ptr, pixels, per_group, stride_n, stride_c, stride_p, alpha, k,
+                                            SIZE, BEFORE, BLOCK)
     x = tl.load(x_ptr + row + c * stride_c, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(g_ptr + row + c * stride_c, mask=mask, other=0.0).to(tl.float32)
     t = g * x * tl.exp2(-beta * tl.log2(d)) / d
@@ -79,13 +85,9 @@ def _through_neighbours_kernel(x_ptr, g_ptr, t_ptr, pixels, per_group, stride_n,
 
 @triton.jit
 def _backward_kernel(x_ptr, g_ptr, t_ptr, dx_ptr, pixels, per_group, stride_n, stride_c, stride_p,
-                     alpha, beta, k, SIZE: tl.constexpr, BEFORE: tl.constexpr, BLOCK: tl.constexpr):
-    n, c, block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    offsets = block * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < pixels
-    row = n * stride_n + offsets * stride_p
-    group_start = (c // per_group) * per_group
-    d = _denominator(x_ptr + row, c, group_start, per_group, stride_c, mask, alpha, k, SIZE, BEFORE, BLOCK)
+                               alpha, beta, k, SIZE: tl.constexpr, BEFORE: tl.constexpr, BLOCK: tl.constexpr):
+    c, row, mask, group_start, d = _program(x_ptr, pixels, per_group, stride_n, stride_c, stride_p, alpha, k,
+                                            SIZE, BEFORE, BLOCK)
     spread = tl.full([BLOCK], 0.0, dtype=tl.float32)
     for j in tl.static_range(SIZE):  # map c sits in the windows of [c − (SIZE−1−BEFORE), c + BEFORE]
         neighbour = c - (SIZE - 1 - BEFORE) + j
@@ -108,8 +110,17 @@ def _geometry(x: torch.Tensor, groups: int) -> tuple:
                                                                                        x.stride(3))
 
 
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """``x`` if it is NCHW- or channels-last-contiguous, else a contiguous copy: every buffer the kernels
+    write is ``empty_like(x)`` and is indexed with x's strides, which only a dense layout guarantees."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
 @torch.library.custom_op("alexnet_cli::lrn", mutates_args=())
 def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> torch.Tensor:
+    x = _dense(x)
     y = torch.empty_like(x)
     grid, pixels, per_group, strides = _geometry(x, groups)
     _forward_kernel[grid](x, y, pixels, per_group, *strides, alpha, beta, k, SIZE=size, BEFORE=size // 2,
@@ -119,12 +130,13 @@ def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups:
 
 @lrn.register_fake
 def _(x, size, alpha, beta, k, groups):
-    return torch.empty_like(x)
+    return torch.empty_like(_dense(x))
 
 
 @torch.library.custom_op("alexnet_cli::lrn_backward", mutates_args=())
 def lrn_backward(grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                  groups: int) -> torch.Tensor:
+    x = _dense(x)
     grad = grad if grad.stride() == x.stride() else torch.empty_like(x).copy_(grad)  # one layout for all three
     through = torch.empty_like(x, dtype=torch.float32)
     grad_x = torch.empty_like(x)
@@ -137,7 +149,7 @@ def lrn_backward(grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, b
 
 @lrn_backward.register_fake
 def _(grad, x, size, alpha, beta, k, groups):
-    return torch.empty_like(x)
+    return torch.empty_like(_dense(x))
 
 
 def _setup_context(ctx, inputs, output) -> None:

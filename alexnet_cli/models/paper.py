@@ -49,9 +49,9 @@ class LocalResponseNorm(nn.Module):
                 f"impl={self.impl}")
 
 
-def paper_lrn(groups: int = TOWERS) -> LocalResponseNorm:
+def paper_lrn(groups: int = TOWERS, impl: LrnImpl = "auto") -> LocalResponseNorm:
     """Local response normalisation with the paper's constants (k=2, n=5, α=1e-4, β=0.75), per tower."""
-    return LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups)
+    return LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups, impl)
 
 
 class PaperAlexNet(nn.Module):

@@ -41,7 +41,7 @@ class TowerParallelAlexNet(nn.Module):
         self.num_classes = c.fc8.out_features
 
         def norm() -> nn.Module:  # each tower normalises its own maps, or none does (the §3.3 ablation)
-            return paper_lrn(groups=1) if full.lrn else nn.Identity()
+            return paper_lrn(groups=1, impl=f.norm1.impl) if full.lrn else nn.Identity()  # model.lrn_impl kept
 
         def pool() -> nn.MaxPool2d:  # as the single-device model pools (the §3.4 ablation included)
             return nn.MaxPool2d(f.pool1.kernel_size, f.pool1.stride)

@@ -113,10 +113,14 @@ class AlexNetModule(L.LightningModule):
         # Metrics reduce over data-parallel ranks only: the two towers of a pair score the same images.
         group = data_parallel_group(self.trainer)
         self.val_top1.process_group = self.val_top5.process_group = group
-        for optimizer in self.trainer.optimizers:  # a resumed state arrives contiguous; channels-last is not
-            match_state_layouts(optimizer)
-        if self.compile_options is not None:
+        if self.compile_options is not None:  # before the sanity check's validation: it runs compiled too
             compile_in_place(self.model, self.compile_options)
+
+    def on_train_start(self) -> None:
+        # After Lightning restored a resume's optimizer state (on_fit_start comes before that): a state saved
+        # contiguous meets channels-last weights when a resume turns model.channels_last on.
+        for optimizer in self.trainer.optimizers:
+            match_state_layouts(optimizer)
 
     def on_validation_epoch_end(self) -> None:
         group = data_parallel_group(self.trainer)

@@ -68,14 +68,25 @@ def test_float32_forward_and_backward_match_the_formula_in_float64(impl, memory_
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("shape", SHAPES[1:3], ids=lambda s: "c{}g{}n{}".format(*s[:3]))
-def test_bf16_output_is_the_formula_rounded_once(impl, shape):
-    x, grad, size, groups = _case(shape, torch.contiguous_format, torch.bfloat16, seed=1)
+def test_bf16_output_is_the_formula_rounded_once(impl, shape, memory_format):
+    x, grad, size, groups = _case(shape, memory_format, torch.bfloat16, seed=1)
     want_y, _ = _expected(x, grad, size, groups)
     y = IMPLS[impl](x, size, LRN_ALPHA, LRN_BETA, LRN_K, groups)
     assert y.dtype == torch.bfloat16
     # One bf16 rounding of the exact value: at most 2⁻⁸ of it, element by element.
     assert ((y.double() - want_y).abs() <= 2.0**-8 * want_y.abs() + 1e-30).all()
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_a_strided_slice_is_normalised_like_its_copy(impl):
+    """A view whose images are not adjacent in memory (every other image of a batch): what the kernels
+    index with the input's strides must still land in the output."""
+    batch = (torch.randn(6, 10, 5, 4, generator=torch.Generator().manual_seed(5)) * 30).relu()
+    view = batch[::2]
+    torch.testing.assert_close(IMPLS[impl](view, 5, LRN_ALPHA, LRN_BETA, LRN_K, 2),
+                               IMPLS[impl](view.contiguous(), 5, LRN_ALPHA, LRN_BETA, LRN_K, 2))
 
 
 def test_closed_form_keeps_only_its_input_for_backward():

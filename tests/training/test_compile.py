@@ -16,27 +16,36 @@ FEW_STEPS = ["--set", "trainer.limit_train_batches=3", "--set", "data.batch_size
              "--set", "trainer.log_every_n_steps=1", "--set", "model.num_classes=4", *NARROW_FC]
 
 
-def test_a_compiled_channels_last_run_saves_plain_keys_resumes_and_evaluates(prepared, tmp_path):
-    run = tmp_path / "run"
-    first = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", run, *FAST_SWITCHES,
-                           *FEW_STEPS, "--set", "trainer.max_epochs=1")
+def test_a_resume_that_turns_every_switch_on_trains_like_one_that_does_not(prepared, tmp_path):
+    """A plain run resumed twice: with compile, channels_last, split groups and the closed-form LRN, and without.
+    Same numbers both ways; on resume the momentum saved contiguous must take the channels-last weights' layout
+    (the fused SGD walks weight, gradient and momentum as flat memory: without it each weight took another's)."""
+    import shutil
+
+    plain = tmp_path / "plain"
+    first = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", plain, *FEW_STEPS,
+                           "--set", "trainer.max_epochs=1", "--set", "model.dropout=0")  # no random masks to align
     assert first.returncode == 0, first.stderr[-3000:]
-    said = " ".join((first.stdout + first.stderr).split())  # the terminal's width folds lines
+    switched = tmp_path / "switched"
+    shutil.copytree(plain, switched)
+    resumed = invoke_alexnet("train", "--recipe", switched / "recipe.yaml", "--data", prepared, "--resume", switched,
+                             *FAST_SWITCHES, "--set", "trainer.max_epochs=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = " ".join((resumed.stdout + resumed.stderr).split())  # the terminal's width folds lines
     assert "model.compile: the first step compiles the network (aot_eager, mode default)" in said
     assert "the first step, compiling included" in said
-    facts = json.loads((run / "run.json").read_text())
-    assert facts["compile_seconds"] > 0
+    assert json.loads((switched / "run.json").read_text())["compile_seconds"] > 0
+    again = invoke_alexnet("train", "--recipe", plain / "recipe.yaml", "--data", prepared, "--resume", plain,
+                           "--set", "trainer.max_epochs=2")
+    assert again.returncode == 0, again.stderr[-3000:]
 
-    checkpoint = run / "checkpoints" / "last.ckpt"
+    checkpoint = switched / "checkpoints" / "last.ckpt"
     state = torch.load(checkpoint, weights_only=True)
-    assert not [key for key in state["state_dict"] if "_orig_mod" in key]
+    assert state["global_step"] == 6 and not [key for key in state["state_dict"] if "_orig_mod" in key]
+    reference = torch.load(plain / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key, value in reference.items():
+        assert (state["state_dict"][key] - value).abs().max() <= 1e-5 * value.abs().max(), key
     assert load_checkpoint(checkpoint).arch == "paper"  # into a plain, eager, grouped network
-
-    resumed = invoke_alexnet("train", "--recipe", run / "recipe.yaml", "--data", prepared, "--resume", run,
-                             "--set", "trainer.max_epochs=2", "--json", tmp_path / "train.json")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads((tmp_path / "train.json").read_text())["global_step"] == 6
-
     evaluated = invoke_alexnet("eval", "--checkpoint", checkpoint, "--data", prepared, "--center-crop", "--quiet",
                                "--json", tmp_path / "eval.json")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
