@@ -16,18 +16,23 @@ from alexnet_cli.parallel.ranks import free_port
 Result = TypeVar("Result")
 
 
+CPU_PROCESSES_PER_CORE = 2  # gloo ranks sharing a core still finish; many more starve the rendezvous
+
+
 def refuse_more_devices_than_present(option: str, wanted: int, device: str) -> None:
-    """One process per device: more processes than the machine has GPUs fail, and more than its CPU cores
+    """One process per device: more processes than the machine has GPUs fail, and far more than its CPU cores
     (the ones this process may use) crawl or hang in the rendezvous (--devices 64 on 2 cores printed nothing
-    for minutes)."""
+    for minutes). Two CPU processes per core are allowed: a 4-rank layout (hybrid) still runs on 2 cores."""
     from alexnet_cli.errors import AlexnetError
 
     if device == "gpu":
         present, what = torch.cuda.device_count(), "CUDA GPU(s)"
+        limit = present
     else:
         present, what = len(os.sched_getaffinity(0)), "CPU core(s) for this process"
-    if wanted > present:
-        raise AlexnetError(f"{option} {wanted}: this machine has {present} {what}; give at most {present}")
+        limit = CPU_PROCESSES_PER_CORE * present
+    if wanted > limit:
+        raise AlexnetError(f"{option} {wanted}: this machine has {present} {what}; give at most {limit}")
 
 
 def run_in_processes(work: Callable[[int, int], Result], world: int, *, backend: str = "gloo") -> Result:
