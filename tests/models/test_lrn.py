@@ -98,9 +98,12 @@ def test_closed_form_keeps_only_its_input_for_backward():
     assert len(saved) == 1 and saved[0].shape == x.shape
 
 
-def test_the_module_picks_its_implementation_by_device_unless_told():
+def test_the_module_picks_its_implementation_by_device_unless_told(monkeypatch):
     assert resolve_impl("auto", torch.device("cpu")) == "reference"
     assert resolve_impl("auto", torch.device("cuda", 0)) == "closed-form"
+    assert resolve_impl("triton", torch.device("cuda", 0)) == "triton"
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # a GPU run's recipe resumed on a CPU: the same formula
+    assert resolve_impl("triton", torch.device("cpu")) == "closed-form"
     x = (torch.randn(2, 12, 6, 6) * 30).relu()
     modules = {impl: LocalResponseNorm(groups=2, impl=impl) for impl in ("reference", "closed-form")}
     torch.testing.assert_close(modules["closed-form"](x), modules["reference"](x), rtol=1e-6, atol=1e-6)
