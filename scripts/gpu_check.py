@@ -169,7 +169,7 @@ class Check:
             if (photos / name).exists():
                 (root / name).write_bytes((photos / name).read_bytes())
         # Classes in turn, so that every class has images in both splits (the layout refuses one without).
-        for split, count in (("train", entries), ("val", max(len(classes), entries // 20))):
+        for split, count in (("train", max(len(classes), entries)), ("val", max(len(classes), entries // 20))):
             for index in range(count):
                 source = sources[index % len(sources)]
                 target = root / split / source.parent.name / f"{index:06d}-{source.name}"
