@@ -21,6 +21,13 @@ import yaml
 from alexnet_cli.errors import AlexnetError
 
 
+# How the network runs (models/execution.py); named here, where recipes are read, and used by the models and the
+# benchmarks alike.
+LrnImpl = Literal["auto", "reference", "closed-form", "triton"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+CompileBackend = Literal["inductor", "aot_eager", "eager"]
+
+
 @dataclass
 class ModelConfig:
     arch: str = "paper"
@@ -31,12 +38,12 @@ class ModelConfig:
     lrn: bool = True  # §3.3 ablation (paper archs): false drops local response normalisation
     overlap_pool: bool = True  # §3.4 ablation (paper archs): false pools 2×2/2 instead of 3×3/2
     # How the network runs (models/execution.py): same numbers and state_dict, other speed.
-    lrn_impl: Literal["auto", "reference", "closed-form", "triton"] = "auto"  # auto: closed form on GPU, else reference
+    lrn_impl: LrnImpl = "auto"  # auto: the closed form on a GPU, the reference on a CPU
     split_groups: bool = False  # conv2/4/5's two towers as two convolutions instead of one grouped one
     channels_last: bool = False  # NHWC weights and maps, the layout tensor cores read
     compile: bool = False  # torch.compile the network in place (checkpoint keys unchanged)
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
-    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"  # aot_eager: capture only (tests)
+    compile_mode: CompileMode = "default"  # reduce-overhead: CUDA graphs
+    compile_backend: CompileBackend = "inductor"  # aot_eager: capture only (tests)
 
 
 @dataclass

@@ -315,8 +315,9 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progre
     device, total = window.device, window.warmup + window.steps
     torch.backends.cudnn.benchmark = bool(recipe.trainer.get("benchmark", False))  # as the Trainer sets it
     model = _build(recipe, num_classes).to(device).train()
-    if compile_options(recipe) is not None:
-        compile_in_place(model, compile_options(recipe))
+    compiling = compile_options(recipe)
+    if compiling is not None:
+        compile_in_place(model, compiling)
     optimizer = sgd(model, recipe.optim, recipe.optim.lr)
     precision = str(recipe.trainer.get("precision", "32-true"))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")

@@ -101,13 +101,14 @@ def benchmark_model_command(
     check_writable(json_out, "--json")  # before the measurement, not after it
     from dataclasses import asdict
 
+    from typing import get_args
+
     from alexnet_cli.bench.speed import COMPARE, PAPER_MATRIX, ModelVariant, benchmark_model
     from alexnet_cli.models import ARCHS
+    from alexnet_cli.recipes import CompileBackend, CompileMode, LrnImpl
 
-    choices = {"--lrn-impl": (lrn_impl, ("auto", "reference", "closed-form", "triton")),
-               "--compile-mode": (compile_mode, ("default", "reduce-overhead", "max-autotune",
-                                                 "max-autotune-no-cudagraphs")),
-               "--compile-backend": (compile_backend, ("inductor", "aot_eager", "eager"))}
+    choices = {"--lrn-impl": (lrn_impl, get_args(LrnImpl)), "--compile-mode": (compile_mode, get_args(CompileMode)),
+               "--compile-backend": (compile_backend, get_args(CompileBackend))}
     for option, (value, allowed) in choices.items():
         if value not in allowed:
             raise AlexnetError(f"{option} {value!r}: choose one of {', '.join(allowed)}")

@@ -21,7 +21,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-LrnImpl = Literal["auto", "reference", "closed-form", "triton"]
+from alexnet_cli.recipes import LrnImpl
+
 
 
 def window_sum(values: torch.Tensor, size: int, groups: int, before: int) -> torch.Tensor:

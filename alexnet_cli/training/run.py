@@ -88,16 +88,19 @@ def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[
             _drop_relogged_metrics(setup, progress or SilentProgress())
     recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     facts = _start_run_directory(setup, recipe, recipe_text, rank_zero)
-    throughput, best, first_step = ThroughputMeter(), BestMetrics(), FirstStepTimer()
+    throughput, best = ThroughputMeter(), BestMetrics()
+    first_step = FirstStepTimer() if recipe.model.compile else None  # timed only where it compiles
     stop = GracefulStop(setup.run_dir / "checkpoints" / "last.ckpt",
                         every_n_steps=int(recipe.trainer.get("log_every_n_steps", 50)))
-    trainer = _trainer(setup, recipe, recipe_text, quiet, [throughput, best, first_step], stop)
+    meters = [throughput, best] + ([first_step] if first_step is not None else [])
+    trainer = _trainer(setup, recipe, recipe_text, quiet, meters, stop)
     started = time.perf_counter()
     _fit(trainer, module, setup, data, stop)
     seconds = time.perf_counter() - started
     run_dir, checkpoints = setup.run_dir, setup.run_dir / "checkpoints"
+    compile_seconds = first_step.seconds if first_step is not None else None
     if rank_zero:
-        compiled = {"compile_seconds": first_step.seconds} if recipe.model.compile else {}
+        compiled = {"compile_seconds": compile_seconds} if first_step is not None else {}
         write_run_facts(run_dir, {**facts, "finished": True, "seconds": facts["seconds"] + seconds,
                                   "global_step": trainer.global_step,
                                   "images_per_second": throughput.images_per_second, **compiled})
@@ -106,7 +109,7 @@ def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[
         seconds=seconds, images_per_second=throughput.images_per_second,
         data_wait_fraction=throughput.data_wait_fraction, global_step=trainer.global_step,
         last_checkpoint=_existing(checkpoints / "last.ckpt"), best_checkpoint=_existing(checkpoints / "best.ckpt"),
-        recipe_changes=setup.changes, compile_seconds=first_step.seconds if recipe.model.compile else None,
+        recipe_changes=setup.changes, compile_seconds=compile_seconds,
     )
 
 
