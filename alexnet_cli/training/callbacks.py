@@ -186,7 +186,7 @@ class FilterImageLogger(L.Callback):
         image_loggers = [lg for lg in trainer.loggers if isinstance(lg, (TensorBoardLogger, WandbLogger))]
         if not image_loggers or trainer.global_rank != 0:
             return
-        from alexnet_cli.inspection.filters import conv_weights, filter_grid, tower_blocks
+        from alexnet_cli.models.kernel_grid import conv_weights, filter_grid, tower_blocks
 
         weights = conv_weights(pl_module.model, "conv1")
         canvas, _ = filter_grid(weights, scale=3, groups=tower_blocks("conv1", weights))

@@ -4,8 +4,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alexnet_cli.inspection.filters import normalise_kernel, save_filter_grid
+from alexnet_cli.inspection.filters import save_filter_grid
 from alexnet_cli.models import build_model
+from alexnet_cli.models.kernel_grid import normalise_kernel
 
 
 def test_png_tiles_equal_the_min_max_normalised_kernels(tmp_path):
