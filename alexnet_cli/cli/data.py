@@ -38,7 +38,7 @@ def prepare_imagenet_command(
     check_writable(out, "--out", folder=True)
     check_writable(json_out, "--json")
     from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet, summary_dict
-    from alexnet_cli.training.end_to_end import prepare_demo
+    from alexnet_cli.data.prepare.demo import prepare_demo
 
     progress = progress_for(quiet)
     if demo:

@@ -114,7 +114,7 @@ def demo(
     from alexnet_cli.atomic import check_writable
 
     check_writable(out, "--out", folder=True)
-    from alexnet_cli.training.end_to_end import run_demo
+    from alexnet_cli.workflows.demo import run_demo
 
     result = run_demo(out, overrides=set_, quiet=quiet, progress=progress_for(quiet),
                       notes=notes_on_stderr() if quiet else None)  # what it replaces is said even with --quiet

@@ -21,7 +21,9 @@ from PIL import Image, ImageDraw
 
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.data.prepare import official
+from alexnet_cli.data.prepare.run import PrepareOptions, PrepareSummary, check_out_is_ours, prepare_imagenet
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.progress import Progress
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "stripes", "diamond", "star")
 
@@ -210,3 +212,19 @@ def _gzip(data: bytes) -> bytes:
 
 def _write_file(path: Path, data: bytes) -> None:
     write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def prepare_demo(out: Path, *, workers: int | None = None, spec: DemoSpec = DemoSpec(),
+                 progress: Progress | None = None) -> PrepareSummary:
+    """Write the demo in the official ILSVRC2012 format to OUT/source and prepare it into OUT.
+
+    OUT is checked before the source is written into it: a folder prepare would refuse loses nothing.
+    """
+    source = Path(out) / "source"
+    if source.is_symlink() or (source.exists() and not source.is_dir()):
+        raise AlexnetError(f"{source} is not a folder the demo made (a link or a file); the demo writes its source "
+                           "inside --out and never through a link: choose another --out")
+    options = PrepareOptions(source=source, out=Path(out), workers=workers, seed=spec.seed)
+    check_out_is_ours(options)
+    write_demo_source(source, spec)
+    return prepare_imagenet(options, progress)

@@ -1,12 +1,14 @@
-"""``alexnet demo``: prepare → train → ten-crop eval → filters → report, on the synthetic demo data."""
+"""``alexnet demo``: prepare → train → ten-crop eval → filters → report, on the synthetic demo data.
+
+Above every layer it runs (data, training, inspection), so nothing of theirs reaches up to it."""
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet_cli.atomic import write_text_atomic
-from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
-from alexnet_cli.data.prepare.run import PrepareOptions, PrepareSummary, check_out_is_ours, prepare_imagenet
+from alexnet_cli.data.prepare.demo import prepare_demo
+from alexnet_cli.data.prepare.run import PrepareSummary
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.inspection.evaluate import EvalResult, evaluate
 from alexnet_cli.inspection.report import write_report
@@ -43,22 +45,6 @@ def _holds_earlier_demo_run(run_dir: Path) -> bool:
         raise AlexnetError(f"{run_dir} holds a run the demo did not make ({made_by}); the demo replaces only its own "
                            "earlier run: choose another --out")
     return True
-
-
-def prepare_demo(out: Path, *, workers: int | None = None, spec: DemoSpec = DemoSpec(),
-                 progress: Progress | None = None) -> PrepareSummary:
-    """Write the demo in the official ILSVRC2012 format to OUT/source and prepare it into OUT.
-
-    OUT is checked before the source is written into it: a folder prepare would refuse loses nothing.
-    """
-    source = Path(out) / "source"
-    if source.is_symlink() or (source.exists() and not source.is_dir()):
-        raise AlexnetError(f"{source} is not a folder the demo made (a link or a file); the demo writes its source "
-                           "inside --out and never through a link: choose another --out")
-    options = PrepareOptions(source=source, out=Path(out), workers=workers, seed=spec.seed)
-    check_out_is_ours(options)
-    write_demo_source(source, spec)
-    return prepare_imagenet(options, progress)
 
 
 def run_demo(out: Path, *, overrides: list[str] | None = None, quiet: bool = False,
