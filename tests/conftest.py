@@ -24,6 +24,11 @@ NARROW_FC = ["--set", "model.fc_width=64"]
 
 TINY = DemoSpec(classes=4, train_per_class=6, val_per_class=3, min_side=120, max_side=200, seed=1)
 
+# cpu-demo cut to one epoch of three steps on TINY, a row of metrics each step.
+THREE_STEP_RUN = ["--set", "trainer.max_epochs=1", "--set", "trainer.limit_train_batches=3",
+                  "--set", "data.batch_size=4", "--set", "trainer.log_every_n_steps=1",
+                  "--set", "model.num_classes=4", *NARROW_FC]
+
 
 @pytest.fixture(scope="session")
 def official_source(tmp_path_factory) -> Path:
@@ -37,6 +42,21 @@ def prepared(official_source, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     prepare_imagenet(PrepareOptions(official_source, out, workers=1))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(prepared, tmp_path_factory):
+    """``alexnet train`` of ``THREE_STEP_RUN`` on ``prepared``, trained once for the whole session: its folder
+    and the command's result, shared by the CLI's and the inspection commands' tests.
+
+    A test that alters the checkpoint works on a copy or a link of it. ``neighbors`` leaves its code cache beside
+    ``last.ckpt``: tests/inspection runs after tests/cli, whose run-directory test lists that folder.
+    """
+    with scratch_dir(tmp_path_factory, "run") as out:
+        result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet",
+                                *THREE_STEP_RUN, "--json", out / "train.json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        yield out, result
 
 
 def run_alexnet(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

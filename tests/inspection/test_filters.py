@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from conftest import invoke_alexnet
 from PIL import Image
 
 from alexnet_cli.inspection.filters import save_filter_grid
@@ -65,3 +66,14 @@ def test_since_init_draws_the_change_and_the_start_is_the_runs_real_start(prepar
     shown = invoke_alexnet("viz-filters", "--checkpoint", out / "checkpoints" / "last.ckpt", "--since-init",
                            "--out", tmp_path / "f.png")
     assert shown.returncode == 0 and "conv1 moved 0.0% from its initial values" in " ".join(shown.stdout.split())
+
+
+def test_viz_filters_writes_a_png_of_two_tower_blocks(trained_run, tmp_path):
+    out, _ = trained_run
+    png = tmp_path / "filters.png"
+    result = invoke_alexnet("viz-filters", "--checkpoint", out / "checkpoints" / "last.ckpt", "--out", png,
+                            "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    with Image.open(png) as image:
+        # 16 columns of 22-px tiles with 2-px gaps; 2 blocks of 3 rows with an 8-px gap between blocks
+        assert image.size == (2 + 16 * 24, 2 + 6 * 24 + 8)

@@ -1,8 +1,14 @@
 """Figure 4's retrieval at any size: codes on disk in float16, resumable, searched block by block."""
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from conftest import invoke_alexnet
+from PIL import Image
 
 from alexnet_cli.inspection.neighbors import CodeStore, DamagedCodes, nearest
 
@@ -70,3 +76,106 @@ def test_a_store_holding_infinities_is_reported_damaged_not_searched_around(tmp_
     store.mark_done(10)
     with pytest.raises(DamagedCodes, match=rf"{store.path} holds infinite values"):
         nearest(store, codes[[1]], k=3, block_rows=4)
+
+
+def test_neighbors_finds_a_training_query_first_and_caches_the_codes(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    query = sorted((prepared / "train").glob("*/*.JPEG"))[5]
+    grid = tmp_path / "grid.png"
+    result = invoke_alexnet("neighbors", "--checkpoint", checkpoint, "--data", prepared, "--query", query,
+                            "--k", "3", "--out", grid, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Path(f"{checkpoint}.train-fc7.f16").is_file()
+    from alexnet_cli.inspection.neighbors import find_neighbours
+
+    [found] = find_neighbours(checkpoint, prepared, [query], k=3)
+    assert found.neighbours[0][0] == str(query)
+    with Image.open(grid) as image:
+        assert image.size == (4 + 4 * (96 + 4), 4 + 96 + 4)
+
+
+def test_neighbors_of_a_read_only_checkpoint_skip_a_damaged_training_image(trained_run, prepared, tmp_path,
+                                                                           monkeypatch):
+    import subprocess
+
+    out, _ = trained_run
+    shared = tmp_path / "shared-models"
+    shared.mkdir()
+    os.link(out / "checkpoints" / "last.ckpt", shared / "model.ckpt")
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data, symlinks=True)
+    victim = sorted((data / "train").glob("*/*.JPEG"))[5]
+    query = tmp_path / "query.JPEG"
+    query.write_bytes(victim.read_bytes())
+    victim.write_bytes(victim.read_bytes()[:300])  # damaged after preparation
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if subprocess.run(["chattr", "+i", shared], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i (a folder even root cannot write) is not available here")
+    from alexnet_cli.inspection.neighbors import find_neighbours
+
+    try:
+        with pytest.warns(UserWarning, match="not a whole JPEG; it is left out"):
+            [found] = find_neighbours(shared / "model.ckpt", data, [query], k=30, out=tmp_path / "grid.png")
+    finally:
+        subprocess.run(["chattr", "-i", shared], check=True)
+    assert list((tmp_path / "cache" / "alexnet-cli" / "neighbors").glob("model.ckpt-*.train-fc7.f16"))
+    names = [path for path, _ in found.neighbours]
+    assert str(victim) not in names  # the damaged file is nobody's neighbour, and the grid was drawn
+    assert len(names) == len(list((data / "train").glob("*/*.JPEG"))) - 1
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_an_interrupted_embedding_continues_from_the_rows_already_written(trained_run, prepared, tmp_path):
+    import shutil
+
+    from alexnet_cli.inspection.neighbors import embed_training_set
+    from alexnet_cli.models.checkpoints import load_checkpoint
+
+    out, _ = trained_run
+    checkpoint = tmp_path / "copy.ckpt"
+    shutil.copy(out / "checkpoints" / "last.ckpt", checkpoint)
+    loaded = load_checkpoint(checkpoint)
+    store, _ = embed_training_set(loaded, checkpoint, prepared, batch_size=4)
+    reference = store.read(0, store.rows)
+    store.write(0, np.full_like(reference, 7.0))  # an interruption after two batches: rows 0-7 kept, the rest not
+    store.mark_done(8)
+    resumed, _ = embed_training_set(loaded, checkpoint, prepared, batch_size=4)
+    assert resumed.complete and (resumed.read(0, 8) == 7.0).all(), "finished rows are not redone"
+    np.testing.assert_array_equal(resumed.read(8, resumed.rows), reference[8:])
+
+
+def test_neighbors_embeds_again_when_its_cached_codes_are_not_finite(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    checkpoint = tmp_path / "model.ckpt"  # its own code cache, beside it
+    os.link(out / "checkpoints" / "last.ckpt", checkpoint)
+    query = sorted((prepared / "train").glob("*/*.JPEG"))[7]
+    arguments = ["neighbors", "--checkpoint", checkpoint, "--data", prepared, "--query", query, "--k", "4",
+                 "--out", tmp_path / "grid.png", "--quiet"]
+    assert invoke_alexnet(*arguments).returncode == 0
+    codes = Path(f"{checkpoint}.train-fc7.f16")
+    healthy = codes.read_bytes()
+    np.full(len(healthy) // 2, np.nan, np.float16).tofile(codes)  # every row "unreadable": nothing to search
+    result = invoke_alexnet(*arguments)
+    assert result.returncode == 0, result.stderr
+    assert f"{codes} holds no usable code; embedding the training images again" in result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ ")]
+    assert len(rows) == 4 and rows[0].endswith(" 0.00 │")  # the query itself first, then three more
+    assert codes.read_bytes() == healthy
+
+
+def test_neighbors_of_a_checkpoint_with_nan_weights_is_refused_naming_it(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    for name, tensor in state["state_dict"].items():
+        if name.startswith("model.classifier") and name.endswith("weight"):
+            tensor.fill_(float("nan"))  # a diverged run's weights
+    checkpoint = tmp_path / "diverged.ckpt"
+    torch.save(state, checkpoint)
+    query = sorted((prepared / "val").glob("*/*.JPEG"))[0]
+    result = invoke_alexnet("neighbors", "--checkpoint", checkpoint, "--data", prepared, "--query", query,
+                            "--out", tmp_path / "grid.png", "--quiet")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {checkpoint} gives {query} fc7 activations that are NaN, infinite or "
+                                    "beyond float16's 65,504: a diverged checkpoint?")
+    assert not Path(f"{checkpoint}.train-fc7.f16").exists()

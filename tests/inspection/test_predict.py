@@ -1,7 +1,10 @@
 """predict feeds the network what the centre-crop evaluation feeds it, whatever the normalisation."""
 
+import json
+
 import pytest
 import torch
+from conftest import invoke_alexnet
 
 from alexnet_cli.data.datamodule import DaliDataModule
 from alexnet_cli.inspection.predict import preprocess
@@ -54,3 +57,15 @@ def test_an_image_whose_header_claims_a_huge_size_is_named_not_decoded(tmp_path)
     meta = {"crop": 227, "resize_size": 256, "normalization": {"channel_mean": [0, 0, 0], "channel_std": [1, 1, 1]}}
     with pytest.raises(AlexnetError, match=f"^{bomb}: too large to decode safely"):
         preprocess(meta, [bomb])
+
+
+def test_predict_names_the_top_classes_of_an_image(trained_run, prepared, tmp_path):
+    out, _ = trained_run
+    image = sorted((prepared / "val").glob("*/*.JPEG"))[0]
+    report = tmp_path / "p.json"
+    result = invoke_alexnet("predict", "--checkpoint", out / "checkpoints" / "last.ckpt", image, "--top", "3",
+                            "--json", report)
+    assert result.returncode == 0, result.stderr
+    top = json.loads(report.read_text())["predictions"][0]["classes"]
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    assert top[0]["words"].startswith("demo ")
