@@ -45,18 +45,22 @@ def prepared(official_source, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_run(prepared, tmp_path_factory):
+def trained_run_once(prepared, tmp_path_factory):
     """``alexnet train`` of ``THREE_STEP_RUN`` on ``prepared``, trained once for the whole session: its folder
-    and the command's result, shared by the CLI's and the inspection commands' tests.
-
-    A test that alters the checkpoint works on a copy or a link of it. ``neighbors`` leaves its code cache beside
-    ``last.ckpt``: tests/inspection runs after tests/cli, whose run-directory test lists that folder.
-    """
+    and the command's result. Tests take it as ``trained_run``."""
     with scratch_dir(tmp_path_factory, "run") as out:
         result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--quiet",
                                 *THREE_STEP_RUN, "--json", out / "train.json")
         assert result.returncode == 0, result.stderr[-3000:]
         yield out, result
+
+
+@pytest.fixture
+def trained_run(trained_run_once, tmp_path):
+    """The session's trained run, copied for this test (a 24 MB checkpoint): what one test leaves in it, such as
+    the code cache ``neighbors`` writes beside ``last.ckpt``, is not there for the next, whatever their order."""
+    out, result = trained_run_once
+    return shutil.copytree(out, tmp_path / "trained-run"), result
 
 
 def run_alexnet(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
