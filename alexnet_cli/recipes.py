@@ -26,6 +26,9 @@ from alexnet_cli.errors import AlexnetError
 LrnImpl = Literal["auto", "reference", "closed-form", "triton"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 CompileBackend = Literal["inductor", "aot_eager", "eager"]
+# How a network's weights start (each scheme described in models/init.py, which applies them): named here, where
+# recipes are read.
+InitScheme = Literal["paper", "kaiming", "glorot", "xavier", "tf1-seed", "builder"]
 
 
 @dataclass
@@ -33,10 +36,12 @@ class ModelConfig:
     arch: str = "paper"
     num_classes: int | None = None  # None: as many as the dataset's classes.json lists
     dropout: float | None = None  # None: the arch's own default
-    init: Literal["paper", "kaiming", "glorot", "xavier", "tf1-seed", "builder"] | None = None  # None: the arch's own
-    fc_width: int | None = None  # vgg only
-    lrn: bool = True  # §3.3 ablation (paper archs): false drops local response normalisation
-    overlap_pool: bool = True  # §3.4 ablation (paper archs): false pools 2×2/2 instead of 3×3/2
+    init: InitScheme | None = None  # None: the arch's own (ArchSpec.default_init)
+    # The three arch options below apply to the archs whose ArchSpec.options name them (models/build.py); any
+    # other arch refuses a non-default value, naming the archs that take it.
+    fc_width: int | None = None  # hidden FC width; None: the arch's own
+    lrn: bool = True  # §3.3 ablation: false drops local response normalisation
+    overlap_pool: bool = True  # §3.4 ablation: false pools 2×2/2 instead of 3×3/2
     # How the network runs (models/execution.py): same numbers and state_dict, other speed.
     lrn_impl: LrnImpl = "auto"  # auto: the closed form on a GPU, the reference on a CPU
     split_groups: bool = False  # conv2/4/5's two towers as two convolutions instead of one grouped one

@@ -19,7 +19,7 @@ import torch
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.lrn import LrnImpl
 from alexnet_cli.progress import Progress, SilentProgress
-from alexnet_cli.recipes import OptimConfig
+from alexnet_cli.recipes import ModelConfig, OptimConfig
 from alexnet_cli.training.optimizer import sgd
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
@@ -203,9 +203,8 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     (``trainer.benchmark``); without it the convolutions run cuDNN's heuristic pick. ``fc_width``: narrower
     hidden FC layers (the GPU check's CPU smoke run), where the arch takes them.
     """
-    from alexnet_cli.models import ARCHS, build_model
-    from alexnet_cli.models.build import PAPER_ARCHS
-    from alexnet_cli.models.execution import CompileOptions, apply_execution, compile_in_place
+    from alexnet_cli.models import ARCHS, build_network
+    from alexnet_cli.models.execution import CompileOptions, compile_in_place
 
     progress = progress or SilentProgress()
     if arch not in ARCHS:
@@ -214,12 +213,12 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
         raise AlexnetError("--device gpu: no CUDA device is visible")
     torch_device = torch.device("cuda" if device == "gpu" else "cpu")
     torch.backends.cudnn.benchmark = cudnn_benchmark
-    size = ARCHS[arch].input_size
-    ablation = {"lrn": variant.lrn} if arch in PAPER_ARCHS else {}
-    model = build_model(arch, 1000, fc_width=fc_width, **ablation)
-    apply_execution(model, lrn_impl=variant.lrn_impl, split_groups=variant.split_groups,
-                    channels_last=variant.channels_last)
-    model = model.to(torch_device)
+    spec = ARCHS[arch]
+    size = spec.input_size
+    lrn = variant.lrn or "lrn" not in spec.options  # the no-LRN variant: for the archs that take the ablation
+    config = ModelConfig(arch, fc_width=fc_width, lrn=lrn, lrn_impl=variant.lrn_impl, split_groups=variant.split_groups,
+                         channels_last=variant.channels_last)
+    model = build_network(config, 1000).to(torch_device)
     images = torch.randn(batch_size, 3, size, size, device=torch_device)
     labels = torch.randint(0, 1000, (batch_size,), device=torch_device)
     if variant.channels_last:

@@ -11,12 +11,13 @@
                defaults otherwise
 """
 
-from typing import Literal
+from typing import get_args
 
 from torch import nn
 
-InitScheme = Literal["paper", "kaiming", "glorot", "xavier", "tf1-seed", "builder"]
-INIT_SCHEMES: tuple[str, ...] = InitScheme.__args__
+from alexnet_cli.recipes import InitScheme
+
+INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 
 def initialize(model: nn.Module, scheme: InitScheme) -> None:

@@ -12,25 +12,15 @@ from alexnet_cli.training.resume import check_resumable, resolve_resume
 from alexnet_cli.training.run_dir import check_run_dir
 from alexnet_cli.training.trainer import trainer_arguments
 
-# Archs whose classifier expects a fixed feature map, hence a fixed crop.
-_FIXED_INPUT = {"paper", "paper-one-tower", "d2l", "keras-v1", "keras-v2", "tf1-bench"}
-
 
 def default_run_dir(recipe: Recipe) -> Path:
     return Path("runs") / f"{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def crop_size(recipe: Recipe) -> int:
-    from alexnet_cli.models import ARCHS
+    from alexnet_cli.models.build import input_crop
 
-    arch = recipe.model.arch
-    if arch not in ARCHS:
-        raise AlexnetError(f"model.arch: unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")
-    crop = recipe.data.crop_size or ARCHS[arch].input_size
-    if arch in _FIXED_INPUT and crop != ARCHS[arch].input_size:
-        raise AlexnetError(f"data.crop_size {crop}: arch {arch!r} takes {ARCHS[arch].input_size}×"
-                           f"{ARCHS[arch].input_size} inputs")
-    return crop
+    return input_crop(recipe.model.arch, recipe.data.crop_size)
 
 
 @dataclass
@@ -112,23 +102,17 @@ def check_gpu_present(recipe: Recipe) -> None:
 
 
 def recipe_model(recipe: Recipe, num_classes: int):
-    """The recipe's network, initialised from the global torch generator."""
-    from alexnet_cli.models import build_model
-    from alexnet_cli.models.execution import apply_execution
+    """The recipe's network, initialised from the global torch generator (``models.build_network``)."""
+    from alexnet_cli.models import build_network
 
-    config = recipe.model
-    model = build_model(config.arch, num_classes, config.dropout, init=config.init, fc_width=config.fc_width,
-                        lrn=config.lrn, overlap_pool=config.overlap_pool)
-    return apply_execution(model, lrn_impl=config.lrn_impl, split_groups=config.split_groups,
-                           channels_last=config.channels_last)
+    return build_network(recipe.model, num_classes)
 
 
 def compile_options(recipe: Recipe):
     """``model.compile``'s settings, or None when the recipe runs the network eagerly."""
-    from alexnet_cli.models.execution import CompileOptions
+    from alexnet_cli.models import build
 
-    config = recipe.model
-    return CompileOptions(config.compile_mode, config.compile_backend) if config.compile else None
+    return build.compile_options(recipe.model)
 
 
 def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> dict[str, Any]:
