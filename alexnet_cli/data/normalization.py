@@ -19,13 +19,21 @@ class Normalization:
     def in_torch(self) -> "TorchNormalization":
         return TorchNormalization(self)
 
+    def to_dict(self) -> dict:
+        """As a checkpoint stores it (``models/checkpoint_meta``): lists of floats, the mean image a tensor."""
+        stored = {"mode": "channel" if self.mean_image is None else "image",
+                  "channel_mean": [float(v) for v in self.channel_mean],
+                  "channel_std": [float(v) for v in self.channel_std]}
+        if self.mean_image is not None:
+            stored["mean_image"] = torch.as_tensor(self.mean_image)
+        return stored
 
-def normalization_from_meta(meta: dict) -> Normalization:
-    """The normalisation a checkpoint was trained with (channel mean/std or the mean image)."""
-    norm = meta["normalization"]
-    mean_image = norm.get("mean_image")
-    return Normalization(np.asarray(norm["channel_mean"]), np.asarray(norm["channel_std"]),
-                         None if mean_image is None else np.asarray(mean_image))
+    @classmethod
+    def from_dict(cls, stored: dict) -> "Normalization":
+        """``to_dict``'s form; ``mode`` is implied by the mean image's presence."""
+        mean_image = stored.get("mean_image")
+        return cls(np.asarray(stored["channel_mean"]), np.asarray(stored["channel_std"]),
+                   None if mean_image is None else np.asarray(mean_image))
 
 
 class TorchNormalization:

@@ -10,7 +10,6 @@ import torch
 
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.data.layout import read_classes
-from alexnet_cli.data.normalization import normalization_from_meta
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint, load_torchvision_weights
 from alexnet_cli.progress import Progress, SilentProgress
@@ -78,9 +77,8 @@ def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None
         counts = _evaluate_in_processes(job, devices)
     seconds = time.perf_counter() - started
     seen = int(counts["seen"])
-    wnids = [c["wnid"] for c in loaded.meta["classes"]]
     per_class = {w: float(counts["class_hits"][i] / counts["class_seen"][i])
-                 for i, w in enumerate(wnids) if counts["class_seen"][i]}
+                 for i, w in enumerate(loaded.wnids) if counts["class_seen"][i]}
     predictions = None
     files = _split_files(data, split) if with_predictions or counts["skipped"] else []
     if with_predictions:
@@ -112,8 +110,8 @@ def _load(data: Path, checkpoint: Path | None, weights: Path | None) -> LoadedCh
         _check_classes(loaded, [c.wnid for c in classes], data)
         return loaded
     loaded = load_torchvision_weights(Path(weights), [vars(c) for c in classes])
-    if loaded.meta["num_classes"] != len(classes):
-        raise AlexnetError(f"{weights} has {loaded.meta['num_classes']} outputs but {data} has "
+    if loaded.meta.num_classes != len(classes):
+        raise AlexnetError(f"{weights} has {loaded.meta.num_classes} outputs but {data} has "
                            f"{len(classes)} classes")
     return loaded
 
@@ -125,13 +123,13 @@ def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, i
 
     torch_device = torch.device("cuda", device_index) if job.device == "gpu" else torch.device("cpu")
     model = loaded.model.to(torch_device)
+    form = loaded.meta.input
     config = DataConfig(device=job.device, batch_size=job.batch_size, num_threads=job.num_threads,
-                        resize_size=loaded.meta.get("resize_size", 256), normalize="channel")
-    module = DaliDataModule(job.data, config, crop=loaded.meta["crop"],
-                            normalization=normalization_from_meta(loaded.meta))
+                        resize_size=form.resize_size, normalize="channel")
+    module = DaliDataModule(job.data, config, crop=form.crop, normalization=form.input_normalization())
     loader = module.loader(job.split, "ten_crop" if job.ten_crop else "val", batch_size=job.batch_size, shard=shard,
                            device_id=device_index if job.device == "gpu" else None)
-    num_classes = loaded.meta["num_classes"]
+    num_classes = loaded.meta.num_classes
     k = min(5, num_classes)
     counts = {"top1": 0, "top5": 0, "seen": 0, "class_hits": np.zeros(num_classes), "class_seen": np.zeros(num_classes),
               "predictions": [], "skipped": []}

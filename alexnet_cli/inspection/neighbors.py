@@ -136,14 +136,14 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
     """fc7 codes of every image of ``split`` in ``<checkpoint>.<split>-fc7.f16``; an interrupted embedding
     continues where it stopped, a finished one is reused while checkpoint and files are unchanged."""
     from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.data.normalization import normalization_from_meta
     from alexnet_cli.recipes import DataConfig
 
     progress = progress or SilentProgress()
     torch_device = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
+    form = loaded.meta.input
     module = DaliDataModule(data, DataConfig(device=device, batch_size=batch_size, num_threads=2,
-                                             resize_size=loaded.meta.get("resize_size", 256)),
-                            crop=loaded.meta["crop"], normalization=normalization_from_meta(loaded.meta))
+                                             resize_size=form.resize_size),
+                            crop=form.crop, normalization=form.input_normalization())
     files = module.split(split).files
     width = list(loaded.model.classifier.children())[-1].in_features
     stamp = {"checkpoint_mtime_ns": Path(checkpoint).stat().st_mtime_ns,
@@ -209,8 +209,8 @@ def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int
     loaded = load_checkpoint(Path(checkpoint))
     torch_device = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
     with torch.inference_mode():
-        query_codes = penultimate_features(loaded.model.to(torch_device),
-                                           preprocess(loaded.meta, queries).to(torch_device)).float().cpu().numpy()
+        batch = preprocess(loaded.meta.input, queries).to(torch_device)
+        query_codes = penultimate_features(loaded.model.to(torch_device), batch).float().cpu().numpy()
     _check_codes(query_codes, [str(q) for q in queries], Path(checkpoint))
     store, files = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
     try:

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
-from alexnet_cli.data.normalization import normalization_from_meta
 from alexnet_cli.data.prepare.convert import BadImage, convert_image
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models.checkpoint_meta import InputFormat
 from alexnet_cli.models.checkpoints import load_checkpoint
 
 
@@ -25,15 +25,17 @@ class Unusable:
     reason: str  # the one-line error, which names the image
 
 
-def preprocess(meta: dict, images: list[Path]) -> torch.Tensor:
+def preprocess(meta: InputFormat | dict, images: list[Path]) -> torch.Tensor:
     """Image files → the centre-crop batch evaluation would feed (shorter side to the resize size); the
-    first image that cannot be used is an ``AlexnetError`` naming it."""
-    normalize = normalization_from_meta(meta).in_torch()
-    return torch.stack([_centre_crop(meta, Path(path), normalize) for path in images])
+    first image that cannot be used is an ``AlexnetError`` naming it. ``meta``: a checkpoint's input format
+    (``CheckpointMeta.input``), or its stored form."""
+    form = meta if isinstance(meta, InputFormat) else InputFormat.from_dict(meta)
+    normalize = form.input_normalization().in_torch()
+    return torch.stack([_centre_crop(form, Path(path), normalize) for path in images])
 
 
-def _centre_crop(meta: dict, path: Path, normalize) -> torch.Tensor:
-    crop, resize = meta["crop"], meta.get("resize_size", 256)
+def _centre_crop(form: InputFormat, path: Path, normalize) -> torch.Tensor:
+    crop, resize = form.crop, form.resize_size
     if path.is_dir():
         raise AlexnetError(f"{path} is a folder: give image files (a shell glob like {path}/*.JPEG will do)")
     if not path.is_file():
@@ -68,11 +70,12 @@ def predict(checkpoint: Path, images: list[Path], *, top: int = 5) -> tuple[list
     """Centre-crop each image as evaluation does (shorter side to the resize size) and classify it. An image
     that cannot be used (unreadable, missing, too thin) is listed, not fatal, unless none can be used."""
     loaded = load_checkpoint(Path(checkpoint))
-    normalize = normalization_from_meta(loaded.meta).in_torch()
+    form = loaded.meta.input
+    normalize = form.input_normalization().in_torch()
     crops, usable, unusable = [], [], []
     for path in images:
         try:
-            crops.append(_centre_crop(loaded.meta, Path(path), normalize))
+            crops.append(_centre_crop(form, Path(path), normalize))
             usable.append(path)
         except AlexnetError as exc:
             unusable.append(Unusable(str(path), str(exc)))
@@ -83,9 +86,9 @@ def predict(checkpoint: Path, images: list[Path], *, top: int = 5) -> tuple[list
         probabilities = loaded.model(torch.stack(crops)).softmax(dim=1)
     k = min(top, probabilities.shape[1])
     values, indices = probabilities.topk(k, dim=1)
-    classes = loaded.meta["classes"]
+    classes = loaded.meta.classes
     return [
-        Prediction(str(path), [{"wnid": classes[i]["wnid"], "words": classes[i]["words"], "probability": float(p)}
+        Prediction(str(path), [{"wnid": classes[i].wnid, "words": classes[i].words, "probability": float(p)}
                                for p, i in zip(row_values.tolist(), row_indices.tolist())])
         for path, row_values, row_indices in zip(usable, values, indices)
     ], unusable

@@ -2,7 +2,7 @@
 
 Every load uses ``weights_only=True``: a file that needs pickled code to load is
 refused, never run. Training checkpoints carry ``checkpoint["alexnet_cli"]``:
-the tool version, arch, classes, recipe and normalisation.
+the tool version, arch, classes, recipe and normalisation (``CheckpointMeta``).
 """
 
 import pickle
@@ -15,23 +15,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from alexnet_cli.data.stats import IMAGENET_MEAN, IMAGENET_STD
+from alexnet_cli.data.layout import ClassInfo
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.models import ARCHS, build_model
+from alexnet_cli.models.build import ARCHS, build_network
+from alexnet_cli.models.checkpoint_meta import CheckpointMeta
 
 
 @dataclass
 class LoadedCheckpoint:
     model: nn.Module  # eval mode, on CPU
-    meta: dict[str, Any]
+    meta: CheckpointMeta
 
     @property
     def arch(self) -> str:
-        return self.meta["arch"]
+        return self.meta.arch
 
     @property
     def wnids(self) -> list[str]:
-        return [c["wnid"] for c in self.meta["classes"]]
+        return self.meta.wnids
 
 
 def read_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
@@ -72,15 +73,14 @@ def read_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
     """A training checkpoint of this tool → its model (eval mode) and metadata."""
     data = read_file(path)
-    meta = data.get("alexnet_cli")
-    if not isinstance(meta, dict) or "arch" not in meta:
+    stored = data.get("alexnet_cli")
+    if not isinstance(stored, dict) or "arch" not in stored:
         raise AlexnetError(f"{path} was not written by 'alexnet train' (no alexnet_cli metadata); "
                            "for torchvision weights use --weights")
-    if meta["arch"] not in ARCHS:
-        raise AlexnetError(f"{path} holds arch {meta['arch']!r}, which this version does not know")
-    model = build_model(meta["arch"], meta["num_classes"], meta.get("dropout"), fc_width=meta.get("fc_width"),
-                        lrn=meta.get("lrn", True), overlap_pool=meta.get("overlap_pool", True),
-                        init="builder")  # the weights come next
+    if stored["arch"] not in ARCHS:
+        raise AlexnetError(f"{path} holds arch {stored['arch']!r}, which this version does not know")
+    meta = read_meta(stored, path)
+    model = build_network(meta.model_config(), meta.num_classes)
     state = {k.removeprefix("model."): v for k, v in data["state_dict"].items() if k.startswith("model.")}
     _load_state(model, state, path)
     return LoadedCheckpoint(model.eval(), meta)
@@ -92,14 +92,21 @@ def initial_model(loaded: LoadedCheckpoint) -> nn.Module:
     import lightning as L
 
     from alexnet_cli.recipes import recipe_from_dict
-    from alexnet_cli.training.setup import recipe_model
 
-    if "recipe" not in loaded.meta:
+    if loaded.meta.recipe is None:
         raise AlexnetError("this checkpoint does not record the recipe it was trained with: its start cannot be "
                            "rebuilt")
-    recipe = recipe_from_dict(dict(loaded.meta["recipe"]))
+    recipe = recipe_from_dict(dict(loaded.meta.recipe))
     L.seed_everything(recipe.seed, workers=False, verbose=False)
-    return recipe_model(recipe, loaded.meta["num_classes"]).eval()
+    return build_network(recipe.model, loaded.meta.num_classes).eval()
+
+
+def read_meta(stored: dict[str, Any], path: Path) -> CheckpointMeta:
+    """``CheckpointMeta.from_dict`` with the checkpoint's path in its errors."""
+    try:
+        return CheckpointMeta.from_dict(stored)
+    except AlexnetError as exc:
+        raise AlexnetError(f"{path}: {exc}") from None
 
 
 def load_model(path: Path | str) -> nn.Module:
@@ -116,14 +123,9 @@ def load_torchvision_weights(path: Path, classes: list[dict]) -> LoadedCheckpoin
     weight = state.get("classifier.6.weight")
     if weight is None:
         raise AlexnetError(f"{path} is not a torchvision AlexNet state dict (no classifier.6.weight)")
-    model = build_model("owt", weight.shape[0], init="builder")
+    meta = CheckpointMeta.of_torchvision(weight.shape[0], [ClassInfo(**c) for c in classes])
+    model = build_network(meta.model_config(), meta.num_classes)
     _load_state(model, state, path)
-    meta = {
-        "arch": "owt", "num_classes": weight.shape[0], "classes": classes, "crop": 224, "resize_size": 256,
-        "normalization": {"mode": "channel", "channel_mean": IMAGENET_MEAN.tolist(),
-                          "channel_std": IMAGENET_STD.tolist()},
-        "source": "torchvision weights",
-    }
     return LoadedCheckpoint(model.eval(), meta)
 
 

@@ -60,21 +60,22 @@ def limit_reached(checkpoint: Path, recipe: Recipe) -> str | None:
 def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str]:
     """Refuse what cannot change across a resume; return the recipe keys that did change, as
     ``key: old → new`` lines (epochs, lr, batch size... are allowed)."""
-    from alexnet_cli.models.checkpoints import read_file
+    from alexnet_cli.models.checkpoints import read_file, read_meta
 
     saved = read_file(checkpoint, mmap=True)  # Lightning reads the weights next
-    meta = saved.get("alexnet_cli")
-    if not isinstance(meta, dict):
+    stored = saved.get("alexnet_cli")
+    if not isinstance(stored, dict):
         raise AlexnetError(f"{checkpoint} was not written by 'alexnet train'; it cannot be resumed")
     missing = [key for key in _TRAINING_STATE if key not in saved]
     if missing:
         raise AlexnetError(f"{checkpoint} holds no {', '.join(missing)}: saved weights-only or edited, it cannot "
                            "be resumed (resume from a checkpoints/last.ckpt as 'alexnet train' wrote it)")
-    if meta["arch"] != recipe.model.arch:
-        raise AlexnetError(f"{checkpoint} holds arch {meta['arch']!r}; the recipe says {recipe.model.arch!r}")
-    if [c["wnid"] for c in meta["classes"]] != [c.wnid for c in classes]:
+    meta = read_meta(stored, checkpoint)
+    if meta.arch != recipe.model.arch:
+        raise AlexnetError(f"{checkpoint} holds arch {meta.arch!r}; the recipe says {recipe.model.arch!r}")
+    if meta.wnids != [c.wnid for c in classes]:
         raise AlexnetError(f"{checkpoint} was trained on other classes than this dataset's")
-    before, after = _flatten(meta.get("recipe", {})), _flatten(recipe.to_dict())
+    before, after = _flatten(meta.recipe or {}), _flatten(recipe.to_dict())
     changed = [key for key in sorted(set(before) | set(after))
                if key not in ("name", "description") and before.get(key) != after.get(key)]
     for key in changed:

@@ -116,19 +116,10 @@ def compile_options(recipe: Recipe):
 
 
 def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> dict[str, Any]:
-    """What a checkpoint must carry to be evaluated and checked without the recipe or dataset."""
-    import torch
+    """What a checkpoint must carry to be evaluated and checked without the recipe or dataset, in its stored
+    form (``CheckpointMeta.to_dict``): the LightningModule saves it into every checkpoint as it is."""
+    from alexnet_cli.models.checkpoint_meta import CheckpointMeta
 
-    norm = datamodule.normalization
-    normalization = {"mode": recipe.data.normalize, "channel_mean": [float(v) for v in norm.channel_mean],
-                     "channel_std": [float(v) for v in norm.channel_std]}
-    if norm.mean_image is not None:
-        normalization["mean_image"] = torch.as_tensor(norm.mean_image)
-    return {
-        "version": __version__, "arch": recipe.model.arch, "num_classes": num_classes,
-        "dropout": recipe.model.dropout, "fc_width": recipe.model.fc_width, "crop": crop,
-        "lrn": recipe.model.lrn, "overlap_pool": recipe.model.overlap_pool,
-        "resize_size": recipe.data.resize_size,
-        "classes": [{"index": c.index, "wnid": c.wnid, "words": c.words} for c in datamodule.classes],
-        "recipe": recipe.to_dict(), "normalization": normalization,
-    }
+    return CheckpointMeta.of_run(recipe.model, recipe.to_dict(), num_classes=num_classes,
+                                 classes=datamodule.classes, crop=crop, resize_size=recipe.data.resize_size,
+                                 normalization=datamodule.normalization, version=__version__).to_dict()
