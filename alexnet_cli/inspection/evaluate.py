@@ -11,12 +11,13 @@ import torch
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.data.layout import read_classes
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.inspection.paper_claims import VAL_TOP1_ERROR, VAL_TOP5_ERROR
 from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint, load_torchvision_weights
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import DataConfig
 
-# §6, Table 2: one CNN on the ILSVRC-2012 validation set.
-PAPER_VAL_ERROR = {"top1": 0.407, "top5": 0.182}
+# The paper's one-CNN validation errors (see paper_claims), as fractions like eval's own results.
+PAPER_VAL_ERROR = {"top1": VAL_TOP1_ERROR / 100, "top5": VAL_TOP5_ERROR / 100}
 
 
 @dataclass
@@ -72,23 +73,78 @@ def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None
     job = _EvalJob(data, checkpoint, weights, split, ten_crop, batch_size, device, num_threads)
     started = time.perf_counter()
     if devices == 1:
-        counts = _evaluate_shard(job, loaded, (0, 1), progress or SilentProgress())
+        tally = _evaluate_shard(job, loaded, (0, 1), progress or SilentProgress())
     else:
-        counts = _evaluate_in_processes(job, devices)
+        tally = _evaluate_in_processes(job, devices)
     seconds = time.perf_counter() - started
-    seen = int(counts["seen"])
-    per_class = {w: float(counts["class_hits"][i] / counts["class_seen"][i])
-                 for i, w in enumerate(loaded.wnids) if counts["class_seen"][i]}
+    seen = tally.seen
+    per_class = {w: float(tally.class_hits[i] / tally.class_seen[i])
+                 for i, w in enumerate(loaded.wnids) if tally.class_seen[i]}
     predictions = None
-    files = _split_files(data, split) if with_predictions or counts["skipped"] else []
+    files = _split_files(data, split) if with_predictions or tally.skipped else []
     if with_predictions:
         predictions = [{"file": str(files[index]), "label": label, "top5": top}
-                       for index, label, top in counts["predictions"]]
+                       for index, label, top in tally.predictions]
     if not seen:
         raise AlexnetError(f"no image of {data}/{split} could be used: prepare the dataset again")
-    return EvalResult(seen, counts["top1"] / seen, counts["top5"] / seen, ten_crop, str(checkpoint or weights),
+    return EvalResult(seen, tally.top1 / seen, tally.top5 / seen, ten_crop, str(checkpoint or weights),
                       loaded.arch, per_class, seconds, seen / seconds if seconds else 0.0, predictions,
-                      [str(files[index]) for index in sorted(counts["skipped"])])
+                      [str(files[index]) for index in sorted(tally.skipped)])
+
+
+@dataclass
+class Tally:
+    """Eval's counts over the images scored so far; ``all_reduce`` sums them over the processes of a
+    multi-process eval, each of which scored its own shard."""
+
+    class_hits: torch.Tensor  # per class: top-1 hits (float64, on the CPU)
+    class_seen: torch.Tensor  # per class: images scored
+    top1: int = 0
+    top5: int = 0
+    predictions: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (index in the split, label, top-k)
+    skipped: list[int] = field(default_factory=list)  # indices in the split of files that could not be used
+
+    @classmethod
+    def empty(cls, num_classes: int) -> "Tally":
+        return cls(torch.zeros(num_classes, dtype=torch.float64), torch.zeros(num_classes, dtype=torch.float64))
+
+    @property
+    def seen(self) -> int:
+        return int(self.class_seen.sum())
+
+    def add(self, indices: np.ndarray, labels: torch.Tensor, topk: torch.Tensor) -> int:
+        """One batch: the images' ``indices`` in the split, their ``labels`` and ``topk`` classes, most probable
+        first; returns how many were scored. A label ``SKIPPED`` marks a file that could not be used: listed,
+        never scored."""
+        used = labels != SKIPPED
+        if not bool(used.all()):
+            self.skipped += indices[~used.cpu().numpy()].tolist()
+            indices, labels, topk = indices[used.cpu().numpy()], labels[used], topk[used]
+        self.predictions += zip(indices.tolist(), labels.tolist(), topk.tolist())
+        hits1 = topk[:, 0] == labels
+        self.top1 += int(hits1.sum())
+        self.top5 += int((topk == labels[:, None]).any(dim=1).sum())
+        labels = labels.cpu()
+        self.class_hits.index_add_(0, labels, hits1.cpu().to(torch.float64))
+        self.class_seen.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64))
+        return len(labels)
+
+    def all_reduce(self, device: torch.device) -> None:
+        """Sum the counts of every process in the group (each image was counted by exactly one) and gather their
+        skipped files, in place; the predictions, which only a single process keeps, are dropped."""
+        import torch.distributed as dist
+
+        skipped: list[list[int]] = [[] for _ in range(dist.get_world_size())]
+        dist.all_gather_object(skipped, self.skipped)
+        self.skipped = sorted(index for part in skipped for index in part)
+        classes = len(self.class_hits)
+        hits = torch.tensor([self.top1, self.top5], dtype=torch.float64)
+        counts = torch.cat([self.class_hits, self.class_seen, hits]).to(device)
+        dist.all_reduce(counts)
+        counts = counts.cpu()
+        self.class_hits, self.class_seen = counts[:classes], counts[classes : 2 * classes]
+        self.top1, self.top5 = int(counts[-2]), int(counts[-1])
+        self.predictions = []
 
 
 @dataclass(frozen=True)
@@ -117,7 +173,7 @@ def _load(data: Path, checkpoint: Path | None, weights: Path | None) -> LoadedCh
 
 
 def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, int], progress: Progress,
-                    device_index: int = 0) -> dict:
+                    device_index: int = 0) -> Tally:
     """Top-1/top-5 hits and per-class counts over one shard of the split."""
     from alexnet_cli.data.datamodule import DaliDataModule
 
@@ -129,64 +185,39 @@ def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, i
     module = DaliDataModule(job.data, config, crop=form.crop, normalization=form.input_normalization())
     loader = module.loader(job.split, "ten_crop" if job.ten_crop else "val", batch_size=job.batch_size, shard=shard,
                            device_id=device_index if job.device == "gpu" else None)
-    num_classes = loaded.meta.num_classes
-    k = min(5, num_classes)
-    counts = {"top1": 0, "top5": 0, "seen": 0, "class_hits": np.zeros(num_classes), "class_seen": np.zeros(num_classes),
-              "predictions": [], "skipped": []}
+    tally = Tally.empty(loaded.meta.num_classes)
     label = f"eval {job.split} ({'10 crops' if job.ten_crop else 'centre crop'})"
     try:
-        _score(loader, model, k, counts, progress, label)
+        _score(loader, model, tally, progress, label)
     finally:
         loader.close()  # now: a worker process exiting with a live pipeline would wait for its reader forever
-    return counts
+    return tally
 
 
-def _score(loader, model: torch.nn.Module, k: int, counts: dict, progress: Progress, label: str) -> None:
+def _score(loader, model: torch.nn.Module, tally: Tally, progress: Progress, label: str) -> None:
+    k = min(5, len(tally.class_seen))
     with progress.task(label, loader.plan.shard_size) as task, torch.inference_mode():
         for step, (images, labels) in enumerate(loader):
             topk = _probabilities(model, images).topk(k, dim=1).indices
-            indices = loader.plan.batch_indices(0, step)
-            used = labels != SKIPPED
-            if not bool(used.all()):  # a file that could not be used is reported, never scored
-                counts["skipped"] += indices[~used.cpu().numpy()].tolist()
-                indices, labels, topk = indices[used.cpu().numpy()], labels[used], topk[used]
-            counts["predictions"] += zip(indices.tolist(), labels.tolist(), topk.tolist())
-            hits1 = (topk[:, 0] == labels).cpu().numpy()
-            counts["top1"] += int(hits1.sum())
-            counts["top5"] += int((topk == labels[:, None]).any(dim=1).sum())
-            counts["seen"] += len(labels)
-            np.add.at(counts["class_hits"], labels.cpu().numpy(), hits1)
-            np.add.at(counts["class_seen"], labels.cpu().numpy(), 1)
-            task.advance(len(labels))
+            task.advance(tally.add(loader.plan.batch_indices(0, step), labels, topk))
 
 
-def _evaluate_in_processes(job: _EvalJob, devices: int) -> dict:
+def _evaluate_in_processes(job: _EvalJob, devices: int) -> Tally:
     from functools import partial
 
     from alexnet_cli.parallel.spawn import run_in_processes
 
-    totals = run_in_processes(partial(_shard_totals, job), devices, backend="nccl" if job.device == "gpu" else "gloo")
-    return {key: value if key == "skipped" else value.numpy() if key.startswith("class_") else float(value)
-            for key, value in totals.items()}
+    state = run_in_processes(partial(_shard_totals, job), devices, backend="nccl" if job.device == "gpu" else "gloo")
+    return Tally(**state)
 
 
 def _shard_totals(job: _EvalJob, rank: int, world: int) -> dict:
-    """This process's shard counted, then the counts summed over all processes (each image was counted
-    by exactly one), and the skipped images gathered."""
-    import torch.distributed as dist
-
+    """This process's shard counted, then the counts of all processes summed (as a dict: what comes back from
+    ``run_in_processes``)."""
     loaded = _load(job.data, job.checkpoint, job.weights)
-    counts = _evaluate_shard(job, loaded, (rank, world), SilentProgress(), device_index=rank)
-    device = torch.device("cuda", rank) if job.device == "gpu" else torch.device("cpu")
-    counts.pop("predictions")
-    skipped: list[list[int]] = [[] for _ in range(world)]
-    dist.all_gather_object(skipped, counts.pop("skipped"))
-    totals = {"skipped": sorted(index for part in skipped for index in part)}
-    for key, value in counts.items():
-        tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), device=device)
-        dist.all_reduce(tensor)
-        totals[key] = tensor.cpu()
-    return totals
+    tally = _evaluate_shard(job, loaded, (rank, world), SilentProgress(), device_index=rank)
+    tally.all_reduce(torch.device("cuda", rank) if job.device == "gpu" else torch.device("cpu"))
+    return vars(tally)
 
 
 def _split_files(data: Path, split: str) -> list[str]:
