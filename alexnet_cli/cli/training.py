@@ -138,8 +138,8 @@ def recipes_list(ctx: typer.Context) -> None:
     """List the shipped recipes with their descriptions."""
     if ctx.invoked_subcommand is not None:
         return
+    from alexnet_cli.inspection.paper_claims import ABLATIONS
     from alexnet_cli.recipes import available_recipes, load_recipe
-    from alexnet_cli.training.ablations import ABLATIONS
 
     table = Table(title="recipes")
     table.add_column("name")

@@ -1,10 +1,14 @@
-"""The paper's ablations (§3–4) as recipe switches, with the effect the paper reports for each.
+"""What the paper reports, in one place: its one-CNN validation errors and its ablations (§3–4).
 
-Each composes with the paper-arch recipes through ``--set``; ``alexnet recipes`` lists them and
-``alexnet report`` sets a run's errors beside the paper's.
+The ablations are recipe switches, each with the effect the paper reports for it: they compose
+with the paper-arch recipes through ``--set``; ``alexnet recipes`` lists them, ``alexnet eval``
+and ``alexnet report`` set a run's errors beside the paper's.
 """
 
 from dataclasses import dataclass
+
+# §6, Table 2 (ILSVRC-2012 validation set, one CNN, the ten crops of §4.1): error in % of the images.
+VAL_TOP1_ERROR, VAL_TOP5_ERROR = 40.7, 18.2
 
 
 @dataclass(frozen=True)
@@ -13,7 +17,7 @@ class Ablation:
     section: str
     removes: str
     paper_effect: str  # what the paper reports the choice is worth
-    top1_points: float | None = None  # error points the paper's choice saved (None: not given as a number)
+    top1_points: float | None = None  # error points (%) the paper's choice saved (None: not given as a number)
     top5_points: float | None = None
 
 

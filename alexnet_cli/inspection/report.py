@@ -15,10 +15,8 @@ import yaml
 
 from alexnet_cli.atomic import write_atomic, write_text_atomic
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.training.ablations import ABLATIONS, Ablation
+from alexnet_cli.inspection.paper_claims import ABLATIONS, VAL_TOP1_ERROR, VAL_TOP5_ERROR, Ablation
 
-# §6, Table 2: one CNN, ILSVRC-2012 validation set, ten crops (§4.1), errors in %.
-PAPER_TOP1_ERROR, PAPER_TOP5_ERROR = 40.7, 18.2
 IMAGENET_TRAIN_IMAGES, IMAGENET_CLASSES = 1_281_167, 1000
 
 
@@ -172,7 +170,7 @@ def paper_figures(summary: RunSummary) -> str:
     """What the paper reports for the same setting, as a sentence."""
     if summary.not_comparable:
         return f"not comparable ({summary.not_comparable})"
-    top1, top5 = PAPER_TOP1_ERROR, PAPER_TOP5_ERROR
+    top1, top5 = VAL_TOP1_ERROR, VAL_TOP5_ERROR
     text = f"one CNN, ten crops: {top1:.1f} / {top5:.1f}"
     for ablation in summary.ablations:
         if ablation.top1_points is not None:

@@ -7,7 +7,7 @@ from conftest import NARROW_FC, invoke_alexnet
 from typer.testing import CliRunner
 
 from alexnet_cli.cli import app
-from alexnet_cli.training.ablations import ABLATIONS
+from alexnet_cli.inspection.paper_claims import ABLATIONS
 
 
 @pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda a: a.overrides[0])

@@ -9,8 +9,8 @@ import pytest
 from conftest import NARROW_FC, invoke_alexnet, scratch_dir
 from PIL import Image
 
+from alexnet_cli.inspection.paper_claims import ABLATIONS
 from alexnet_cli.inspection.report import RunSummary, curves_figure, markdown, paper_figures, summarize
-from alexnet_cli.training.ablations import ABLATIONS
 
 FAST = ["--recipe", "cpu-demo", "--quiet", "--set", "data.batch_size=8", "--set", "trainer.max_epochs=2", *NARROW_FC]
 
