@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,6 +27,31 @@ INFO_COLUMNS = 6
 # PROBLEM codes: the sample at INDEX was replaced by another image of its batch because...
 READABLE, UNREADABLE, WRONG_SIZE = 0, 1, 2
 SKIPPED = -1  # the label the loader gives an evaluation sample whose file could not be used
+
+
+class EvalBatch(NamedTuple):
+    """What the feed gives the evaluation graph for one batch, one entry per sample; the graph reads
+    it by name (see ``pipelines``), and its length is the external source's number of outputs."""
+
+    jpegs: list[np.ndarray]  # the file's bytes
+    labels: np.ndarray  # int64
+    mean: np.ndarray  # float32 [3], subtracted by crop_mirror_normalize
+    std: np.ndarray  # float32 [3], divided by
+    batch_info: np.ndarray  # int64 [INFO_COLUMNS], for the loader: EPOCH, STEP, INDEX, PROBLEM, ...
+
+
+class TrainBatch(NamedTuple):
+    """What the feed gives the training graph for one batch: ``EvalBatch``'s fields and the §4.1
+    random choices drawn by ``Augmentation``, one entry per sample."""
+
+    jpegs: list[np.ndarray]
+    labels: np.ndarray
+    pos_x: np.ndarray  # float32, the crop's position in [0, 1]
+    pos_y: np.ndarray
+    mirror: np.ndarray  # int32, 1: flip
+    mean: np.ndarray  # float32 [3]: the channel mean minus the PCA shift (§4.1), one fused normalise does both
+    std: np.ndarray
+    batch_info: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -73,7 +99,7 @@ class BatchFeed:
         offset = self.start_step + iteration
         return self.start_epoch + offset // self.steps_per_epoch, offset % self.steps_per_epoch
 
-    def __call__(self, info) -> tuple:
+    def __call__(self, info) -> EvalBatch | TrainBatch:
         epoch, step = self.key(info.iteration)
         indices = self.plan.batch_indices(epoch, step)
         jpegs, problems = self._read(indices)
@@ -86,12 +112,14 @@ class BatchFeed:
         labels = self.labels[indices[sources]]
         std = np.tile(self.channel_std, (count, 1))
         if self.augmentation is None:
-            return jpegs, labels, np.tile(self.channel_mean, (count, 1)), std, batch_info
+            return EvalBatch(jpegs=jpegs, labels=labels, mean=np.tile(self.channel_mean, (count, 1)), std=std,
+                             batch_info=batch_info)
         aug = self.augmentation.draw(epoch, step, self.plan.shard_id, count)
         # The PCA shift (§4.1) is added by subtracting it from the mean: one fused normalise does both.
         mean = (self.channel_mean - aug["shift"]).astype(np.float32)
         pos_x, pos_y = np.ascontiguousarray(aug["position"].T)
-        return jpegs, labels, pos_x, pos_y, aug["mirror"], mean, std, batch_info
+        return TrainBatch(jpegs=jpegs, labels=labels, pos_x=pos_x, pos_y=pos_y, mirror=aug["mirror"], mean=mean,
+                          std=std, batch_info=batch_info)
 
     def _read(self, indices: np.ndarray) -> tuple[list, np.ndarray]:
         """Each file's bytes and ``[problem, width, height]``: a damaged file or one of a size the

@@ -7,7 +7,8 @@ GPU path's logic. Inputs come through one parallel ``external_source`` fed by a
 batch and every random choice (crop offset, flip, PCA α), and reads the files in
 DALI's Python worker processes, off the training thread. That makes an epoch's
 batches a pure function of (seed, epoch, step): reproducible, shardable exactly,
-and resumable mid-epoch.
+and resumable mid-epoch. The feed's outputs are named once, by ``feed.TrainBatch``
+and ``feed.EvalBatch``; the graphs read them by those names.
 
 Outputs: images (on ``device``), labels (on ``device``) and the feed's per-sample
 ``BATCH_INFO`` rows (always on the CPU; the loader reads them).
@@ -20,6 +21,8 @@ from typing import Literal
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
+
+from alexnet_cli.data.feed import EvalBatch, TrainBatch
 
 Device = Literal["cpu", "gpu"]
 
@@ -59,11 +62,14 @@ def _centre_position(images, crop: int):
     return out
 
 
-def _feed(source, num_outputs: int, py_workers: int):
+def _feed(source, outputs: type[EvalBatch] | type[TrainBatch], py_workers: int):
+    """The external source's outputs as the graph's nodes, named like the feed's (``outputs``)."""
     # One batch per worker call (eval's last batch may be short, which only batch mode allows), and
     # at least one batch in the making per worker.
     ahead = {"parallel": True, "prefetch_queue_depth": max(2, py_workers)} if py_workers > 0 else {}
-    return fn.external_source(source=source, num_outputs=num_outputs, batch=True, batch_info=True, **ahead)
+    nodes = fn.external_source(source=source, num_outputs=len(outputs._fields), batch=True, batch_info=True,
+                               **ahead)
+    return outputs(*nodes)
 
 
 def _labels_on(labels, device: Device):
@@ -83,25 +89,25 @@ def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None
                    mean_image: np.ndarray | None, roi_decode: bool, exact_decode: bool, hw_decoder_load: float):
     """Random ``crop``×``crop`` crop, random mirror, mean subtraction and PCA colour shift (§4.1).
 
-    ``source`` yields per batch: JPEG bytes, labels, crop position (x, y in [0, 1]),
-    mirror flag, the per-image mean to subtract (channel mean minus the PCA shift,
-    so that one fused crop_mirror_normalize applies both), std, and ``BATCH_INFO``.
+    ``source`` yields a ``TrainBatch`` per batch: the choices come drawn, the graph applies them.
     """
-    jpegs, labels, pos_x, pos_y, mirror, mean, std, info = _feed(source, 8, py_workers)
+    batch = _feed(source, TrainBatch, py_workers)
     if resize_size is None and roi_decode:
         # The stored image is already at the resize size: decode just the crop (ROI decoding).
-        images = fn.decoders.image_crop(jpegs, **_decoder(device, exact_decode, hw_decoder_load),
-                                        output_type=types.RGB, crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y)
+        images = fn.decoders.image_crop(batch.jpegs, **_decoder(device, exact_decode, hw_decoder_load),
+                                        output_type=types.RGB, crop=(crop, crop), crop_pos_x=batch.pos_x,
+                                        crop_pos_y=batch.pos_y)
         crop_args = {}
     else:
-        images = fn.decoders.image(jpegs, **_decoder(device, exact_decode, hw_decoder_load), output_type=types.RGB)
+        images = fn.decoders.image(batch.jpegs, **_decoder(device, exact_decode, hw_decoder_load),
+                                   output_type=types.RGB)
         images = _maybe_resize(images, device, resize_size)
-        crop_args = {"crop": (crop, crop), "crop_pos_x": pos_x, "crop_pos_y": pos_y}
+        crop_args = {"crop": (crop, crop), "crop_pos_x": batch.pos_x, "crop_pos_y": batch.pos_y}
     images = fn.crop_mirror_normalize(images, device=device, dtype=types.FLOAT, output_layout="CHW",
-                                      mean=mean, std=std, mirror=mirror, **crop_args)
+                                      mean=batch.mean, std=batch.std, mirror=batch.mirror, **crop_args)
     if mean_image is not None:
-        images = images - _mean_crop(mean_image, device, crop, pos_x, pos_y, mirror)
-    return images, _labels_on(labels, device), info
+        images = images - _mean_crop(mean_image, device, crop, batch.pos_x, batch.pos_y, batch.mirror)
+    return images, _labels_on(batch.labels, device), batch.batch_info
 
 
 @pipeline_def(enable_conditionals=False)
@@ -109,8 +115,8 @@ def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None,
                   mean_image: np.ndarray | None, exact_decode: bool, hw_decoder_load: float):
     """Centre crop, or the paper's ten crops stacked as ``[10, 3, crop, crop]`` per image in
     torchvision's ``TenCrop`` order: top-left, top-right, bottom-left, bottom-right, centre, then the same mirrored."""
-    jpegs, labels, mean, std, info = _feed(source, 5, py_workers)
-    images = fn.decoders.image(jpegs, **_decoder(device, exact_decode, hw_decoder_load), output_type=types.RGB)
+    batch = _feed(source, EvalBatch, py_workers)
+    images = fn.decoders.image(batch.jpegs, **_decoder(device, exact_decode, hw_decoder_load), output_type=types.RGB)
     images = _maybe_resize(images, device, resize_size)
     centre_x, centre_y = _centre_position(images, crop)
     positions = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (centre_x, centre_y)]
@@ -124,12 +130,12 @@ def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None,
     crops = []
     for x, y, flip in placements:
         image = fn.crop_mirror_normalize(images, device=device, dtype=types.FLOAT, output_layout="CHW",
-                                         crop=(crop, crop), crop_pos_x=x, crop_pos_y=y, mean=mean, std=std,
-                                         mirror=flip)
+                                         crop=(crop, crop), crop_pos_x=x, crop_pos_y=y, mean=batch.mean,
+                                         std=batch.std, mirror=flip)
         if mean_image is not None:
             image = image - _mean_crop(mean_image, device, crop, x, y, flip)
         crops.append(image)
-    return (fn.stack(*crops) if ten_crop else crops[0]), _labels_on(labels, device), info
+    return (fn.stack(*crops) if ten_crop else crops[0]), _labels_on(batch.labels, device), batch.batch_info
 
 
 def build_pipeline(kind: Literal["train", "val", "ten_crop"], source, *, device: Device, batch_size: int,
