@@ -12,8 +12,9 @@ the device the pipeline ran on, which is checked at the hand-off.
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
