@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 from alexnet_cli.bench.speed import autocast, synchronize
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models.execution import compile_in_place
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
-from alexnet_cli.models.execution import compile_in_place
 from alexnet_cli.training.callbacks import StepGaps
 from alexnet_cli.training.setup import compile_options
+from alexnet_cli.training.trainer import recipe_layout
 
 
 @dataclass
@@ -283,7 +284,7 @@ def _median_run(runs: list[_Window]) -> _Window:
 
 def _check_single_process(recipe: Recipe) -> None:
     devices = recipe.trainer.get("devices", 1)
-    if devices not in (1, "1", [0]) or recipe.trainer.get("strategy") not in (None, "auto"):
+    if devices not in (1, "1", [0]) or not recipe_layout(recipe).one_process:
         raise AlexnetError(f"recipe {recipe.name!r} runs {devices} processes; benchmark train times one: use a "
                            "single-device recipe (single-gpu, cpu-demo) or --set trainer.devices=1 "
                            "--set trainer.strategy=auto")

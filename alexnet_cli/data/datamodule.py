@@ -1,6 +1,7 @@
 """The Lightning DataModule: a prepared dataset → DALI loaders sharded by data-parallel rank."""
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -11,22 +12,33 @@ from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.sampling import Augmentation, ShardPlan, equal_steps_batch_size
 from alexnet_cli.data.stats import DatasetStats, load_stats
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.parallel.ranks import data_parallel_shard
 from alexnet_cli.recipes import DataConfig
+
+# The trainer (None outside a run) → (data-parallel rank, data-parallel size) of this process.
+ShardOf = Callable[["L.Trainer | None"], tuple[int, int]]
+
+
+def whole_split(trainer: "L.Trainer | None") -> tuple[int, int]:
+    """One shard: what a module outside a training run reads (evaluation and benchmarks that split the data
+    themselves pass ``loader`` their shard)."""
+    return 0, 1
 
 
 class DaliDataModule(L.LightningDataModule):
     """Reads ``root`` (see ``layout``) with the pipelines of ``pipelines``.
 
-    The shard is the data-parallel rank: the Trainer's global rank under DDP,
-    the tower pair's index under the two-GPU split (both towers of a pair read
-    the same batch).
+    The shard is the data-parallel rank, which the run's layout tells (``shard_of``, given by the
+    training setup): the Trainer's global rank under DDP, the tower pair's index under the two-GPU
+    split (both towers of a pair read the same batch). ``collective_forward``: every forward is a
+    collective (the weird-trick layout), so every rank must get as many evaluation batches.
     """
 
     def __init__(self, root: Path, config: DataConfig, *, crop: int, seed: int = 0,
-                 normalization: Normalization | None = None) -> None:
+                 normalization: Normalization | None = None, shard_of: ShardOf = whole_split,
+                 collective_forward: bool = False) -> None:
         super().__init__()
         self.root, self.config, self.crop, self.seed = Path(root), config, crop, seed
+        self.shard_of, self.collective_forward = shard_of, collective_forward
         self.classes: list[ClassInfo] = read_classes(self.root)
         self.info = read_dataset_info(self.root)
         if not self.info:
@@ -81,7 +93,7 @@ class DaliDataModule(L.LightningDataModule):
 
     def shard(self) -> tuple[int, int]:
         """(data-parallel rank, data-parallel world size) of this process."""
-        return data_parallel_shard(self.trainer)
+        return self.shard_of(self.trainer)
 
     def _device_id(self) -> int | None:
         if self.config.device != "gpu":
@@ -95,8 +107,7 @@ class DaliDataModule(L.LightningDataModule):
         shard_id, num_shards = shard or self.shard()
         train = kind == "train"
         batch_size = batch_size or self.config.batch_size
-        if not train and shard is None and getattr(self.trainer.strategy if self.trainer else None,
-                                                   "collective_forward", False):
+        if not train and shard is None and self.collective_forward:
             batch_size = equal_steps_batch_size(len(files), num_shards, batch_size)
         plan = ShardPlan(len(files), batch_size, shard_id, num_shards, train=train, seed=self.seed)
         augmentation = None

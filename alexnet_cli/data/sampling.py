@@ -27,11 +27,8 @@ class ShardPlan:
     def __post_init__(self) -> None:
         if not 0 <= self.shard_id < self.num_shards:
             raise ValueError(f"shard {self.shard_id} of {self.num_shards}")
-        if self.train and self.steps_per_epoch == 0:
-            raise AlexnetError(
-                f"{self.num_samples} training images cannot fill one batch of {self.batch_size} on each of "
-                f"{self.num_shards} devices; lower data.batch_size"
-            )
+        if self.train:
+            check_one_batch_per_shard(self.num_samples, self.batch_size, self.num_shards)
 
     @property
     def shard_size(self) -> int:
@@ -52,6 +49,14 @@ class ShardPlan:
         else:
             shard = np.arange(self.shard_id, self.num_samples, self.num_shards)
         return shard[step * self.batch_size : (step + 1) * self.batch_size]
+
+
+def check_one_batch_per_shard(num_samples: int, batch_size: int, num_shards: int) -> None:
+    """Refuse a training set that cannot give each of ``num_shards`` shards one full batch: ``train`` asks
+    before any process starts, and every training ``ShardPlan`` again."""
+    if (num_samples // num_shards) // batch_size == 0:
+        raise AlexnetError(f"{num_samples} training images cannot fill one batch of {batch_size} on each of "
+                           f"{num_shards} devices; lower data.batch_size")
 
 
 def equal_steps_batch_size(num_samples: int, num_shards: int, batch_size: int) -> int:

@@ -69,3 +69,16 @@ def gather(x: torch.Tensor, *, group, rank: int, sizes: list[int], dim: int = 1,
 def gather_rows(x: torch.Tensor, *, group, sizes: list[int]) -> torch.Tensor:
     """Non-differentiable gather along dim 0, for assembling full weights and optimizer state."""
     return _all_gather_rows(x.detach(), group, sizes, 0)
+
+
+def counting_ddp(model: torch.nn.Module, group, counted: dict[str, int], point: str):
+    """DDP over ``group`` whose gradient all-reduce adds every bucket's bytes to ``counted[point]``."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    def hook(state, bucket):
+        counted[point] = counted.get(point, 0) + bucket.buffer().numel() * bucket.buffer().element_size()
+        return allreduce_hook(state, bucket)
+
+    ddp = torch.nn.parallel.DistributedDataParallel(model, process_group=group)
+    ddp.register_comm_hook(group, hook)
+    return ddp

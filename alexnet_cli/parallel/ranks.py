@@ -1,26 +1,53 @@
-"""Where this process stands among its peers: its data-parallel shard and process group.
+"""Where this process stands among its peers while a run trains: its data-parallel shard, its process
+groups, and the labels its class scores belong to.
 
-Under DDP the data-parallel rank is the global rank; under the two-GPU split both
-towers of a pair share one (``TowerParallelStrategy.data_parallel_shard``). Every part
-that shards data or reduces metrics asks here, so the two cases cannot drift apart.
+``RunningLayout`` is what the LightningModule and the data ask of the layout during the run: this tool's
+strategies (``parallel/strategy``) answer for their layouts, and Lightning's own strategies are plain
+data parallelism over every rank. ``running_layout(trainer)`` is the one place that tells them apart.
 """
 
 import socket
 
 
+class RunningLayout:
+    """Plain data parallelism: every rank a whole network and its own shard of the data."""
+
+    data_parallel_group = None  # the process group over which metrics are reduced (None: the whole world)
+    tensor_parallel_group = None  # the ranks holding parts of one network, whose gradient norms add up
+
+    def data_parallel_shard(self) -> tuple[int, int]:
+        """(data-parallel rank, data-parallel size)."""
+        raise NotImplementedError
+
+    def scored_labels(self, labels):
+        """The labels of the class scores the last forward returned on this rank: its own batch's."""
+        return labels
+
+
+class _LightningDataParallel(RunningLayout):
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+
+    def data_parallel_shard(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+
+
+def running_layout(trainer) -> RunningLayout:
+    """The layout ``trainer`` runs: its strategy if it is one of this tool's, else Lightning's data parallelism
+    (also without a trainer: one process)."""
+    strategy = trainer.strategy if trainer is not None else None
+    return strategy if isinstance(strategy, RunningLayout) else _LightningDataParallel(trainer)
+
+
 def data_parallel_shard(trainer) -> tuple[int, int]:
     """(data-parallel rank, data-parallel size); (0, 1) without a trainer."""
-    if trainer is None:
-        return 0, 1
-    strategy = trainer.strategy
-    if hasattr(strategy, "data_parallel_shard"):
-        return strategy.data_parallel_shard()
-    return trainer.global_rank, trainer.world_size
+    return running_layout(trainer).data_parallel_shard()
 
 
 def data_parallel_group(trainer):
     """The process group over which data-parallel ranks reduce (None: the whole world)."""
-    return getattr(trainer.strategy, "data_parallel_group", None)
+    return running_layout(trainer).data_parallel_group
 
 
 def free_port() -> int:

@@ -1,10 +1,11 @@
 """Lightning strategies for the layouts Lightning lacks: the paper's towers and the 2014 weird trick.
 
 Both keep checkpoints in the single-device layout, so that any recipe can load, evaluate or resume
-them, and this module is where that conversion lives (``SingleDeviceCheckpoints``): saving joins the
-shards (``lightning_module_state_dict``, ``optimizer_state``), resuming loads the weights into the
-single-device model first (Lightning restores modules before ``setup``, which then splits that model)
-and takes this rank's rows of the optimizer state (``load_optimizer_state_dict``).
+them (``SingleDeviceCheckpoints``): saving joins the shards (``lightning_module_state_dict``,
+``optimizer_state``), resuming loads the weights into the single-device model first (Lightning restores
+modules before ``setup``, which then splits that model) and takes this rank's rows of the optimizer
+state (``load_optimizer_state_dict``); the conversions are the split model's (``split.SplitModel``).
+Each is also the ``RunningLayout`` the LightningModule and the data ask during the run.
 
 ``TowerParallelStrategy``: Lightning's DDP launcher with the paper's towers inside each pair of devices.
 Ranks 2k and 2k+1 form a tower pair (tensor parallel: they hold the two halves of
@@ -13,69 +14,48 @@ form a data-parallel group, whose gradients DDP averages. Two devices is the
 paper's ``two-gpu`` layout; 2×N devices is the ``hybrid`` one.
 """
 
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 
-from alexnet_cli.errors import AlexnetError
-from alexnet_cli.parallel.towers import TowerParallelAlexNet, full_optimizer_state, shard_optimizer_state
-from alexnet_cli.parallel.weird_trick import (
-    WeirdTrickAlexNet,
-    full_weird_trick_optimizer_state,
-    shard_weird_trick_optimizer_state,
+from alexnet_cli.parallel.ranks import RunningLayout
+from alexnet_cli.parallel.towers import (
+    TENSOR_PARALLEL,
+    TowerParallelAlexNet,
+    check_two_towers,
+    tower_groups,
+    tower_pairs,
 )
+from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet
 
-TENSOR_PARALLEL = 2  # the paper's two GPUs
 
-
-class SingleDeviceCheckpoints:
-    """Checkpoints in the single-device layout for a strategy whose model is split across ranks (a model
-    with ``full_state_dict()``); ``join``/``split`` convert one optimizer state. Every call is collective."""
-
-    # Its forward exchanges activations between ranks: not something torch.compile captures (model.compile).
-    compiles_model = False
-    # (split model, optimizer state) -> optimizer state, set by each strategy
-    join_optimizer_state: Callable[[Any, dict], dict]
-    split_optimizer_state: Callable[[Any, dict], dict]
-
-    @staticmethod
-    def check_model(model) -> None:
-        """Refuse a single-device network this layout cannot split: ``train`` asks before any process starts."""
+class SingleDeviceCheckpoints(RunningLayout):
+    """Checkpoints in the single-device layout for a strategy whose model is split across ranks (a
+    ``SplitModel``). Every call is collective."""
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
         return {f"model.{k}": v for k, v in self.lightning_module.model.full_state_dict().items()}
 
     def optimizer_state(self, optimizer) -> dict[str, Any]:
-        return self.join_optimizer_state(self.lightning_module.model, super().optimizer_state(optimizer))
+        return self.lightning_module.model.full_optimizer_state(super().optimizer_state(optimizer))
 
     def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
         model = self.lightning_module.model
-        states = [self.split_optimizer_state(model, state) for state in checkpoint["optimizer_states"]]
+        states = [model.shard_optimizer_state(state) for state in checkpoint["optimizer_states"]]
         super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})
+
+    def data_parallel_shard(self) -> tuple[int, int]:
+        return self.global_rank, self.world_size
 
 
 class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
     strategy_name = "towers"
-    join_optimizer_state = staticmethod(full_optimizer_state)
-    split_optimizer_state = staticmethod(shard_optimizer_state)
-
-    @staticmethod
-    def check_model(model) -> None:
-        if getattr(model, "towers", None) != TENSOR_PARALLEL:
-            raise AlexnetError("the two-GPU split (trainer.strategy=towers) needs model.arch=paper, the "
-                               "two-tower net (paper-one-tower is the one-GPU net it was compared with)")
 
     def setup_distributed(self) -> None:
         super().setup_distributed()
-        world = self.world_size
-        if world % TENSOR_PARALLEL:
-            raise AlexnetError(f"the two-GPU split needs an even number of devices, not {world}")
-        # Every rank must create every group, in the same order.
-        pairs = [dist.new_group([2 * k, 2 * k + 1]) for k in range(world // 2)]
-        replicas = [dist.new_group(list(range(tower, world, 2))) for tower in range(TENSOR_PARALLEL)]
-        self.tensor_parallel_group = pairs[self.global_rank // 2]
-        self.data_parallel_group = replicas[self.global_rank % 2]
+        self.tensor_parallel_group, self.data_parallel_group = tower_groups(self.global_rank, self.world_size)
 
     @property
     def tower_index(self) -> int:
@@ -83,12 +63,12 @@ class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
 
     def data_parallel_shard(self) -> tuple[int, int]:
         """(data-parallel rank, data-parallel size): both towers of a pair read the same batch."""
-        return self.global_rank // TENSOR_PARALLEL, self.world_size // TENSOR_PARALLEL
+        return self.global_rank // TENSOR_PARALLEL, tower_pairs(self.world_size)
 
     def setup(self, trainer) -> None:
         module = self.lightning_module
         if not isinstance(module.model, TowerParallelAlexNet):
-            self.check_model(module.model)
+            check_two_towers(module.model)
             module.model = TowerParallelAlexNet(module.model, rank=self.tower_index, size=TENSOR_PARALLEL,
                                                 group=self.tensor_parallel_group)
         super().setup(trainer)
@@ -102,13 +82,11 @@ class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
 
 class WeirdTrickStrategy(SingleDeviceCheckpoints, DDPStrategy):
     """The 2014 sequel's layout on every device: conv layers data-parallel, FC layers sliced by rows
-    (``WeirdTrickAlexNet``). Not wrapped in DDP: the model sums its conv gradients itself, and each
-    rank already holds the scores of every rank's images, so metrics are not reduced again."""
+    (``WeirdTrickAlexNet``). Not wrapped in DDP: the conv gradients are summed after each backward
+    (``post_backward``), and each rank already holds the scores of every rank's images, so metrics are
+    not reduced again."""
 
     strategy_name = "weird-trick"
-    join_optimizer_state = staticmethod(full_weird_trick_optimizer_state)
-    split_optimizer_state = staticmethod(shard_weird_trick_optimizer_state)
-    collective_forward = True  # every forward gathers: all ranks must run the same number of batches
 
     def setup_distributed(self) -> None:
         super().setup_distributed()
@@ -124,4 +102,11 @@ class WeirdTrickStrategy(SingleDeviceCheckpoints, DDPStrategy):
         super().setup(trainer)
 
     def configure_ddp(self) -> None:
-        return  # no parameter is averaged by DDP: conv gradients are summed by the model, FC slices are local
+        return  # no parameter is averaged by DDP: conv gradients are summed below, FC slices are local
+
+    def post_backward(self, closure_loss) -> None:
+        super().post_backward(closure_loss)
+        self.lightning_module.model.sync_conv_gradients()  # each rank's holds only its own images' share
+
+    def scored_labels(self, labels):
+        return self.lightning_module.model.gather_labels(labels)  # the scores are every rank's images'

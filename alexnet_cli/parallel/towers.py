@@ -17,10 +17,17 @@ checkpoints of both layouts are the same file format.
 from collections import OrderedDict
 
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
+from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.paper import PaperAlexNet, paper_lrn
-from alexnet_cli.parallel.collectives import CommunicationLog, gather, gather_rows
+from alexnet_cli.parallel.collectives import CommunicationLog, counting_ddp, gather
+from alexnet_cli.parallel.layout import Layout
+from alexnet_cli.parallel.split import SplitModel
+
+TENSOR_PARALLEL = 2  # the paper's two GPUs
 
 
 def shard_sizes(total: int, parts: int) -> list[int]:
@@ -28,12 +35,12 @@ def shard_sizes(total: int, parts: int) -> list[int]:
     return [len(chunk) for chunk in torch.arange(total).tensor_split(parts)]
 
 
-class TowerParallelAlexNet(nn.Module):
+class TowerParallelAlexNet(SplitModel):
     """This rank's tower of the paper's network; forward needs the other tower's rank running too."""
 
     def __init__(self, full: PaperAlexNet, *, rank: int, size: int, group) -> None:
         super().__init__()
-        if size != 2:
+        if size != TENSOR_PARALLEL:
             raise ValueError("the paper's split has exactly two towers")
         self.rank, self.size, self.group = rank, size, group
         self.log = CommunicationLog()
@@ -95,49 +102,63 @@ class TowerParallelAlexNet(nn.Module):
         return self._gather(x, "class scores to both ranks", self.fc8_sizes, replicated=True)
 
     def row_sizes(self, name: str) -> list[int]:
-        """Per-rank rows of parameter ``name`` (all ranks hold the same shapes but fc8's)."""
+        """Per-rank rows of parameter ``name``: every one is split (all ranks hold the same shapes but fc8's)."""
         tensor = dict(self.named_parameters())[name]
         if name.startswith("classifier.fc8"):
             return self.fc8_sizes
         return [tensor.shape[0]] * self.size
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The single-device ``paper`` state dict, assembled from both towers (collective)."""
-        return {name: gather_rows(tensor, group=self.group, sizes=self.row_sizes(name)).cpu()
-                for name, tensor in self.named_parameters()}
 
-    def shard_of(self, full: torch.Tensor) -> torch.Tensor:
-        """This rank's rows of a single-device tensor."""
-        return full.tensor_split(self.size, dim=0)[self.rank]
+def tower_pairs(devices: int) -> int:
+    """The data-parallel size of the towers layouts: each pair of devices holds one network on one batch."""
+    return max(1, devices // TENSOR_PARALLEL)
 
 
-def _parameter_names(model: nn.Module) -> list[str]:
-    """The optimizer's order of the parameters (see ``optimizer.parameter_groups``)."""
-    from alexnet_cli.training.optimizer import ordered_names
-
-    return ordered_names([name for name, _ in model.named_parameters()])
-
-
-def full_optimizer_state(towers: TowerParallelAlexNet, state: dict) -> dict:
-    """Momentum buffers of both towers joined into the single-device layout (collective).
-
-    The optimizer's parameter indices follow the same order in both layouts (weights, then
-    biases, each in ``named_parameters()`` order), so a state saved here resumes a single-device
-    run and back.
-    """
-    names = _parameter_names(towers)
-    joined = {}
-    for index, entry in state["state"].items():
-        sizes = towers.row_sizes(names[index])
-        joined[index] = {key: gather_rows(value, group=towers.group, sizes=sizes).cpu()
-                         if torch.is_tensor(value) and value.dim() > 0 else value for key, value in entry.items()}
-    return {**state, "state": joined}
+def tower_groups(rank: int, world: int) -> tuple[object, object]:
+    """(the pair of ``rank``: ranks 2k and 2k+1 hold one network; its replicas: the ranks of the same tower
+    index across pairs, whose gradients are averaged). Every rank must call this, in the same order."""
+    if world % TENSOR_PARALLEL:
+        raise AlexnetError(f"the two-GPU split needs an even number of devices, not {world}")
+    pairs = [dist.new_group([2 * k, 2 * k + 1]) for k in range(world // TENSOR_PARALLEL)]
+    replicas = [dist.new_group(list(range(tower, world, TENSOR_PARALLEL))) for tower in range(TENSOR_PARALLEL)]
+    return pairs[rank // TENSOR_PARALLEL], replicas[rank % TENSOR_PARALLEL]
 
 
-def shard_optimizer_state(towers: TowerParallelAlexNet, state: dict) -> dict:
-    """This tower's rows of a single-device optimizer state."""
-    sharded = {}
-    for index, entry in state["state"].items():
-        sharded[index] = {key: towers.shard_of(value).clone() if torch.is_tensor(value) and value.dim() > 0
-                          else value for key, value in entry.items()}
-    return {**state, "state": sharded}
+def check_two_towers(model: nn.Module) -> None:
+    """Refuse a network the towers layouts cannot split."""
+    if getattr(model, "towers", None) != TENSOR_PARALLEL:
+        raise AlexnetError("the two-GPU split (trainer.strategy two-gpu or hybrid) needs model.arch=paper, the "
+                           "two-tower net (paper-one-tower is the one-GPU net it was compared with)")
+
+
+class TowerLayout(Layout):
+    """The paper's towers inside each pair of devices (``two-gpu``: one pair), data-parallel across pairs
+    (``hybrid``: 2×N devices)."""
+
+    compiles_model = False  # its forward exchanges activations between the towers
+    kind = "towers"
+
+    def lightning_strategy(self):
+        from alexnet_cli.parallel.strategy import TowerParallelStrategy
+
+        return TowerParallelStrategy()
+
+    def data_parallel_size(self, devices: int) -> int:
+        return tower_pairs(devices)
+
+    def describe(self, devices: int, batch_size: int) -> str:
+        pairs = tower_pairs(devices)
+        return (f"the paper's two-GPU split: {pairs} pair(s) of towers, each pair one network on one batch"
+                + (f", data-parallel over the {pairs} pairs" if pairs > 1 else ""))
+
+    def check_model(self, model) -> None:
+        check_two_towers(model)
+
+    def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:
+        pair, replicas = tower_groups(rank, world)
+        towers = TowerParallelAlexNet(full, rank=rank % TENSOR_PARALLEL, size=TENSOR_PARALLEL, group=pair)
+        counted: dict[str, int] = {}
+        model = towers if world == TENSOR_PARALLEL else counting_ddp(towers, replicas, counted,
+                                                                     "gradient all-reduce across pairs")
+        F.cross_entropy(model(images), labels).backward()
+        return {**towers.log.bytes_by_point, **counted}

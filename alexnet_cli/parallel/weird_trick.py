@@ -20,13 +20,16 @@ overlapping communication) is not implemented.
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from alexnet_cli.parallel.collectives import CommunicationLog, gather, gather_rows
+from alexnet_cli.parallel.layout import Layout
+from alexnet_cli.parallel.split import SplitModel
 from alexnet_cli.parallel.towers import shard_sizes
 
 
-class WeirdTrickAlexNet(nn.Module):
+class WeirdTrickAlexNet(SplitModel):
     """One rank's part: all conv layers, and a row slice of every Linear layer of the classifier."""
 
     def __init__(self, full: nn.Module, *, rank: int, size: int, group) -> None:
@@ -98,38 +101,25 @@ class WeirdTrickAlexNet(nn.Module):
         layer = name.split(".")[1] if name.startswith("classifier.") else None
         return self.sizes.get(layer)
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The single-device state dict: conv layers as they are, FC slices joined (collective)."""
-        return {name: _joined(self, name, tensor) for name, tensor in self.named_parameters()}
 
-    def slice_of(self, name: str, full: torch.Tensor) -> torch.Tensor:
-        """This rank's rows of a single-device tensor of parameter ``name`` (all of it if not sliced)."""
-        return full.tensor_split(self.size, dim=0)[self.rank] if self.row_sizes(name) else full
+class WeirdTrickLayout(Layout):
+    """The 2014 sequel's layout on every device: conv layers data-parallel, FC layers split by rows."""
 
+    compiles_model = False  # its forward exchanges activations between the ranks
+    collective_forward = True  # every forward gathers: all ranks must run the same number of batches
+    kind = "weird-trick"
 
-def _joined(model: WeirdTrickAlexNet, name: str, tensor: torch.Tensor) -> torch.Tensor:
-    sizes = model.row_sizes(name)
-    return (gather_rows(tensor, group=model.group, sizes=sizes) if sizes else tensor.detach()).cpu()
+    def lightning_strategy(self):
+        from alexnet_cli.parallel.strategy import WeirdTrickStrategy
 
+        return WeirdTrickStrategy()
 
-def _parameter_names(model: nn.Module) -> list[str]:
-    """The optimizer's order of the parameters (weights, then biases), the same in every layout."""
-    from alexnet_cli.training.optimizer import ordered_names
+    def describe(self, devices: int, batch_size: int) -> str:
+        return (f"the 2014 layout: conv layers data-parallel over {devices} devices (each its own batch), every FC "
+                f"layer split by rows {devices} ways over all {devices}×{batch_size} images")
 
-    return ordered_names([name for name, _ in model.named_parameters()])
-
-
-def full_weird_trick_optimizer_state(model: WeirdTrickAlexNet, state: dict) -> dict:
-    """Momentum buffers in the single-device layout: FC slices joined (collective), conv ones as they are."""
-    names = _parameter_names(model)
-    joined = {index: {key: _joined(model, names[index], value) if torch.is_tensor(value) and value.dim() > 0
-                      else value for key, value in entry.items()} for index, entry in state["state"].items()}
-    return {**state, "state": joined}
-
-
-def shard_weird_trick_optimizer_state(model: WeirdTrickAlexNet, state: dict) -> dict:
-    """This rank's part of a single-device optimizer state."""
-    names = _parameter_names(model)
-    sliced = {index: {key: model.slice_of(names[index], value).clone() if torch.is_tensor(value) and value.dim() > 0
-                      else value for key, value in entry.items()} for index, entry in state["state"].items()}
-    return {**state, "state": sliced}
+    def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:
+        model = WeirdTrickAlexNet(full, rank=rank, size=world, group=dist.group.WORLD)
+        F.cross_entropy(model(images), model.gather_labels(labels)).backward()
+        model.sync_conv_gradients()
+        return dict(model.log.bytes_by_point)

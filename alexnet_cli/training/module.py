@@ -10,13 +10,18 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.models.execution import CompileOptions, compile_in_place, match_state_layouts
-from alexnet_cli.parallel.ranks import data_parallel_group, data_parallel_shard
+from alexnet_cli.parallel.ranks import RunningLayout, running_layout
 from alexnet_cli.recipes import OptimConfig
 from alexnet_cli.training.optimizer import sgd, zero_momentum_buffers
 
 
 class AlexNetModule(L.LightningModule):
-    """Trains any network of the zoo. ``meta`` is stored in every checkpoint (see ``checkpoints``)."""
+    """Trains any network of the zoo. ``meta`` is stored in every checkpoint (see ``checkpoints``).
+
+    Whatever depends on how the devices share the network (whose labels the scores are, which ranks
+    reduce the metrics, the data-parallel size) it asks the running layout (``parallel.ranks``); what
+    the layout does after each backward is its strategy's own hook.
+    """
 
     def __init__(self, model: nn.Module, optim: OptimConfig, *, num_classes: int, meta: dict[str, Any],
                  batch_size: int = 128, compile: CompileOptions | None = None) -> None:
@@ -41,22 +46,15 @@ class AlexNetModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self.model(images)
-        loss = F.cross_entropy(logits, self._labels_of(labels))
+        loss = F.cross_entropy(logits, self._layout().scored_labels(labels))
         self._step_loss = loss.detach()
         # Not prog_bar=True: Lightning would copy it to the host after every batch for the bar (a GPU sync);
         # SparseMetricsProgressBar shows it every few steps instead.
         self.log("train/loss", loss)
         return loss
 
-    def _labels_of(self, labels: torch.Tensor) -> torch.Tensor:
-        """The labels the last forward's scores belong to: under the weird-trick layout every rank's."""
-        gather_labels = getattr(self.model, "gather_labels", None)
-        return labels if gather_labels is None else gather_labels(labels)
-
-    def on_after_backward(self) -> None:
-        sync = getattr(self.model, "sync_conv_gradients", None)  # the weird-trick layout's data-parallel part
-        if sync is not None:
-            sync()
+    def _layout(self) -> RunningLayout:
+        return running_layout(self._trainer)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         bad = self._nonfinite_update()
@@ -89,7 +87,7 @@ class AlexNetModule(L.LightningModule):
         """The 2-norm of the whole network's gradient (summed over both towers under the split)."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         squared = torch.nn.utils.get_total_norm(grads).square() if grads else torch.zeros((), device=self.device)
-        pair = getattr(self.trainer.strategy, "tensor_parallel_group", None)
+        pair = self._layout().tensor_parallel_group
         if pair is not None:
             squared = _sum_over(squared, pair)
         return squared.sqrt()
@@ -97,7 +95,7 @@ class AlexNetModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.model(images)
-        labels = self._labels_of(labels)
+        labels = self._layout().scored_labels(labels)
         # Sum, not mean: with short last batches and uneven shards only a sum weights every image once.
         loss_sum = F.cross_entropy(logits, labels, reduction="sum", ignore_index=SKIPPED)
         self.val_top1.update(logits, labels)
@@ -111,7 +109,7 @@ class AlexNetModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         # Metrics reduce over data-parallel ranks only: the two towers of a pair score the same images.
-        group = data_parallel_group(self.trainer)
+        group = self._layout().data_parallel_group
         self.val_top1.process_group = self.val_top5.process_group = group
         if self.compile_options is not None:  # before the sanity check's validation: it runs compiled too
             compile_in_place(self.model, self.compile_options)
@@ -123,7 +121,7 @@ class AlexNetModule(L.LightningModule):
             match_state_layouts(optimizer)
 
     def on_validation_epoch_end(self) -> None:
-        group = data_parallel_group(self.trainer)
+        group = self._layout().data_parallel_group
         loss_sum = _sum_over(self._val_loss_sum, group)
         count = _sum_over(self._val_count, group)
         top1 = self.val_top1.compute()
@@ -141,7 +139,7 @@ class AlexNetModule(L.LightningModule):
         cfg = self.optim
         if cfg.reference_batch is None:
             return cfg.lr
-        world = data_parallel_shard(self._trainer)[1]
+        world = self._layout().data_parallel_shard()[1]
         return cfg.lr * self.batch_size * world / cfg.reference_batch
 
     def configure_optimizers(self) -> dict:

@@ -8,16 +8,8 @@ optimizer state has one layout whatever the choice (and a run can change it on r
 import torch
 from torch import nn
 
+from alexnet_cli.models.parameters import is_bias, ordered_names
 from alexnet_cli.recipes import OptimConfig
-
-
-def is_bias(name: str) -> bool:
-    return name.endswith(".bias")
-
-
-def ordered_names(names: list[str]) -> list[str]:
-    """Parameter names in the optimizer's order: the weights, then the biases (each in model order)."""
-    return [n for n in names if not is_bias(n)] + [n for n in names if is_bias(n)]
 
 
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:

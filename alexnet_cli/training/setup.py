@@ -7,10 +7,11 @@ from typing import Any
 
 from alexnet_cli import __version__
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.parallel.layout import Layout
 from alexnet_cli.recipes import Recipe
 from alexnet_cli.training.resume import check_resumable, resolve_resume
 from alexnet_cli.training.run_dir import check_run_dir
-from alexnet_cli.training.trainer import trainer_arguments
+from alexnet_cli.training.trainer import check_trainer_arguments, device_count, recipe_layout
 
 
 def default_run_dir(recipe: Recipe) -> Path:
@@ -42,14 +43,16 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
                 overwrite: bool = False) -> RunSetup:
     """Resolve the resume, the run directory, the data and the network, and check them against each other
     and against the Trainer arguments, without writing anything: ``train`` and ``train --dry-run`` both
-    start here, so a dry run refuses what the run would."""
+    start here, so a dry run refuses what the run would. Each check is asked here once; nothing is built
+    only for the error its constructor would raise."""
     import lightning as L
 
     from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.data.sampling import ShardPlan
-    from alexnet_cli.training.dryrun import data_parallel_size
+    from alexnet_cli.data.sampling import check_one_batch_per_shard
+    from alexnet_cli.parallel.ranks import data_parallel_shard
 
     check_cpu_devices_present(recipe)
+    layout = recipe_layout(recipe)
     checkpoint = None
     if resume is not None:
         checkpoint, resumed_dir = resolve_resume(resume)
@@ -57,22 +60,29 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     run_dir = Path(out) if out is not None else default_run_dir(recipe)
     replaces_run = check_run_dir(run_dir, overwrite) if checkpoint is None else False
     crop = crop_size(recipe)
-    datamodule = DaliDataModule(data, recipe.data, crop=crop, seed=recipe.seed)
+    datamodule = DaliDataModule(data, recipe.data, crop=crop, seed=recipe.seed, shard_of=data_parallel_shard,
+                                collective_forward=layout.collective_forward)
     num_classes = recipe.model.num_classes or datamodule.num_classes
     if num_classes != datamodule.num_classes:
         raise AlexnetError(f"model.num_classes is {num_classes} but {data} has {datamodule.num_classes} classes")
-    ShardPlan(len(datamodule.split("train")), recipe.data.batch_size, 0, data_parallel_size(recipe))
-    strategy = trainer_arguments(recipe, run_dir, True, [])["strategy"]  # its own checks: checkpoints, logger
+    check_one_batch_per_shard(len(datamodule.split("train")), recipe.data.batch_size,
+                              layout.data_parallel_size(device_count(recipe)))
+    check_trainer_arguments(recipe)
     L.seed_everything(recipe.seed, workers=False, verbose=False)  # the weights are a function of the seed
     model = recipe_model(recipe, num_classes)
-    if hasattr(strategy, "check_model"):  # a split layout's needs, refused before its processes start
-        strategy.check_model(model)
-    if recipe.model.compile and not getattr(strategy, "compiles_model", True):
-        raise AlexnetError(f"model.compile=true: the {strategy.strategy_name} layout exchanges activations inside "
-                           "its forward pass, which torch.compile cannot capture; use it with one device or ddp")
+    layout.check_model(model)  # a split layout's needs, refused before its processes start
+    check_compiles(recipe, layout)
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
     return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes, replaces_run)
+
+
+def check_compiles(recipe: Recipe, layout: Layout) -> None:
+    """Refuse model.compile where the layout's forward exchanges activations between ranks."""
+    if recipe.model.compile and not layout.compiles_model:
+        raise AlexnetError(f"model.compile=true: the {layout.kind} layout (trainer.strategy={layout.name}) exchanges "
+                           "activations inside its forward pass, which torch.compile cannot capture; use it with one "
+                           "device or ddp")
 
 
 def check_cpu_devices_present(recipe: Recipe) -> None:

@@ -1,13 +1,52 @@
 """The Trainer's arguments for a recipe (callbacks, checkpoints, logger, strategy): ``train`` and
-``benchmark train`` both build their Trainer from here."""
+``benchmark train`` both build their Trainer from here. What they would refuse is asked first, without
+building anything (``check_trainer_arguments``)."""
 
+import importlib.util
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.recipes import Recipe
+from alexnet_cli.parallel.layout import Layout
+from alexnet_cli.parallel.layouts import layout_named
+from alexnet_cli.recipes import CheckpointConfig, Recipe
+
+# trainer.logger: the module each logger needs beside CSV (always there), any one of them will do
+_LOGGER_MODULES = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+def device_count(recipe: Recipe) -> int:
+    """Devices over all nodes; -1/"auto" count as 1 per node here (the machine that runs may differ)."""
+    devices = recipe.trainer.get("devices", 1)
+    devices = devices if isinstance(devices, int) and devices > 0 else 1
+    return devices * recipe.trainer.get("num_nodes", 1)
+
+
+def recipe_layout(recipe: Recipe) -> Layout:
+    """The layout the recipe's ``trainer.strategy`` names (``parallel/layouts``)."""
+    return layout_named(recipe.trainer.get("strategy"), device_count(recipe))
+
+
+def check_trainer_arguments(recipe: Recipe) -> None:
+    """Refuse what ``trainer_arguments`` would: the checkpoint schedule and the logger."""
+    check_checkpoint_schedule(recipe.checkpoint)
+    check_logger(recipe.trainer.get("logger", "csv"))
+
+
+def check_checkpoint_schedule(config: CheckpointConfig) -> None:
+    if config.every_n_train_steps and config.every_minutes:
+        raise AlexnetError("checkpoint.every_n_train_steps and checkpoint.every_minutes: set one of them")
+
+
+def check_logger(name: str | None) -> None:
+    """CSV always works; TensorBoard and W&B when the user has installed them."""
+    if (name or "csv") not in _LOGGER_MODULES:
+        raise AlexnetError(f"trainer.logger {name!r}: use csv, tensorboard or wandb")
+    needs = _LOGGER_MODULES[name or "csv"]
+    if needs and not any(importlib.util.find_spec(module) for module in needs):
+        raise AlexnetError(f"trainer.logger {name}: pip install {needs[0]} (or use trainer.logger=csv)")
 
 
 def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callbacks: list) -> dict[str, Any]:
@@ -30,7 +69,7 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
     # After the tool's other callbacks, as the module's own hooks were: a resume's plateau catch-up at an
     # epoch's end follows what they do there, and precedes Lightning's savers (it runs them last).
     callbacks.append(ResumeRepair())
-    args["strategy"] = _strategy(args.get("strategy", "auto"))
+    args["strategy"] = recipe_layout(recipe).lightning_strategy()
     args.setdefault("num_sanity_val_steps", 0)
     args.update(
         default_root_dir=str(run_dir), logger=make_logger(logger_name, run_dir), callbacks=callbacks,
@@ -50,8 +89,7 @@ def checkpoint_callbacks(recipe: Recipe, checkpoint_dir: Path, validating: bool,
     from alexnet_cli.training.callbacks import SaveWhenTrainingEnds, TimedCheckpoint
 
     config = recipe.checkpoint
-    if config.every_n_train_steps and config.every_minutes:
-        raise AlexnetError("checkpoint.every_n_train_steps and checkpoint.every_minutes: set one of them")
+    check_checkpoint_schedule(config)
     # last.ckpt every N epochs, or once when training ends...
     savers = [ModelCheckpoint(dirpath=checkpoint_dir, filename="last", every_n_epochs=config.every_n_epochs,
                               save_top_k=1, enable_version_counter=False)
@@ -72,23 +110,11 @@ def checkpoint_callbacks(recipe: Recipe, checkpoint_dir: Path, validating: bool,
     return savers
 
 
-def _strategy(name):
-    """The recipe's strategy name, or this tool's strategy object for the layouts Lightning lacks."""
-    if name == "towers":
-        from alexnet_cli.parallel.strategy import TowerParallelStrategy
-
-        return TowerParallelStrategy()
-    if name == "weird-trick":
-        from alexnet_cli.parallel.strategy import WeirdTrickStrategy
-
-        return WeirdTrickStrategy()
-    return name
-
-
 def make_logger(name: str | None, run_dir: Path):
-    """CSV always works; TensorBoard and W&B when the user has installed them."""
+    """CSV always, and TensorBoard or W&B beside it if asked (``check_logger``)."""
     from lightning.pytorch.loggers import CSVLogger
 
+    check_logger(name)
     csv = CSVLogger(save_dir=str(run_dir), name="", version="")
     if name in (None, "csv"):
         return csv
@@ -96,11 +122,9 @@ def make_logger(name: str | None, run_dir: Path):
         from lightning.pytorch.loggers import TensorBoardLogger
 
         return [csv, TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard")]
-    if name == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.loggers import WandbLogger  # check_logger let nothing else through
 
-        return [csv, WandbLogger(save_dir=str(run_dir))]
-    raise AlexnetError(f"trainer.logger {name!r}: use csv, tensorboard or wandb")
+    return [csv, WandbLogger(save_dir=str(run_dir))]
 
 
 def keep_previous_metrics(loggers, run_dir: Path) -> None:

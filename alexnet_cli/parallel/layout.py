@@ -1,0 +1,55 @@
+"""A layout: one way to spread the network and its batches over devices, and what the tool asks of it.
+
+Recipes name a layout in ``trainer.strategy``; ``parallel/layouts`` maps each name to one ``Layout``.
+Before a run, ``train``, its dry run and ``benchmark comms`` ask the layout (its Lightning strategy, its
+data-parallel size, its description, its model check); during the run the LightningModule and the data
+ask the running strategy (``ranks.running_layout``), whose sizes come from the same functions.
+"""
+
+from typing import Any
+
+
+class Layout:
+    """What every layout answers. This base is data parallelism by one of Lightning's own strategies
+    (``auto``: one device, ``ddp``, or any other strategy name Lightning knows), over every device."""
+
+    compiles_model = True  # False: its forward exchanges activations, which torch.compile cannot capture
+    collective_forward = False  # True: every forward is a collective, so all ranks must run as many batches
+    kind = "data-parallel"  # the layout in a word, for messages
+
+    def __init__(self, name: str, *, benchmark_devices: int | None = None, one_process: bool = False) -> None:
+        self.name = name
+        self.benchmark_devices = benchmark_devices  # the devices `benchmark comms` measures it on; None: not measured
+        self.one_process = one_process  # on one device, it runs in the calling process (no launcher, no group)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def lightning_strategy(self) -> Any:
+        """The ``strategy`` argument of ``lightning.Trainer``: a name, or this tool's ``Strategy`` object."""
+        return self.name
+
+    def data_parallel_size(self, devices: int) -> int:
+        """Into how many shards each batch of data is cut over ``devices`` devices: every device its own."""
+        return max(1, devices)
+
+    def describe(self, devices: int, batch_size: int) -> str:
+        """How the devices share the network and the batch, in words (``train --dry-run``)."""
+        if devices > 1:
+            return f"data-parallel (DDP): {devices} copies of the network, gradients averaged"
+        return "one device"
+
+    def check_model(self, model) -> None:
+        """Refuse a single-device network this layout cannot run: asked before any process starts."""
+
+    def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:
+        """One fp32 training step of the single-device network ``full`` on this rank of ``world``, in
+        ``benchmark comms``'s process group: the bytes this rank handed to collectives, by exchange point."""
+        import torch.nn.functional as F
+
+        from alexnet_cli.parallel.collectives import counting_ddp
+
+        counted: dict[str, int] = {}
+        model = counting_ddp(full, None, counted, "gradient all-reduce")
+        F.cross_entropy(model(images), labels).backward()
+        return counted

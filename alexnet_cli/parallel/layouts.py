@@ -1,0 +1,33 @@
+"""Every layout by its name: the one set of names that recipes (``trainer.strategy``), ``benchmark comms``
+and the trainer use. Adding a layout is a module defining its ``Layout`` (and, if Lightning lacks it, its
+strategy), one entry here, and a recipe naming it."""
+
+from alexnet_cli.parallel.layout import Layout
+from alexnet_cli.parallel.towers import TowerLayout
+from alexnet_cli.parallel.weird_trick import WeirdTrickLayout
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
+    Layout("auto", one_process=True),  # one device (Lightning's DDP when given several)
+    Layout("ddp", benchmark_devices=2),  # the whole network on every device, gradients averaged
+    TowerLayout("two-gpu", benchmark_devices=2),  # the paper's split (§3.2): one pair of towers
+    TowerLayout("hybrid", benchmark_devices=4),  # a pair of towers per 2 devices, DDP across pairs
+    WeirdTrickLayout("weird-trick", benchmark_devices=2),  # arXiv:1404.5997: conv data-, FC model-parallel
+)}
+
+# What recipes and checkpoints said before the layouts had names of their own: the paper's split on two
+# devices, towers in pairs with DDP across them on more.
+_TOWERS = "towers"
+
+
+def layout_named(strategy: str | None, devices: int) -> Layout:
+    """The layout a recipe's ``trainer.strategy`` names on ``devices`` devices. Another of Lightning's own
+    strategies (``ddp_spawn``, ``fsdp``, ...) passes through to Lightning, data-parallel over every device."""
+    name = strategy or "auto"
+    if name == _TOWERS:
+        name = "two-gpu" if devices == 2 else "hybrid"
+    return LAYOUTS.get(name) or Layout(name)
+
+
+def benchmarked_layouts() -> dict[str, int]:
+    """The layouts ``benchmark comms`` measures, with the devices it measures each on."""
+    return {name: layout.benchmark_devices for name, layout in LAYOUTS.items() if layout.benchmark_devices}
