@@ -26,11 +26,13 @@ class SoakResult:
 
 def soak(recipe: str, data: Path, *, epochs: int, settle: int = 2, out: Path | None = None,
          overrides: list[str] | None = None, quiet: bool = True) -> SoakResult:
+    from alexnet_cli.recipes import load_recipe
     from alexnet_cli.training.run import run
 
     if epochs <= settle:
         raise AlexnetError(f"--epochs {epochs} must exceed --settle {settle}: the growth is measured after those")
-    trained = run(recipe, data, out=out, overrides=[*(overrides or []), f"trainer.max_epochs={epochs}"], quiet=quiet)
+    trained = run(load_recipe(recipe, [*(overrides or []), f"trainer.max_epochs={epochs}"]), data, out=out,
+                  quiet=quiet)
     with open(trained.run_dir / "metrics.csv") as metrics:
         rows = list(csv.DictReader(metrics))
     rss = [float(row["sys/rss_mb"]) for row in rows if row.get("sys/rss_mb")]

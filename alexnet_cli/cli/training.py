@@ -1,13 +1,16 @@
 """Commands that train: train (and its dry run), demo, recipes."""
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
 from alexnet_cli.cli.shell import console, notes_on_stderr, progress_for, user_errors, write_json
 from alexnet_cli.terminal import shown
+
+if TYPE_CHECKING:
+    from alexnet_cli.recipes import Recipe
 
 
 @user_errors
@@ -36,12 +39,14 @@ def train(
 
     check_writable(out, "--out", folder=True)  # before training, and before importing torch and Lightning
     check_writable(json_out, "--json")
+    from alexnet_cli.recipes import load_recipe
     from alexnet_cli.training.run import run
 
+    resolved = load_recipe(recipe, set_)
     if dry_run:
-        _print_dry_run(recipe, data, set_, benchmark_json, out, resume, overwrite)
+        _print_dry_run(resolved, data, benchmark_json, out, resume, overwrite)
         return
-    result = run(recipe, data, out=out, overrides=set_, quiet=quiet, resume=resume, overwrite=overwrite,
+    result = run(resolved, data, out=out, quiet=quiet, resume=resume, overwrite=overwrite,
                  progress=notes_on_stderr())
     if result.already_done is not None:
         console.print(f"{shown(result.run_dir)} is already done: its checkpoint (step {result.global_step}) reached "
@@ -69,15 +74,13 @@ def train(
     write_json(json_out, asdict(result))
 
 
-def _print_dry_run(recipe_name: str, data: Path, overrides: list[str], benchmark_json: Optional[Path],
-                   out: Optional[Path], resume: Optional[Path], overwrite: bool) -> None:
+def _print_dry_run(recipe: "Recipe", data: Path, benchmark_json: Optional[Path], out: Optional[Path],
+                   resume: Optional[Path], overwrite: bool) -> None:
     import yaml
 
-    from alexnet_cli.recipes import load_recipe
     from alexnet_cli.training.dryrun import plan_run
     from alexnet_cli.training.setup import prepare_run
 
-    recipe = load_recipe(recipe_name, overrides)
     # refuses what 'alexnet train' would refuse
     setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
     plan = plan_run(recipe, len(setup.datamodule.split("train")), benchmark_json=benchmark_json)

@@ -20,7 +20,7 @@ import yaml
 from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import TrainingStopped
 from alexnet_cli.progress import Progress, SilentProgress
-from alexnet_cli.recipes import Recipe, load_recipe
+from alexnet_cli.recipes import Recipe
 from alexnet_cli.terminal import shown
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
 from alexnet_cli.training.resume import latest_checkpoint, limit_reached
@@ -46,10 +46,10 @@ class TrainResult:
     compile_seconds: float | None = None  # model.compile: the first step's seconds, which include compiling
 
 
-def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides: list[str] | None = None,
-        quiet: bool = False, resume: Path | None = None, overwrite: bool = False,
-        progress: Progress | None = None) -> TrainResult:
-    """Train a recipe on a prepared dataset; returns where everything went and the best metrics.
+def run(recipe: Recipe, data: Path, *, out: Path | None = None, quiet: bool = False, resume: Path | None = None,
+        overwrite: bool = False, progress: Progress | None = None) -> TrainResult:
+    """Train a recipe (``recipes.load_recipe``'s) on a prepared dataset; returns where everything went and the
+    best metrics.
 
     ``resume``: a checkpoint (or a run directory's last.ckpt) to continue from, whatever
     recipe wrote it, as long as arch and classes agree (a single-gpu checkpoint resumes
@@ -58,12 +58,12 @@ def run(recipe: str | Recipe, data: Path, *, out: Path | None = None, overrides:
     recipe changes always).
     """
     with ExitStack() as held:
-        return _run(recipe, data, out=out, overrides=overrides, quiet=quiet, resume=resume, overwrite=overwrite,
-                    progress=progress, held=held)
+        return _run(recipe, data, out=out, quiet=quiet, resume=resume, overwrite=overwrite, progress=progress,
+                    held=held)
 
 
-def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[str] | None, quiet: bool,
-         resume: Path | None, overwrite: bool, progress: Progress | None, held: ExitStack) -> TrainResult:
+def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: Path | None, overwrite: bool,
+         progress: Progress | None, held: ExitStack) -> TrainResult:
     """``run``; what enters ``held`` (the run folder's lock) is released when it returns or raises."""
     from alexnet_cli.training.callbacks import BestMetrics, FirstStepTimer, ThroughputMeter
     from alexnet_cli.training.module import AlexNetModule
@@ -71,8 +71,6 @@ def _run(recipe: str | Recipe, data: Path, *, out: Path | None, overrides: list[
 
     quiet_lightning(quiet)
     report_lost_ranks()
-    if isinstance(recipe, str):
-        recipe = load_recipe(recipe, overrides)
     data = Path(data)
     setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
     if setup.checkpoint is not None and (reached := limit_reached(setup.checkpoint, recipe)):

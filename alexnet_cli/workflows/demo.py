@@ -13,6 +13,7 @@ from alexnet_cli.errors import AlexnetError
 from alexnet_cli.inspection.evaluate import EvalResult, evaluate
 from alexnet_cli.inspection.report import write_report
 from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.recipes import load_recipe
 from alexnet_cli.terminal import shown
 from alexnet_cli.training.run import TrainResult, run
 
@@ -61,7 +62,7 @@ def run_demo(out: Path, *, overrides: list[str] | None = None, quiet: bool = Fal
     progress.note(f"[bold]1/4[/] demo dataset in the official ILSVRC2012 format → {shown(data)}")
     prepared = prepare_demo(data, progress=progress)
     progress.note("[bold]2/4[/] training recipe cpu-demo")
-    trained = run("cpu-demo", data, out=out / "run", overrides=overrides, quiet=quiet, overwrite=True,
+    trained = run(load_recipe("cpu-demo", overrides), data, out=out / "run", quiet=quiet, overwrite=True,
                   progress=progress)
     checkpoint = trained.best_checkpoint or trained.last_checkpoint
     progress.note("[bold]3/4[/] ten-crop evaluation")

@@ -277,14 +277,15 @@ def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared,
 
 def test_a_resume_at_an_epoch_end_keeps_the_plateau_schedule_of_the_uninterrupted_run(prepared, tmp_path):
     """Lightning does not step ReduceLROnPlateau for the epoch a run resumed in; ResumeRepair catches up."""
+    from alexnet_cli.recipes import load_recipe
     from alexnet_cli.training.run import run
 
     # decay_biases as the paper recipes set it (cpu-demo's default decays them): a resume must keep it
     settings = ["data.batch_size=8", "optim.schedule=plateau", "optim.plateau_patience=0", "trainer.max_epochs=2",
                 "checkpoint.every_n_epochs=1", "model.fc_width=64", "optim.decay_biases=false"]
-    straight = run("cpu-demo", prepared, out=tmp_path / "straight", overrides=settings, quiet=True)
-    run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=[*settings, "trainer.max_epochs=1"], quiet=True)
-    resumed = run("cpu-demo", prepared, out=tmp_path / "resumed", overrides=settings, quiet=True,
+    straight = run(load_recipe("cpu-demo", settings), prepared, out=tmp_path / "straight", quiet=True)
+    run(load_recipe("cpu-demo", [*settings, "trainer.max_epochs=1"]), prepared, out=tmp_path / "resumed", quiet=True)
+    resumed = run(load_recipe("cpu-demo", settings), prepared, out=tmp_path / "resumed", quiet=True,
                   resume=tmp_path / "resumed")
     assert resumed.global_step == straight.global_step == 4
     one, other = (torch.load(r.last_checkpoint, weights_only=True) for r in (straight, resumed))
