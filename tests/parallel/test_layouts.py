@@ -1,0 +1,115 @@
+"""The layout registry: one name per layout, and what each answers before a run (no processes here)."""
+
+import pytest
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models import build_model
+from alexnet_cli.parallel.layouts import LAYOUTS, benchmarked_layouts, layout_named
+from alexnet_cli.parallel.ranks import running_layout
+from alexnet_cli.recipes import available_recipes, load_recipe
+
+
+def test_every_shipped_recipe_names_a_registered_layout():
+    for name in available_recipes():
+        strategy = load_recipe(name).trainer.get("strategy", "auto")
+        assert strategy in LAYOUTS, (name, strategy)
+
+
+@pytest.mark.parametrize(("devices", "resolved"), [(2, "two-gpu"), (4, "hybrid"), (8, "hybrid")])
+def test_towers_written_by_older_recipes_is_two_gpu_on_two_devices_and_hybrid_on_more(devices, resolved):
+    assert layout_named("towers", devices) is LAYOUTS[resolved]
+
+
+@pytest.mark.parametrize(("name", "devices", "shards"), [
+    ("auto", 1, 1), ("ddp", 3, 3), ("ddp", 8, 8), ("two-gpu", 2, 1), ("hybrid", 4, 2), ("hybrid", 8, 4),
+    ("weird-trick", 4, 4), ("weird-trick", 2, 2)])
+def test_data_parallel_size_is_every_device_or_every_pair_of_towers(name, devices, shards):
+    assert LAYOUTS[name].data_parallel_size(devices) == shards
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp_spawn"])
+def test_another_lightning_strategy_passes_through_data_parallel_over_every_device(strategy):
+    layout = layout_named(strategy, 4)
+    assert layout.lightning_strategy() == strategy
+    assert layout.data_parallel_size(4) == 4 and layout.compiles_model and not layout.collective_forward
+
+
+def test_no_recipe_strategy_is_one_device_in_this_process():
+    layout = layout_named(None, 1)
+    assert layout is LAYOUTS["auto"] and layout.one_process and layout.describe(1, 128) == "one device"
+    assert not LAYOUTS["ddp"].one_process
+
+
+def test_descriptions_count_the_pairs_and_the_images_each_layout_shares():
+    assert LAYOUTS["ddp"].describe(3, 64).startswith("data-parallel (DDP): 3 copies")
+    assert "1 pair(s) of towers" in LAYOUTS["two-gpu"].describe(2, 128)
+    assert "data-parallel" not in LAYOUTS["two-gpu"].describe(2, 128)
+    assert "3 pair(s) of towers" in LAYOUTS["hybrid"].describe(6, 128)
+    assert "data-parallel over the 3 pairs" in LAYOUTS["hybrid"].describe(6, 128)
+    assert "split by rows 4 ways over all 4×32 images" in LAYOUTS["weird-trick"].describe(4, 32)
+
+
+def test_benchmark_comms_measures_every_multi_device_layout_on_its_own_device_count():
+    assert benchmarked_layouts() == {"ddp": 2, "two-gpu": 2, "hybrid": 4, "weird-trick": 2}
+
+
+def test_the_split_layouts_run_this_tools_strategies_and_refuse_compile():
+    from alexnet_cli.parallel.strategy import TowerParallelStrategy, WeirdTrickStrategy
+
+    assert isinstance(LAYOUTS["hybrid"].lightning_strategy(), TowerParallelStrategy)
+    assert isinstance(layout_named("towers", 2).lightning_strategy(), TowerParallelStrategy)
+    assert isinstance(LAYOUTS["weird-trick"].lightning_strategy(), WeirdTrickStrategy)
+    assert [name for name, layout in LAYOUTS.items() if not layout.compiles_model] == ["two-gpu", "hybrid",
+                                                                                      "weird-trick"]
+    assert [name for name, layout in LAYOUTS.items() if layout.collective_forward] == ["weird-trick"]
+
+
+def test_only_the_towers_layouts_refuse_a_network_without_two_towers():
+    one_tower = build_model("paper-one-tower", 10, fc_width=16)
+    for name in ("two-gpu", "hybrid"):
+        with pytest.raises(AlexnetError, match="needs model.arch=paper"):
+            LAYOUTS[name].check_model(one_tower)
+        LAYOUTS[name].check_model(build_model("paper", 10, fc_width=16))
+    for name in ("auto", "ddp", "weird-trick"):
+        LAYOUTS[name].check_model(one_tower)
+
+
+def test_outside_a_run_the_running_layout_is_one_process_scoring_its_own_labels():
+    layout = running_layout(None)
+    labels = [3, 1, 2]
+    assert layout.data_parallel_shard() == (0, 1) and layout.scored_labels(labels) is labels
+    assert layout.data_parallel_group is None and layout.tensor_parallel_group is None
+
+
+def _conv_gradients_after_the_strategys_backward_hook(rank: int, world: int):
+    """One weird-trick step on this rank's own images, then ``WeirdTrickStrategy.post_backward``: every rank's
+    conv1 gradient, gathered."""
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    from alexnet_cli.parallel.strategy import WeirdTrickStrategy
+    from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet
+    from alexnet_cli.recipes import OptimConfig
+    from alexnet_cli.training.module import AlexNetModule
+
+    torch.manual_seed(0)  # the same weights on every rank
+    model = WeirdTrickAlexNet(build_model("paper", 6, fc_width=16), rank=rank, size=world, group=dist.group.WORLD)
+    strategy = WeirdTrickStrategy()
+    strategy.connect(AlexNetModule(model, OptimConfig(), num_classes=6, meta={}))
+    torch.manual_seed(1 + rank)  # but images of its own
+    images, labels = torch.randn(2, 3, 227, 227), torch.randint(0, 6, (2,))
+    loss = F.cross_entropy(model(images), model.gather_labels(labels))
+    loss.backward()
+    strategy.post_backward(loss)
+    grads = [torch.empty_like(model.features.conv1.weight.grad) for _ in range(world)]
+    dist.all_gather(grads, model.features.conv1.weight.grad)
+    return torch.stack(grads)
+
+
+def test_the_weird_tricks_strategy_sums_the_conv_gradients_over_the_ranks_after_each_backward():
+    from alexnet_cli.parallel.spawn import run_in_processes
+
+    grads = run_in_processes(_conv_gradients_after_the_strategys_backward_hook, 2)
+    assert grads[0].abs().sum() > 0
+    assert (grads[0] == grads[1]).all()  # each rank held only its own images' share before the hook

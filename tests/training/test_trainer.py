@@ -1,0 +1,44 @@
+"""The Trainer's arguments for a recipe: the layout's strategy, the device count, the refusals asked first."""
+
+import pytest
+
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.recipes import load_recipe
+from alexnet_cli.training.trainer import check_trainer_arguments, device_count, make_logger, trainer_arguments
+
+CPU = ["trainer.accelerator=cpu", "data.device=cpu"]
+
+
+@pytest.mark.parametrize(("recipe", "overrides", "strategy"), [
+    ("two-gpu", [], "TowerParallelStrategy"), ("hybrid", [], "TowerParallelStrategy"),
+    ("two-gpu", ["trainer.strategy=towers", "trainer.devices=4"], "TowerParallelStrategy"),
+    ("weird-trick", [], "WeirdTrickStrategy")])
+def test_the_split_layouts_get_this_tools_strategy(tmp_path, recipe, overrides, strategy):
+    arguments = trainer_arguments(load_recipe(recipe, [*CPU, *overrides]), tmp_path, True, [])
+    assert type(arguments["strategy"]).__name__ == strategy
+
+
+@pytest.mark.parametrize(("recipe", "overrides", "strategy"), [
+    ("ddp", [], "ddp"), ("cpu-demo", [], "auto"), ("ddp", ["trainer.strategy=ddp_spawn"], "ddp_spawn")])
+def test_lightnings_own_strategies_pass_through_by_name(tmp_path, recipe, overrides, strategy):
+    assert trainer_arguments(load_recipe(recipe, [*CPU, *overrides]), tmp_path, True, [])["strategy"] == strategy
+
+
+@pytest.mark.parametrize(("devices", "nodes", "counted"), [(2, 1, 2), (4, 3, 12), (-1, 2, 2), ("auto", 1, 1)])
+def test_device_count_is_over_every_node_and_counts_an_unknown_count_as_one(devices, nodes, counted):
+    recipe = load_recipe("ddp", [*CPU, f"trainer.devices={devices}", f"trainer.num_nodes={nodes}"])
+    assert device_count(recipe) == counted
+
+
+def test_both_checkpoint_schedules_are_refused_before_any_callback_is_built():
+    recipe = load_recipe("cpu-demo", ["checkpoint.every_n_train_steps=10", "checkpoint.every_minutes=5"])
+    with pytest.raises(AlexnetError, match="every_n_train_steps and checkpoint.every_minutes: set one"):
+        check_trainer_arguments(recipe)
+
+
+def test_an_unknown_logger_is_refused_alike_by_the_check_and_the_builder(tmp_path):
+    recipe = load_recipe("cpu-demo", ["trainer.logger=mlflow"])
+    with pytest.raises(AlexnetError, match="trainer.logger 'mlflow': use csv, tensorboard or wandb"):
+        check_trainer_arguments(recipe)
+    with pytest.raises(AlexnetError, match="trainer.logger 'mlflow': use csv, tensorboard or wandb"):
+        make_logger("mlflow", tmp_path)
