@@ -4,8 +4,9 @@ Library functions take a ``Progress``; the CLI passes one backed by rich, tests
 and scripts pass nothing and get the silent default.
 """
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from typing import Protocol
 
 from alexnet_cli.terminal import shown
 

@@ -24,9 +24,9 @@ on tiny sizes on the CPU (the test suite runs it), so that the check never runs 
 import argparse
 import itertools
 import json
-import subprocess
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -112,7 +112,7 @@ class Check:
             # one compile per shape and layout, static: the kernel training runs, not a dynamic-shape one
             compiled = torch.compile(closed_form_lrn, backend=backend, fullgraph=True, dynamic=False)
             for name, impl in {**impls, "closed-form compiled": compiled}.items():
-                def once(impl=impl) -> None:
+                def once(impl=impl, x=x, grad=grad) -> None:
                     v = x.detach().requires_grad_()
                     impl(v, 5, LRN_ALPHA, LRN_BETA, LRN_K, 2).backward(grad)
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_gpu_check_runs_every_step_on_the_cpu_and_reports_each_figure(tmp_path):
     out = tmp_path / "check"
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-check.sh"), "--cpu-smoke", str(out)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable, "GPU_CHECK_SECONDS": "600"})
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHON": sys.executable, "GPU_CHECK_SECONDS": "600"})
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads((out / "gpu-check.json").read_text())
     assert [(s["step"], s["status"]) for s in report["steps"]] == [

@@ -1,7 +1,6 @@
 """The benchmark commands: data, model, train, soak, comms; each prints figures beside a baseline."""
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -17,19 +16,19 @@ def benchmark_data_command(
     data: Path = typer.Option(..., "--data", help="A prepared dataset (real photos give real figures)."),
     recipe: str = typer.Option("cpu-demo", "--recipe", help="Whose data settings to time: device, batch, threads, "
                                "readers, resize, normalisation."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (default: the recipe's)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="DALI threads (default: the recipe's)."),
-    py_workers: Optional[int] = typer.Option(None, "--py-workers", help="DALI's file-reading processes (default: "
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per batch (default: the recipe's)."),
+    threads: int | None = typer.Option(None, "--threads", help="DALI threads (default: the recipe's)."),
+    py_workers: int | None = typer.Option(None, "--py-workers", help="DALI's file-reading processes (default: "
                                              "the recipe's)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers of the baseline (default: "
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers of the baseline (default: "
                                           "the DALI threads)."),
-    device: Optional[Device] = typer.Option(None, "--device", help="Where the DALI side runs (default: the "
+    device: Device | None = typer.Option(None, "--device", help="Where the DALI side runs (default: the "
                                             "recipe's)."),
     batches: int = typer.Option(20, "--batches", help="Timed batches, after the warm-up."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed batches first (worker start-up, caches)."),
     repeats: int = typer.Option(1, "--repeats", help="Run each side this many times, alternating; report medians."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """img/s of a recipe's DALI training pipeline vs torchvision ImageFolder + DataLoader doing the same work.
@@ -90,7 +89,7 @@ def benchmark_model_command(
                                 "+ CUDA graphs, and without LRN as the lower bound."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed batches first."),
     batches: int = typer.Option(100, "--batches", help="Timed batches."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Forward and forward+backward+SGD step on synthetic batches: ms/batch mean ± std, img/s, memory.
@@ -100,7 +99,6 @@ def benchmark_model_command(
     require(("--batch-size", batch_size, 1, None), ("--warmup", warmup, 0, None), ("--batches", batches, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
     from dataclasses import asdict
-
     from typing import get_args
 
     from alexnet_cli.bench.speed import COMPARE, PAPER_MATRIX, ModelVariant, benchmark_model
@@ -142,7 +140,7 @@ def benchmark_model_command(
 @user_errors
 def benchmark_train_command(
     recipe: str = typer.Option(..., "--recipe", help="A single-process recipe (cpu-demo, single-gpu) or a .yaml."),
-    data: Optional[Path] = typer.Option(None, "--data", help="A prepared dataset: real DALI batches."),
+    data: Path | None = typer.Option(None, "--data", help="A prepared dataset: real DALI batches."),
     synthetic: bool = typer.Option(False, "--synthetic", help="In-memory batches instead of --data."),
     steps: int = typer.Option(20, "--steps", help="Timed optimizer steps per side."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed steps first."),
@@ -153,7 +151,7 @@ def benchmark_train_command(
     count_syncs: bool = typer.Option(False, "--count-syncs", help="On a GPU, count the operations that make the "
                                      "host wait for the GPU, per timed step of each side."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars (the Lightning side then runs "
                                "without the training progress bar too)."),
 ) -> None:
@@ -210,8 +208,8 @@ def benchmark_soak_command(
     epochs: int = typer.Option(30, "--epochs", help="Epochs to train."),
     settle: int = typer.Option(2, "--settle", help="Epochs for pools and caches to fill before growth counts."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
 ) -> None:
     """Train many epochs and print the process's memory (RSS, and GPU memory on GPUs) after each one.
 
@@ -244,7 +242,7 @@ def benchmark_comms_command(
                                    "step: each DDP or weird-trick device's own batch, a tower pair's shared one."),
     layout: list[str] = typer.Option([], "--layout", help="ddp, two-gpu, hybrid or weird-trick (repeatable; "
                                      "default: all four)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
 ) -> None:
     """Bytes per device per training step of every multi-device layout, fp32, the paper's network
     (gloo processes on this machine: 2 per layout, 4 for hybrid).

@@ -1,7 +1,6 @@
 """Commands that make datasets: prepare-imagenet."""
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -15,17 +14,17 @@ from alexnet_cli.terminal import shown
 @user_errors
 def prepare_imagenet_command(
     out: Path = typer.Option(..., "--out", help="Folder for the prepared dataset."),
-    source: Optional[Path] = typer.Option(None, "--source", help="Folder with the ILSVRC2012 tars (or train/ val/)."),
+    source: Path | None = typer.Option(None, "--source", help="Folder with the ILSVRC2012 tars (or train/ val/)."),
     demo: bool = typer.Option(False, "--demo", help="Make the synthetic demo dataset instead (no download)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: all cores)."),
+    workers: int | None = typer.Option(None, "--workers", help="Worker processes (default: all cores)."),
     size: int = typer.Option(256, "--size", help="Shorter side of the stored images (the paper: 256)."),
     mode: str = typer.Option("paper", "--mode", help="paper: 256×256 centre crop (§2); shorter: keep aspect."),
-    classes: Optional[int] = typer.Option(None, "--classes", help="Keep a deterministic subset of K classes."),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help="Keep at most M train images per class."),
+    classes: int | None = typer.Option(None, "--classes", help="Keep a deterministic subset of K classes."),
+    per_class: int | None = typer.Option(None, "--per-class", help="Keep at most M train images per class."),
     verify_md5: bool = typer.Option(False, "--verify-md5", help="Check the official files' MD5 first."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image instead of skipping."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON."),
 ) -> None:
     """Turn the official ILSVRC2012 files into the dataset [bold]train[/] reads, with the paper's statistics.
 
@@ -37,8 +36,8 @@ def prepare_imagenet_command(
     require(("--workers", workers, 1, None), ("--classes", classes, 2, None), ("--per-class", per_class, 1, None))
     check_writable(out, "--out", folder=True)
     check_writable(json_out, "--json")
-    from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet, summary_dict
     from alexnet_cli.data.prepare.demo import prepare_demo
+    from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet, summary_dict
 
     progress = progress_for(quiet)
     if demo:

@@ -1,7 +1,6 @@
 """Commands that look at trained models: eval, report, viz-filters, predict, neighbors, summary."""
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -15,16 +14,16 @@ from alexnet_cli.terminal import shown
 @user_errors
 def eval_command(
     data: Path = typer.Option(..., "--data", help="A prepared dataset."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint from 'alexnet train'."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="A torchvision AlexNet state dict instead."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A checkpoint from 'alexnet train'."),
+    weights: Path | None = typer.Option(None, "--weights", help="A torchvision AlexNet state dict instead."),
     split: str = typer.Option("val", "--split", help="Which split to evaluate."),
     ten_crop: bool = typer.Option(True, "--ten-crop/--center-crop", help="The paper's 10 crops, or one centre crop."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per batch (×10 crops)."),
     device: Device = typer.Option(Device.cpu, "--device", help="Where the network runs."),
     threads: int = typer.Option(2, "--threads", help="DALI threads."),
     devices: int = typer.Option(1, "--devices", help="Processes (one per GPU); each image is counted once."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
-    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write each image's label and top-5 "
+    json_out: Path | None = typer.Option(None, "--json", help="Write the results as JSON."),
+    predictions: Path | None = typer.Option(None, "--predictions", help="Write each image's label and top-5 "
                                                "classes as CSV (file,label,top1,top5)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -103,8 +102,8 @@ def report(
 @user_errors
 def viz_filters(
     out: Path = typer.Option(Path("filters.png"), "--out", help="PNG to write."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint from 'alexnet train'."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="A torchvision AlexNet state dict instead."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A checkpoint from 'alexnet train'."),
+    weights: Path | None = typer.Option(None, "--weights", help="A torchvision AlexNet state dict instead."),
     layer: str = typer.Option("conv1", "--layer", help="Which conv layer."),
     scale: int = typer.Option(4, "--scale", help="Pixels per kernel pixel."),
     since_init: bool = typer.Option(False, "--since-init", help="Draw what training changed (the kernels minus "
@@ -136,7 +135,7 @@ def predict(
     images: list[Path] = typer.Argument(..., help="Image files (any format PIL reads)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint from 'alexnet train'."),
     top: int = typer.Option(5, "--top", help="How many classes to list."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the predictions as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the predictions as JSON."),
 ) -> None:
     """The most probable classes of each image, with names and probabilities.
 

@@ -6,10 +6,10 @@ Errors below the CLI are ``AlexnetError``s; ``user_errors`` catches them, once, 
 
 import functools
 import json
+from collections.abc import Callable
 from contextvars import ContextVar
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 from rich.console import Console
@@ -124,7 +124,7 @@ def notes_on_stderr():
     return RichProgress(errors)
 
 
-def write_json(path: Optional[Path], payload: dict) -> None:
+def write_json(path: Path | None, payload: dict) -> None:
     if path is not None:
         from alexnet_cli.atomic import write_text_atomic
 

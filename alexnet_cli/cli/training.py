@@ -1,7 +1,7 @@
 """Commands that train: train (and its dry run), demo, recipes."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -18,17 +18,17 @@ def train(
     recipe: str = typer.Option(..., "--recipe", help="A shipped recipe name (see 'alexnet recipes') or a .yaml path."),
     data: Path = typer.Option(..., "--data", help="A prepared dataset (from prepare-imagenet)."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint or a run directory's "
+    out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue from a checkpoint or a run directory's "
                                           "last.ckpt (any recipe's, if arch and classes agree)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run that --out already holds (its "
                                    "checkpoints and metrics); without it such an --out is refused."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or model summary."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Print the resolved recipe and the run's shape; train nothing."),
-    benchmark_json: Optional[Path] = typer.Option(None, "--benchmark-json", help="With --dry-run: estimate the "
+    benchmark_json: Path | None = typer.Option(None, "--benchmark-json", help="With --dry-run: estimate the "
                                                   "time from 'alexnet benchmark model --json' figures."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the run's summary as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the run's summary as JSON."),
 ) -> None:
     """Train a recipe with Lightning, fed by the DALI pipeline.
 
@@ -74,8 +74,8 @@ def train(
     write_json(json_out, asdict(result))
 
 
-def _print_dry_run(recipe: "Recipe", data: Path, benchmark_json: Optional[Path], out: Optional[Path],
-                   resume: Optional[Path], overwrite: bool) -> None:
+def _print_dry_run(recipe: "Recipe", data: Path, benchmark_json: Path | None, out: Path | None,
+                   resume: Path | None, overwrite: bool) -> None:
     import yaml
 
     from alexnet_cli.training.dryrun import plan_run

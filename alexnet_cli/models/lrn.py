@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from alexnet_cli.recipes import LrnImpl
 
 
-
 def window_sum(values: torch.Tensor, size: int, groups: int, before: int) -> torch.Tensor:
     """Σ of ``values`` over maps [c − before, c − before + size − 1] of each map c, within its group:
     ``size`` shifted adds over a zero-padded copy (exact in the order of the reference's sum)."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from conftest import invoke_alexnet
 from PIL import Image
 
 from alexnet_cli.data.datamodule import DaliDataModule
@@ -15,7 +16,6 @@ from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 from alexnet_cli.data.stats import load_stats
 from alexnet_cli.recipes import DataConfig
-from conftest import invoke_alexnet
 
 RAW = Normalization(np.zeros(3), np.ones(3))  # outputs are plain 0–255 pixels
 CROP = 227

@@ -6,8 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_cli.models import build_model
-from alexnet_cli.models.execution import (CompileOptions, SplitGroupConv2d, apply_execution, compile_in_place,
-                                          match_state_layouts)
+from alexnet_cli.models.execution import (
+    CompileOptions,
+    SplitGroupConv2d,
+    apply_execution,
+    compile_in_place,
+    match_state_layouts,
+)
 from alexnet_cli.models.lrn import closed_form_lrn
 from alexnet_cli.recipes import OptimConfig
 from alexnet_cli.training.optimizer import sgd

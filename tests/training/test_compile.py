@@ -55,6 +55,7 @@ def test_a_resume_that_turns_every_switch_on_trains_like_one_that_does_not(prepa
 def test_the_split_layouts_refuse_compile_before_any_process_starts(prepared, tmp_path):
     result = invoke_alexnet("train", "--recipe", "two-gpu", "--data", prepared, "--out", tmp_path / "run",
                             "--dry-run", "--set", "model.compile=true", "--set", "trainer.accelerator=cpu",
-                            "--set", "data.device=cpu", "--set", "trainer.precision=32-true", "--set", "data.batch_size=4")
+                            "--set", "data.device=cpu", "--set", "trainer.precision=32-true",
+                            "--set", "data.batch_size=4")
     assert result.returncode == 2
     assert "model.compile=true: the towers layout" in result.stderr and len(result.stderr.strip().splitlines()) == 1
