@@ -20,7 +20,6 @@ import yaml
 
 from alexnet_cli.errors import AlexnetError
 
-
 # How the network runs (models/execution.py); named here, where recipes are read, and used by the models and the
 # benchmarks alike.
 LrnImpl = Literal["auto", "reference", "closed-form", "triton"]
