@@ -24,3 +24,14 @@ def require_gpu(asked_by: str, instead: str) -> None:
     without a CUDA GPU, saying what to use ``instead``."""
     if not gpu_present():
         raise AlexnetError(f"{asked_by}: this machine has no CUDA GPU; {instead}")
+
+
+def accelerator_is_gpu(accelerator: str) -> bool:
+    """Whether Lightning's ``trainer.accelerator`` runs on a CUDA GPU here (``auto`` does where one is present)."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpu_present())
+
+
+def dali_device_id(device: DeviceName, index: int = 0) -> int | None:
+    """A DALI pipeline's ``device_id``: the GPU's index, or None for a CPU-only pipeline (which then needs no
+    CUDA at all)."""
+    return index if device == "gpu" else None

@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from alexnet_cli.devices import require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.lrn import LrnImpl
 from alexnet_cli.progress import Progress, SilentProgress
@@ -105,9 +106,8 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
 
     progress = progress or SilentProgress()
     config = recipe.data
-    if config.device == "gpu" and not torch.cuda.is_available():
-        raise AlexnetError(f"recipe {recipe.name!r} decodes on a GPU (data.device=gpu) and none is visible: use "
-                           "--device cpu")
+    if config.device == "gpu":
+        require_gpu(f"recipe {recipe.name!r} (data.device=gpu)", "use --device cpu")
     module = DaliDataModule(Path(data), config, crop=crop_size(recipe), seed=recipe.seed)
     batch_size, workers = config.batch_size, baseline_workers or config.num_threads
     if len(module.split("train")) < batch_size:
@@ -209,18 +209,18 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     progress = progress or SilentProgress()
     if arch not in ARCHS:
         raise AlexnetError(f"--arch {arch!r}: choose one of all, {', '.join(ARCHS)}")
-    if device == "gpu" and not torch.cuda.is_available():
-        raise AlexnetError("--device gpu: no CUDA device is visible")
-    torch_device = torch.device("cuda" if device == "gpu" else "cpu")
+    if device == "gpu":
+        require_gpu("--device gpu", "use --device cpu")
+    target = torch_device(device)
     torch.backends.cudnn.benchmark = cudnn_benchmark
     spec = ARCHS[arch]
     size = spec.input_size
     lrn = variant.lrn or "lrn" not in spec.options  # the no-LRN variant: for the archs that take the ablation
     config = ModelConfig(arch, fc_width=fc_width, lrn=lrn, lrn_impl=variant.lrn_impl, split_groups=variant.split_groups,
                          channels_last=variant.channels_last)
-    model = build_network(config, 1000).to(torch_device)
-    images = torch.randn(batch_size, 3, size, size, device=torch_device)
-    labels = torch.randint(0, 1000, (batch_size,), device=torch_device)
+    model = build_network(config, 1000).to(target)
+    images = torch.randn(batch_size, 3, size, size, device=target)
+    labels = torch.randint(0, 1000, (batch_size,), device=target)
     if variant.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     if variant.compile_mode:
@@ -229,7 +229,7 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
         torch._dynamo.reset()
         compile_in_place(model, CompileOptions(variant.compile_mode, compile_backend))
     optimizer = sgd(model, OptimConfig(), OptimConfig().lr)  # train's own update, the paper's constants
-    precision_context = autocast(variant.precision, torch_device)
+    precision_context = autocast(variant.precision, target)
     scaler = torch.amp.GradScaler(enabled=variant.precision == "16-mixed" and device == "gpu")
 
     def forward() -> None:
@@ -251,10 +251,10 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     with progress.task(f"{arch} {variant.name}", 2 * (warmup + batches)) as task:
         if variant.compile_mode:  # the compile, timed apart from the warm-up it would otherwise hide in
             started = time.perf_counter()
-            forward(), train_step(), synchronize(torch_device)
+            forward(), train_step(), synchronize(target)
             compile_seconds = time.perf_counter() - started
-        forward_times = _time(forward, warmup, batches, torch_device, task)
-        train_times = _time(train_step, warmup, batches, torch_device, task)
+        forward_times = _time(forward, warmup, batches, target, task)
+        train_times = _time(train_step, warmup, batches, target, task)
     if device == "gpu":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_cli.bench.speed import autocast, synchronize
+from alexnet_cli.devices import accelerator_is_gpu, require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.execution import compile_in_place
 from alexnet_cli.progress import Progress, SilentProgress
@@ -291,13 +292,12 @@ def _check_single_process(recipe: Recipe) -> None:
 
 
 def _torch_device(recipe: Recipe) -> torch.device:
-    accelerator = recipe.trainer.get("accelerator", "auto")
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise AlexnetError(f"recipe {recipe.name!r} trains on a GPU and none is visible: use "
-                               "--set trainer.accelerator=cpu --set data.device=cpu")
-        return torch.device("cuda", 0)
-    return torch.device("cpu")
+    accelerator = str(recipe.trainer.get("accelerator", "auto"))
+    if not accelerator_is_gpu(accelerator):
+        return torch_device("cpu")
+    require_gpu(f"recipe {recipe.name!r} (trainer.accelerator={accelerator})",
+                "use --set trainer.accelerator=cpu --set data.device=cpu")
+    return torch_device("gpu")
 
 
 def _build(recipe: Recipe, num_classes: int):

@@ -23,6 +23,7 @@ from alexnet_cli.data import feed as F
 from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.pipelines import build_pipeline
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
+from alexnet_cli.devices import torch_device
 from alexnet_cli.errors import AlexnetError
 
 Kind = Literal["train", "val", "ten_crop"]
@@ -51,7 +52,7 @@ class DaliLoader:
         self.num_threads, self.py_workers, self.prefetch, self.seed = num_threads, py_workers, prefetch, seed
         self.roi_decode, self.exact_decode, self.hw_decoder_load = roi_decode, exact_decode, hw_decoder_load
         self.steps = plan.steps_per_epoch if steps_per_epoch is None else min(steps_per_epoch, plan.steps_per_epoch)
-        self.torch_device = torch.device("cuda", device_id or 0) if device == "gpu" else torch.device("cpu")
+        self.torch_device = torch_device(device, device_id or 0)
         self.epoch, self.step = 0, 0  # the next batch to return
         self.damaged: set[str] = set()  # files stood in for (training) or skipped (evaluation), each reported once
         self.pipelines_built = 0

@@ -10,6 +10,7 @@ import torch
 
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.data.layout import read_classes
+from alexnet_cli.devices import dali_device_id, torch_device
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.inspection.paper_claims import VAL_TOP1_ERROR, VAL_TOP5_ERROR
 from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint, load_torchvision_weights
@@ -177,14 +178,14 @@ def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, i
     """Top-1/top-5 hits and per-class counts over one shard of the split."""
     from alexnet_cli.data.datamodule import DaliDataModule
 
-    torch_device = torch.device("cuda", device_index) if job.device == "gpu" else torch.device("cpu")
-    model = loaded.model.to(torch_device)
+    device = torch_device(job.device, device_index)
+    model = loaded.model.to(device)
     form = loaded.meta.input
     config = DataConfig(device=job.device, batch_size=job.batch_size, num_threads=job.num_threads,
                         resize_size=form.resize_size, normalize="channel")
     module = DaliDataModule(job.data, config, crop=form.crop, normalization=form.input_normalization())
     loader = module.loader(job.split, "ten_crop" if job.ten_crop else "val", batch_size=job.batch_size, shard=shard,
-                           device_id=device_index if job.device == "gpu" else None)
+                           device_id=dali_device_id(job.device, device_index))
     tally = Tally.empty(loaded.meta.num_classes)
     label = f"eval {job.split} ({'10 crops' if job.ten_crop else 'centre crop'})"
     try:
@@ -216,7 +217,7 @@ def _shard_totals(job: _EvalJob, rank: int, world: int) -> dict:
     ``run_in_processes``)."""
     loaded = _load(job.data, job.checkpoint, job.weights)
     tally = _evaluate_shard(job, loaded, (rank, world), SilentProgress(), device_index=rank)
-    tally.all_reduce(torch.device("cuda", rank) if job.device == "gpu" else torch.device("cpu"))
+    tally.all_reduce(torch_device(job.device, rank))
     return vars(tally)
 
 

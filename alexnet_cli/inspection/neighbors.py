@@ -24,6 +24,7 @@ from PIL import Image
 from alexnet_cli.atomic import write_atomic, write_text_atomic
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.data.prepare.convert import to_rgb8
+from alexnet_cli.devices import dali_device_id, require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint
 from alexnet_cli.progress import Progress, SilentProgress
@@ -139,7 +140,6 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
     from alexnet_cli.recipes import DataConfig
 
     progress = progress or SilentProgress()
-    torch_device = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
     form = loaded.meta.input
     module = DaliDataModule(data, DataConfig(device=device, batch_size=batch_size, num_threads=2,
                                              resize_size=form.resize_size),
@@ -151,9 +151,8 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
     store = CodeStore(codes_prefix(Path(checkpoint), split), len(files), width, stamp)
     if store.complete:
         return store, files
-    model = loaded.model.to(torch_device)
-    loader = module.loader(split, "val", batch_size=batch_size, shard=(0, 1),
-                           device_id=0 if device == "gpu" else None)
+    model = loaded.model.to(torch_device(device))
+    loader = module.loader(split, "val", batch_size=batch_size, shard=(0, 1), device_id=dali_device_id(device))
     loader.seek(0, store.done // batch_size)  # done is a whole number of batches until the end
     row = store.done - store.done % batch_size
     with progress.task(f"embedding {split} images (fc7)", len(files)) as task, torch.inference_mode():
@@ -204,24 +203,24 @@ def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int
 
     if k < 1:
         raise AlexnetError("--k must be at least 1")
-    if device == "gpu" and not torch.cuda.is_available():
-        raise AlexnetError("--device gpu: no CUDA device is visible")
+    if device == "gpu":
+        require_gpu("--device gpu", "use --device cpu")
     loaded = load_checkpoint(Path(checkpoint))
-    torch_device = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
+    target = torch_device(device)
     with torch.inference_mode():
-        batch = preprocess(loaded.meta.input, queries).to(torch_device)
-        query_codes = penultimate_features(loaded.model.to(torch_device), batch).float().cpu().numpy()
+        batch = preprocess(loaded.meta.input, queries).to(target)
+        query_codes = penultimate_features(loaded.model.to(target), batch).float().cpu().numpy()
     _check_codes(query_codes, [str(q) for q in queries], Path(checkpoint))
     store, files = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
     try:
-        indices, distances = nearest(store, query_codes, k=k, device=torch_device)
+        indices, distances = nearest(store, query_codes, k=k, device=target)
         if not np.isfinite(distances).any():
             raise DamagedCodes(f"{store.path} holds no usable code")
     except DamagedCodes as exc:  # a cache damaged after it was written: embed the training set again
         warnings.warn(f"{exc}; embedding the training images again", stacklevel=2)
         store.index.unlink(missing_ok=True)
         store, files = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
-        indices, distances = nearest(store, query_codes, k=k, device=torch_device)
+        indices, distances = nearest(store, query_codes, k=k, device=target)
         if not np.isfinite(distances).any():
             raise AlexnetError(f"no training image of {data} could be read to search its neighbours") from None
     results = [NeighbourResult(str(query), [(files[i], float(d)) for i, d in zip(row_i, row_d) if np.isfinite(d)])

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_cli import __version__
+from alexnet_cli.devices import accelerator_is_gpu, require_gpu
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.layout import Layout
 from alexnet_cli.recipes import Recipe
@@ -88,27 +89,20 @@ def check_compiles(recipe: Recipe, layout: Layout) -> None:
 def check_cpu_devices_present(recipe: Recipe) -> None:
     """Lightning starts as many CPU processes as trainer.devices asks, however few the cores (a GPU count it
     checks itself)."""
-    import torch
-
     from alexnet_cli.parallel.spawn import refuse_more_devices_than_present
 
     accelerator, devices = str(recipe.trainer.get("accelerator", "auto")), recipe.trainer.get("devices", 1)
-    if isinstance(devices, int) and (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+    if isinstance(devices, int) and accelerator in ("cpu", "auto") and not accelerator_is_gpu(accelerator):
         refuse_more_devices_than_present("trainer.devices", devices, "cpu")
 
 
 def check_gpu_present(recipe: Recipe) -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        return
     accelerator = str(recipe.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda"):
-        raise AlexnetError(f"trainer.accelerator={accelerator}: this machine has no CUDA GPU; train on its CPU with "
-                           "--set trainer.accelerator=cpu --set data.device=cpu (or --recipe cpu-demo)")
+        require_gpu(f"trainer.accelerator={accelerator}", "train on its CPU with --set trainer.accelerator=cpu "
+                    "--set data.device=cpu (or --recipe cpu-demo)")
     if recipe.data.device == "gpu":
-        raise AlexnetError("data.device=gpu: this machine has no CUDA GPU for DALI to decode on; use "
-                           "--set data.device=cpu")
+        require_gpu("data.device=gpu", "DALI decodes on the CPU with --set data.device=cpu")
 
 
 def recipe_model(recipe: Recipe, num_classes: int):
