@@ -81,9 +81,10 @@ def epoch_order(seed: int, epoch: int, num_samples: int) -> np.ndarray:
     return order
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Augmentation:
-    """The random choices of §4.1 for one batch, drawn from (seed, epoch, step, shard)."""
+    """The random choices of §4.1 for one batch, drawn from (seed, epoch, step, shard). Built by keyword:
+    a new parameter is a new field with a default, and no caller's arguments shift."""
 
     crop: int
     image_size: int | None  # square stored size when known: offsets are then whole pixels

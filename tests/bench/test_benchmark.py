@@ -33,7 +33,8 @@ def test_the_torchvision_twin_does_the_pipelines_work_with_the_mean_image(prepar
     from alexnet_cli.data.stats import load_stats
 
     stats = load_stats(prepared)
-    augmentation = Augmentation(227, 256, False, 0.0, stats.eigval, stats.eigvec)
+    augmentation = Augmentation(crop=227, image_size=256, mirror=False, pca_std=0.0, eigval=stats.eigval,
+                                eigvec=stats.eigvec)
     twin = TorchvisionTwin(augmentation, Normalization(stats.channel_mean, stats.channel_std, stats.mean_image),
                            227, None)
     path = sorted(prepared.glob("train/*/*.JPEG"))[0]

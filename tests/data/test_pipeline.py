@@ -33,7 +33,8 @@ def make_loader(root, kind, *, batch_size=4, shard=(0, 1), normalization=RAW, pc
     stats = load_stats(root)
     augmentation = None
     if kind == "train":
-        augmentation = Augmentation(CROP, 256, mirror, pca_std, stats.eigval, stats.eigvec, seed)
+        augmentation = Augmentation(crop=CROP, image_size=256, mirror=mirror, pca_std=pca_std, eigval=stats.eigval,
+                                    eigvec=stats.eigvec, seed=seed)
     return DaliLoader(kind, files.files, files.labels, plan, normalization=normalization,
                       augmentation=augmentation, crop=CROP, resize_size=None, device=device,
                       device_id=0 if device == "gpu" else None, num_threads=2, py_workers=py_workers, prefetch=2,
@@ -140,7 +141,7 @@ def test_pca_colour_shift_adds_the_eigen_combination_to_every_pixel(prepared):
 def test_pca_shift_statistics_match_the_eigen_decomposition():
     eigval = np.array([0.2, 0.02, 0.004])
     eigvec = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
-    augmentation = Augmentation(CROP, 256, True, 0.1, eigval, eigvec)
+    augmentation = Augmentation(crop=CROP, image_size=256, mirror=True, pca_std=0.1, eigval=eigval, eigvec=eigvec)
     shifts = np.concatenate([augmentation.draw(0, step, 0, 1000)["shift"] for step in range(20)]) / 255.0
     expected = eigvec @ np.diag((0.1 * eigval) ** 2) @ eigvec.T
     np.testing.assert_allclose(np.cov(shifts.T), expected, atol=2e-5)
