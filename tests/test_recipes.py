@@ -59,11 +59,11 @@ def test_the_plateau_schedule_divides_lr_by_10_at_the_first_epoch_without_a_new_
 
 @pytest.mark.parametrize("name", ["single-gpu", "two-gpu", "ddp", "hybrid", "weird-trick"])
 def test_a_paper_recipe_does_not_force_the_papers_init_on_another_arch(name):
-    from alexnet_cli.training.setup import recipe_model
+    from alexnet_cli.models import build_network
 
     torch.manual_seed(0)
     recipe = load_recipe(name, ["model.arch=vgg11"])
-    model = recipe_model(recipe, 10)
+    model = build_network(recipe.model, 10)
     fc = model.classifier[0]  # torchvision's VGG head: N(0, 0.01) weights but zero biases, unlike §5's ones
     assert recipe.model.init is None and (fc.bias == 0).all()
     conv = model.features[0]  # torchvision's He-normal (fan-out) convs, not N(0, 0.01)

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from alexnet_cli.bench.speed import autocast, synchronize
 from alexnet_cli.devices import accelerator_is_gpu, require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models.build import build_network, compile_options
 from alexnet_cli.models.execution import compile_in_place
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
 from alexnet_cli.training.callbacks import StepGaps
-from alexnet_cli.training.setup import compile_options
 from alexnet_cli.training.trainer import recipe_layout
 
 
@@ -301,10 +301,8 @@ def _torch_device(recipe: Recipe) -> torch.device:
 
 
 def _build(recipe: Recipe, num_classes: int):
-    from alexnet_cli.training.setup import recipe_model
-
     torch.manual_seed(recipe.seed)  # both sides start from the same weights
-    return recipe_model(recipe, num_classes)
+    return build_network(recipe.model, num_classes)
 
 
 def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progress: Progress) -> _Window:
@@ -316,7 +314,7 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progre
     device, total = window.device, window.warmup + window.steps
     torch.backends.cudnn.benchmark = bool(recipe.trainer.get("benchmark", False))  # as the Trainer sets it
     model = _build(recipe, num_classes).to(device).train()
-    compiling = compile_options(recipe)
+    compiling = compile_options(recipe.model)
     if compiling is not None:
         compile_in_place(model, compiling)
     optimizer = sgd(model, recipe.optim, recipe.optim.lr)
@@ -355,7 +353,7 @@ def _run_lightning(recipe: Recipe, num_classes: int, make_loader, window: _Windo
     quiet_lightning(True)
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
     module = AlexNetModule(_build(recipe, num_classes), recipe.optim, num_classes=num_classes, meta={},
-                           batch_size=recipe.data.batch_size, compile=compile_options(recipe))
+                           batch_size=recipe.data.batch_size, compile=compile_options(recipe.model))
     total = window.warmup + window.steps
     loader = make_loader()
     window.loader = loader

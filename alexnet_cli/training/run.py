@@ -25,7 +25,7 @@ from alexnet_cli.terminal import shown
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
 from alexnet_cli.training.resume import latest_checkpoint, limit_reached
 from alexnet_cli.training.run_dir import drop_metrics_past, read_run_facts, remove_run_files, run_lock, write_run_facts
-from alexnet_cli.training.setup import RunSetup, check_gpu_present, compile_options, prepare_run
+from alexnet_cli.training.setup import RunSetup, check_gpu_present, prepare_run
 from alexnet_cli.training.trainer import keep_previous_metrics, trainer_arguments
 
 
@@ -65,6 +65,7 @@ def run(recipe: Recipe, data: Path, *, out: Path | None = None, quiet: bool = Fa
 def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: Path | None, overwrite: bool,
          progress: Progress | None, held: ExitStack) -> TrainResult:
     """``run``; what enters ``held`` (the run folder's lock) is released when it returns or raises."""
+    from alexnet_cli.models.build import compile_options
     from alexnet_cli.training.callbacks import BestMetrics, FirstStepTimer, ThroughputMeter
     from alexnet_cli.training.module import AlexNetModule
     from alexnet_cli.training.preemption import GracefulStop, trainer_is_rank_zero
@@ -77,7 +78,7 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
         return _already_done(setup, reached)  # before anything is written: run.json keeps the run's figures
     check_gpu_present(recipe)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
     module = AlexNetModule(setup.model, recipe.optim, num_classes=setup.num_classes, meta=setup.meta,
-                           batch_size=recipe.data.batch_size, compile=compile_options(recipe))
+                           batch_size=recipe.data.batch_size, compile=compile_options(recipe.model))
     rank_zero = trainer_is_rank_zero()
     if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
         held.enter_context(run_lock(setup.run_dir))

@@ -50,6 +50,7 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
 
     from alexnet_cli.data.datamodule import DaliDataModule
     from alexnet_cli.data.sampling import check_one_batch_per_shard
+    from alexnet_cli.models import build_network
     from alexnet_cli.parallel.ranks import data_parallel_shard
 
     check_cpu_devices_present(recipe)
@@ -70,7 +71,7 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
                               layout.data_parallel_size(device_count(recipe)))
     check_trainer_arguments(recipe)
     L.seed_everything(recipe.seed, workers=False, verbose=False)  # the weights are a function of the seed
-    model = recipe_model(recipe, num_classes)
+    model = build_network(recipe.model, num_classes)
     layout.check_model(model)  # a split layout's needs, refused before its processes start
     check_compiles(recipe, layout)
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
@@ -103,20 +104,6 @@ def check_gpu_present(recipe: Recipe) -> None:
                     "--set data.device=cpu (or --recipe cpu-demo)")
     if recipe.data.device == "gpu":
         require_gpu("data.device=gpu", "DALI decodes on the CPU with --set data.device=cpu")
-
-
-def recipe_model(recipe: Recipe, num_classes: int):
-    """The recipe's network, initialised from the global torch generator (``models.build_network``)."""
-    from alexnet_cli.models import build_network
-
-    return build_network(recipe.model, num_classes)
-
-
-def compile_options(recipe: Recipe):
-    """``model.compile``'s settings, or None when the recipe runs the network eagerly."""
-    from alexnet_cli.models import build
-
-    return build.compile_options(recipe.model)
 
 
 def checkpoint_meta(recipe: Recipe, datamodule, num_classes: int, crop: int) -> dict[str, Any]:
