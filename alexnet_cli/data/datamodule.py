@@ -18,23 +18,24 @@ from alexnet_cli.recipes import DataConfig
 ShardOf = Callable[["L.Trainer | None"], tuple[int, int]]
 
 
-def whole_split(trainer: "L.Trainer | None") -> tuple[int, int]:
-    """One shard: what a module outside a training run reads (evaluation and benchmarks that split the data
-    themselves pass ``loader`` their shard)."""
-    return 0, 1
+def trainer_rank(trainer: "L.Trainer | None") -> tuple[int, int]:
+    """Plain data parallelism, as Lightning numbers its processes: every rank its own shard; one shard without a
+    trainer (evaluation and benchmarks that split the data themselves pass ``loader`` their shard)."""
+    return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
 
 
 class DaliDataModule(L.LightningDataModule):
     """Reads ``root`` (see ``layout``) with the pipelines of ``pipelines``.
 
     The shard is the data-parallel rank, which the run's layout tells (``shard_of``, given by the
-    training setup): the Trainer's global rank under DDP, the tower pair's index under the two-GPU
-    split (both towers of a pair read the same batch). ``collective_forward``: every forward is a
+    training setup): the Trainer's global rank under DDP (also the default, for a module handed to a
+    Trainer directly), the tower pair's index under the two-GPU split (both towers of a pair read the
+    same batch). ``collective_forward``: every forward is a
     collective (the weird-trick layout), so every rank must get as many evaluation batches.
     """
 
     def __init__(self, root: Path, config: DataConfig, *, crop: int, seed: int = 0,
-                 normalization: Normalization | None = None, shard_of: ShardOf = whole_split,
+                 normalization: Normalization | None = None, shard_of: ShardOf = trainer_rank,
                  collective_forward: bool = False) -> None:
         super().__init__()
         self.root, self.config, self.crop, self.seed = Path(root), config, crop, seed

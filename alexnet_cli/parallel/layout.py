@@ -30,8 +30,13 @@ class Layout:
         return self.name
 
     def data_parallel_size(self, devices: int) -> int:
-        """Into how many shards each batch of data is cut over ``devices`` devices: every device its own."""
+        """Into how many shards each batch of data is cut over ``devices`` devices: every device its own. The
+        one source of that number: before a run (setup, dry run) and during it (``RunningLayout``)."""
         return max(1, devices)
+
+    def data_parallel_rank(self, rank: int) -> int:
+        """Which of those shards the process of global rank ``rank`` reads: its own."""
+        return rank
 
     def describe(self, devices: int, batch_size: int) -> str:
         """How the devices share the network and the batch, in words (``train --dry-run``)."""

@@ -8,16 +8,22 @@ data parallelism over every rank. ``running_layout(trainer)`` is the one place t
 
 import socket
 
+from alexnet_cli.parallel.layout import Layout
+
 
 class RunningLayout:
-    """Plain data parallelism: every rank a whole network and its own shard of the data."""
+    """Plain data parallelism: every rank a whole network and its own shard of the data. ``layout``: the
+    registry's entry the run was built from, which says how its ranks shard the data."""
 
+    layout: Layout
+    global_rank: int
+    world_size: int
     data_parallel_group = None  # the process group over which metrics are reduced (None: the whole world)
     tensor_parallel_group = None  # the ranks holding parts of one network, whose gradient norms add up
 
     def data_parallel_shard(self) -> tuple[int, int]:
-        """(data-parallel rank, data-parallel size)."""
-        raise NotImplementedError
+        """(data-parallel rank, data-parallel size), as the layout says before the run too."""
+        return self.layout.data_parallel_rank(self.global_rank), self.layout.data_parallel_size(self.world_size)
 
     def scored_labels(self, labels):
         """The labels of the class scores the last forward returned on this rank: its own batch's."""
@@ -25,12 +31,12 @@ class RunningLayout:
 
 
 class _LightningDataParallel(RunningLayout):
-    def __init__(self, trainer) -> None:
-        self.trainer = trainer
+    """One of Lightning's own strategies (or no trainer: one process)."""
 
-    def data_parallel_shard(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+    layout = Layout("ddp")
+
+    def __init__(self, trainer) -> None:
+        self.global_rank, self.world_size = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
 
 
 def running_layout(trainer) -> RunningLayout:
@@ -43,11 +49,6 @@ def running_layout(trainer) -> RunningLayout:
 def data_parallel_shard(trainer) -> tuple[int, int]:
     """(data-parallel rank, data-parallel size); (0, 1) without a trainer."""
     return running_layout(trainer).data_parallel_shard()
-
-
-def data_parallel_group(trainer):
-    """The process group over which data-parallel ranks reduce (None: the whole world)."""
-    return running_layout(trainer).data_parallel_group
 
 
 def free_port() -> int:

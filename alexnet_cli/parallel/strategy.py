@@ -20,13 +20,13 @@ from typing import Any
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 
+from alexnet_cli.parallel.layout import Layout
 from alexnet_cli.parallel.ranks import RunningLayout
 from alexnet_cli.parallel.towers import (
     TENSOR_PARALLEL,
     TowerParallelAlexNet,
     check_two_towers,
     tower_groups,
-    tower_pairs,
 )
 from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet
 
@@ -46,12 +46,12 @@ class SingleDeviceCheckpoints(RunningLayout):
         states = [model.shard_optimizer_state(state) for state in checkpoint["optimizer_states"]]
         super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})
 
-    def data_parallel_shard(self) -> tuple[int, int]:
-        return self.global_rank, self.world_size
+    def __init__(self, layout: Layout, **ddp_options) -> None:
+        super().__init__(**ddp_options)
+        self.layout = layout  # the registry's entry: its data-parallel size and rank (RunningLayout)
 
 
 class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
-    strategy_name = "towers"
 
     def setup_distributed(self) -> None:
         super().setup_distributed()
@@ -60,10 +60,6 @@ class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
     @property
     def tower_index(self) -> int:
         return self.global_rank % TENSOR_PARALLEL
-
-    def data_parallel_shard(self) -> tuple[int, int]:
-        """(data-parallel rank, data-parallel size): both towers of a pair read the same batch."""
-        return self.global_rank // TENSOR_PARALLEL, tower_pairs(self.world_size)
 
     def setup(self, trainer) -> None:
         module = self.lightning_module
@@ -86,7 +82,6 @@ class WeirdTrickStrategy(SingleDeviceCheckpoints, DDPStrategy):
     (``post_backward``), and each rank already holds the scores of every rank's images, so metrics are
     not reduced again."""
 
-    strategy_name = "weird-trick"
 
     def setup_distributed(self) -> None:
         super().setup_distributed()

@@ -141,10 +141,13 @@ class TowerLayout(Layout):
     def lightning_strategy(self):
         from alexnet_cli.parallel.strategy import TowerParallelStrategy
 
-        return TowerParallelStrategy()
+        return TowerParallelStrategy(layout=self)
 
     def data_parallel_size(self, devices: int) -> int:
         return tower_pairs(devices)
+
+    def data_parallel_rank(self, rank: int) -> int:
+        return rank // TENSOR_PARALLEL  # both towers of a pair read the same batch
 
     def describe(self, devices: int, batch_size: int) -> str:
         pairs = tower_pairs(devices)

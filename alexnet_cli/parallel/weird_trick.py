@@ -112,7 +112,7 @@ class WeirdTrickLayout(Layout):
     def lightning_strategy(self):
         from alexnet_cli.parallel.strategy import WeirdTrickStrategy
 
-        return WeirdTrickStrategy()
+        return WeirdTrickStrategy(layout=self)
 
     def describe(self, devices: int, batch_size: int) -> str:
         return (f"the 2014 layout: conv layers data-parallel over {devices} devices (each its own batch), every FC "

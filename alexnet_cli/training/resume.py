@@ -75,7 +75,7 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str
         raise AlexnetError(f"{checkpoint} holds arch {meta.arch!r}; the recipe says {recipe.model.arch!r}")
     if meta.wnids != [c.wnid for c in classes]:
         raise AlexnetError(f"{checkpoint} was trained on other classes than this dataset's")
-    before, after = _flatten(meta.recipe or {}), _flatten(recipe.to_dict())
+    before, after = _named_layout(_flatten(meta.recipe or {})), _named_layout(_flatten(recipe.to_dict()))
     changed = [key for key in sorted(set(before) | set(after))
                if key not in ("name", "description") and before.get(key) != after.get(key)]
     for key in changed:
@@ -83,6 +83,18 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str
             raise AlexnetError(f"{checkpoint} was trained with {key}={before.get(key)!r}; the recipe says "
                                f"{after.get(key)!r}, which a resumed run cannot change")
     return [f"{key}: {before.get(key)!r} → {after.get(key)!r}" for key in changed]
+
+
+def _named_layout(flat: dict[str, Any]) -> dict[str, Any]:
+    """``trainer.strategy`` as the layout it resolves to: a run saved when the towers layouts shared one name
+    (``towers``) resumed with a recipe naming ``two-gpu`` or ``hybrid`` changed nothing."""
+    from alexnet_cli.parallel.layouts import layout_named
+
+    if isinstance(flat.get("trainer.strategy"), str):
+        devices = flat.get("trainer.devices", 1)
+        flat["trainer.strategy"] = layout_named(flat["trainer.strategy"],
+                                                devices if isinstance(devices, int) and devices > 0 else 1).name
+    return flat
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

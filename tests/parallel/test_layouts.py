@@ -27,6 +27,12 @@ def test_data_parallel_size_is_every_device_or_every_pair_of_towers(name, device
     assert LAYOUTS[name].data_parallel_size(devices) == shards
 
 
+@pytest.mark.parametrize(("name", "shard_of_rank"), [
+    ("ddp", [0, 1, 2, 3]), ("weird-trick", [0, 1, 2, 3]), ("hybrid", [0, 0, 1, 1])])
+def test_each_rank_reads_its_own_shard_or_its_tower_pairs(name, shard_of_rank):
+    assert [LAYOUTS[name].data_parallel_rank(rank) for rank in range(4)] == shard_of_rank
+
+
 @pytest.mark.parametrize("strategy", ["fsdp", "ddp_spawn"])
 def test_another_lightning_strategy_passes_through_data_parallel_over_every_device(strategy):
     layout = layout_named(strategy, 4)
@@ -79,37 +85,3 @@ def test_outside_a_run_the_running_layout_is_one_process_scoring_its_own_labels(
     labels = [3, 1, 2]
     assert layout.data_parallel_shard() == (0, 1) and layout.scored_labels(labels) is labels
     assert layout.data_parallel_group is None and layout.tensor_parallel_group is None
-
-
-def _conv_gradients_after_the_strategys_backward_hook(rank: int, world: int):
-    """One weird-trick step on this rank's own images, then ``WeirdTrickStrategy.post_backward``: every rank's
-    conv1 gradient, gathered."""
-    import torch
-    import torch.distributed as dist
-    import torch.nn.functional as F
-
-    from alexnet_cli.parallel.strategy import WeirdTrickStrategy
-    from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet
-    from alexnet_cli.recipes import OptimConfig
-    from alexnet_cli.training.module import AlexNetModule
-
-    torch.manual_seed(0)  # the same weights on every rank
-    model = WeirdTrickAlexNet(build_model("paper", 6, fc_width=16), rank=rank, size=world, group=dist.group.WORLD)
-    strategy = WeirdTrickStrategy()
-    strategy.connect(AlexNetModule(model, OptimConfig(), num_classes=6, meta={}))
-    torch.manual_seed(1 + rank)  # but images of its own
-    images, labels = torch.randn(2, 3, 227, 227), torch.randint(0, 6, (2,))
-    loss = F.cross_entropy(model(images), model.gather_labels(labels))
-    loss.backward()
-    strategy.post_backward(loss)
-    grads = [torch.empty_like(model.features.conv1.weight.grad) for _ in range(world)]
-    dist.all_gather(grads, model.features.conv1.weight.grad)
-    return torch.stack(grads)
-
-
-def test_the_weird_tricks_strategy_sums_the_conv_gradients_over_the_ranks_after_each_backward():
-    from alexnet_cli.parallel.spawn import run_in_processes
-
-    grads = run_in_processes(_conv_gradients_after_the_strategys_backward_hook, 2)
-    assert grads[0].abs().sum() > 0
-    assert (grads[0] == grads[1]).all()  # each rank held only its own images' share before the hook

@@ -10,8 +10,11 @@ import torch.nn.functional as F
 from conftest import NARROW_FC, TWO_CPU_PROCESSES, invoke_alexnet, run_alexnet
 
 from alexnet_cli.models import build_model
+from alexnet_cli.parallel.layouts import LAYOUTS
 from alexnet_cli.parallel.ranks import free_port
 from alexnet_cli.parallel.weird_trick import WeirdTrickAlexNet
+from alexnet_cli.recipes import OptimConfig
+from alexnet_cli.training.module import AlexNetModule
 
 BATCH, STEPS, LR = 2, 3, 0.01
 
@@ -34,6 +37,9 @@ def _worker(rank: int, port: int, arch: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     model = WeirdTrickAlexNet(_model(arch), rank=rank, size=2, group=dist.group.WORLD)
+    # The conv-gradient sum runs where Lightning runs it in a training run: the strategy's post_backward hook.
+    strategy = LAYOUTS["weird-trick"].lightning_strategy()
+    strategy.connect(AlexNetModule(model, OptimConfig(), num_classes=7, meta={}))
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     losses, first_grads = [], None
     for step in range(STEPS):
@@ -43,7 +49,7 @@ def _worker(rank: int, port: int, arch: str, out: str) -> None:
         loss = F.cross_entropy(logits, model.gather_labels(labels[mine]))
         optimizer.zero_grad()
         loss.backward()
-        model.sync_conv_gradients()
+        strategy.post_backward(loss)
         if first_grads is None:
             first_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
         optimizer.step()

@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 
 from alexnet_cli.models import build_model
-from alexnet_cli.parallel.strategy import TowerParallelStrategy, WeirdTrickStrategy
+from alexnet_cli.parallel.layouts import LAYOUTS
 from alexnet_cli.recipes import OptimConfig
 from alexnet_cli.training.module import AlexNetModule
 
@@ -14,12 +14,12 @@ def _module(batch_size: int) -> AlexNetModule:
                          num_classes=10, meta={}, batch_size=batch_size)
 
 
-@pytest.mark.parametrize(("strategy", "devices", "shards"), [
-    ("ddp", 4, 4), (TowerParallelStrategy, 4, 2), (TowerParallelStrategy, 2, 1), (WeirdTrickStrategy, 4, 4)])
-def test_the_learning_rate_scales_with_the_layouts_data_parallel_size(strategy, devices, shards):
+@pytest.mark.parametrize(("layout", "devices", "shards"), [
+    ("ddp", 4, 4), ("hybrid", 4, 2), ("two-gpu", 2, 1), ("weird-trick", 4, 4)])
+def test_the_learning_rate_scales_with_the_layouts_data_parallel_size(layout, devices, shards):
     module = _module(batch_size=32)
-    module.trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy() if callable(strategy)
-                               else strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module.trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=LAYOUTS[layout].lightning_strategy(),
+                               logger=False, enable_checkpointing=False, enable_progress_bar=False)
     assert module.learning_rate() == pytest.approx(0.01 * 32 * shards / 128)
 
 

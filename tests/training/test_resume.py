@@ -296,3 +296,29 @@ def test_a_resume_at_an_epoch_end_keeps_the_plateau_schedule_of_the_uninterrupte
     torch.testing.assert_close(other["state_dict"], one["state_dict"], rtol=1e-6, atol=1e-7)
     weights, biases = other["optimizer_states"][0]["param_groups"]
     assert (weights["weight_decay"], biases["weight_decay"]) == (5e-4, 0.0), "the resumed epoch decayed the biases"
+
+
+@pytest.mark.parametrize(("saved", "devices", "now"), [("towers", 2, "two-gpu"), ("towers", 4, "hybrid")])
+def test_a_run_saved_when_the_towers_layouts_were_called_towers_resumes_under_their_names_unchanged(
+        tmp_path, saved, devices, now):
+    import numpy as np
+
+    from alexnet_cli.data.layout import ClassInfo
+    from alexnet_cli.data.normalization import Normalization
+    from alexnet_cli.models.checkpoint_meta import CheckpointMeta
+    from alexnet_cli.recipes import load_recipe
+    from alexnet_cli.training.resume import check_resumable
+
+    classes = [ClassInfo(0, "n01440764", "tench"), ClassInfo(1, "n01443537", "goldfish")]
+    recipe = load_recipe("two-gpu", [f"trainer.devices={devices}", f"trainer.strategy={now}", "optim.lr=0.02"])
+    old = recipe.to_dict()
+    old["trainer"] = {**old["trainer"], "strategy": saved}
+    old["optim"] = {**old["optim"], "lr": 0.01}
+    meta = CheckpointMeta.of_run(recipe.model, old, num_classes=2, classes=classes, crop=227, resize_size=256,
+                                 normalization=Normalization(np.zeros(3), np.ones(3)), version="0.1.0")
+    path = tmp_path / "last.ckpt"
+    torch.save({"alexnet_cli": meta.to_dict(), "optimizer_states": [], "loops": {}, "callbacks": {}}, path)
+    assert check_resumable(path, recipe, classes) == ["optim.lr: 0.01 → 0.02"]
+    # another layout is still a change a resume reports
+    other = load_recipe("two-gpu", [f"trainer.devices={devices}", "trainer.strategy=ddp", "optim.lr=0.02"])
+    assert f"trainer.strategy: {now!r} → 'ddp'" in check_resumable(path, other, classes)
