@@ -25,11 +25,10 @@ class Unusable:
     reason: str  # the one-line error, which names the image
 
 
-def preprocess(meta: InputFormat | dict, images: list[Path]) -> torch.Tensor:
+def preprocess(form: InputFormat, images: list[Path]) -> torch.Tensor:
     """Image files → the centre-crop batch evaluation would feed (shorter side to the resize size); the
-    first image that cannot be used is an ``AlexnetError`` naming it. ``meta``: a checkpoint's input format
-    (``CheckpointMeta.input``), or its stored form."""
-    form = meta if isinstance(meta, InputFormat) else InputFormat.from_dict(meta)
+    first image that cannot be used is an ``AlexnetError`` naming it. ``form``: a checkpoint's input format
+    (``CheckpointMeta.input``)."""
     normalize = form.input_normalization().in_torch()
     return torch.stack([_centre_crop(form, Path(path), normalize) for path in images])
 

@@ -116,7 +116,3 @@ class CheckpointMeta:
             arch_options={option: data.get(option, default) for option, default in ARCH_OPTIONS.items()},
             recipe=data.get("recipe"), version=data.get("version"), source=data.get("source"),
         )
-
-    def __getitem__(self, key: str) -> Any:
-        """The stored form's value for ``key``: for scripts and tests that read a record as data."""
-        return self.to_dict()[key]

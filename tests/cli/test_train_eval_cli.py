@@ -33,10 +33,10 @@ def test_train_writes_the_run_directory(trained_run):
 def test_checkpoint_records_version_arch_classes_and_recipe(trained_run, prepared):
     out, _ = trained_run
     loaded = load_checkpoint(out / "checkpoints" / "last.ckpt")
-    assert loaded.meta["version"] == alexnet_cli.__version__
-    assert loaded.arch == "paper" and loaded.meta["num_classes"] == 4
+    assert loaded.meta.version == alexnet_cli.__version__
+    assert loaded.arch == "paper" and loaded.meta.num_classes == 4
     assert loaded.wnids == sorted(p.name for p in (prepared / "train").iterdir())
-    assert loaded.meta["recipe"]["optim"]["lr"] == 0.003
+    assert loaded.meta.recipe["optim"]["lr"] == 0.003
 
 
 def test_load_model_gives_an_eval_mode_model_with_the_trained_weights(trained_run):
@@ -81,7 +81,7 @@ def test_torchvision_weights_load_into_owt_and_give_torchvisions_logits(tmp_path
     loaded = load_torchvision_weights(tmp_path / "alexnet.pth", [])
     x = torch.randn(2, 3, 224, 224)
     torch.testing.assert_close(loaded.model(x), reference(x))
-    assert loaded.arch == "owt" and loaded.meta["crop"] == 224
+    assert loaded.arch == "owt" and loaded.meta.input.crop == 224
 
 
 def test_tensorboard_logger_gets_the_conv1_filter_image_each_epoch(prepared, tmp_path):

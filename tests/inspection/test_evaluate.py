@@ -99,8 +99,9 @@ def test_ten_crop_eval_equals_an_independent_torchvision_ten_crop(trained_run, p
     checkpoint = out / "checkpoints" / "last.ckpt"
     ours = evaluate(prepared, checkpoint=checkpoint, ten_crop=True, batch_size=6)
     loaded = load_checkpoint(checkpoint)
-    mean = torch.tensor(loaded.meta["normalization"]["channel_mean"])[:, None, None]
-    std = torch.tensor(loaded.meta["normalization"]["channel_std"])[:, None, None]
+    normalization = loaded.meta.input.input_normalization()
+    mean = torch.tensor(normalization.channel_mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(normalization.channel_std, dtype=torch.float32)[:, None, None]
     wnids = loaded.wnids
     hits = 0
     images = sorted((prepared / "val").glob("*/*.JPEG"))

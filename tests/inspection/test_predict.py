@@ -8,6 +8,7 @@ from conftest import invoke_alexnet
 
 from alexnet_cli.data.datamodule import DaliDataModule
 from alexnet_cli.inspection.predict import preprocess
+from alexnet_cli.models.checkpoint_meta import InputFormat
 from alexnet_cli.recipes import DataConfig
 
 
@@ -22,7 +23,7 @@ def test_predict_preprocessing_equals_the_centre_crop_pipeline(prepared, normali
     meta = {"crop": 227, "resize_size": 256, "normalization": {
         "channel_mean": norm.channel_mean.tolist(), "channel_std": norm.channel_std.tolist(),
         **({"mean_image": torch.as_tensor(norm.mean_image)} if norm.mean_image is not None else {})}}
-    ours = preprocess(meta, files)
+    ours = preprocess(InputFormat.from_dict(meta), files)
     assert ours.shape == images.shape == (4, 3, 227, 227)
     scale = 1.0 if normalize == "image" else float(norm.channel_std.min())  # back to 0–255 levels
     difference = (ours - images.cpu()).abs() * scale
@@ -37,7 +38,7 @@ def test_predict_rescales_a_sixteen_bit_image_like_its_eight_bit_twin(tmp_path):
     Image.fromarray(grey).save(tmp_path / "wide.png")
     Image.fromarray(np.rint(grey / 257).astype(np.uint8)).save(tmp_path / "narrow.png")
     meta = {"crop": 227, "resize_size": 256, "normalization": {"channel_mean": [0, 0, 0], "channel_std": [1, 1, 1]}}
-    wide, narrow = preprocess(meta, [tmp_path / "wide.png", tmp_path / "narrow.png"])
+    wide, narrow = preprocess(InputFormat.from_dict(meta), [tmp_path / "wide.png", tmp_path / "narrow.png"])
     assert narrow.mean() > 100  # mid-grey on average, not white
     assert (wide - narrow).abs().max() <= 1
 
@@ -56,7 +57,7 @@ def test_an_image_whose_header_claims_a_huge_size_is_named_not_decoded(tmp_path)
                      + chunk(b"IEND", b""))
     meta = {"crop": 227, "resize_size": 256, "normalization": {"channel_mean": [0, 0, 0], "channel_std": [1, 1, 1]}}
     with pytest.raises(AlexnetError, match=f"^{bomb}: too large to decode safely"):
-        preprocess(meta, [bomb])
+        preprocess(InputFormat.from_dict(meta), [bomb])
 
 
 def test_predict_names_the_top_classes_of_an_image(trained_run, prepared, tmp_path):
