@@ -113,9 +113,8 @@ class DaliDataModule(L.LightningDataModule):
         plan = ShardPlan(len(files), batch_size, shard_id, num_shards, train=train, seed=self.seed)
         augmentation = None
         if train:
-            augmentation = Augmentation(crop=self.crop, image_size=self.stored_square_size,
-                                        mirror=self.config.mirror, pca_std=self.config.pca_std,
-                                        eigval=self.stats.eigval, eigvec=self.stats.eigvec, seed=self.seed)
+            augmentation = Augmentation.from_config(self.config, crop=self.crop, image_size=self.stored_square_size,
+                                                    eigval=self.stats.eigval, eigvec=self.stats.eigvec, seed=self.seed)
         return DaliLoader(kind, files.files, files.labels, plan, normalization=self.normalization,
                           augmentation=augmentation, crop=self.crop, resize_size=self.resize_size,
                           device=self.config.device,

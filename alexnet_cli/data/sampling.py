@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.recipes import DataConfig
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,14 @@ class Augmentation:
     eigval: np.ndarray
     eigvec: np.ndarray
     seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: DataConfig, *, crop: int, image_size: int | None, eigval: np.ndarray,
+                    eigvec: np.ndarray, seed: int) -> "Augmentation":
+        """The recipe's ``data`` switches, with what the run adds: its crop, the stored size, the dataset's PCA
+        basis and the seed. A new switch is one field above and one keyword here."""
+        return cls(crop=crop, image_size=image_size, mirror=config.mirror, pca_std=config.pca_std, eigval=eigval,
+                   eigvec=eigvec, seed=seed)
 
     def draw(self, epoch: int, step: int, shard_id: int, count: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch, step, shard_id, 1])

@@ -20,3 +20,16 @@ def test_the_layouts_shard_function_overrides_the_trainers_numbering(prepared):
     module.trainer = L.Trainer(accelerator="cpu", devices=3, strategy="ddp", logger=False,
                                enable_checkpointing=False, enable_progress_bar=False)
     assert module.shard() == (1, 2)
+
+
+def test_the_training_loader_draws_with_the_recipes_switches_and_the_datasets_basis(prepared):
+    from alexnet_cli.data.stats import load_stats
+
+    config = DataConfig(device="cpu", batch_size=2, mirror=False, pca_std=0.3)
+    loader = DaliDataModule(prepared, config, crop=64, seed=5).loader("train", "train", shard=(0, 1))
+    try:
+        augmentation = loader.augmentation
+        assert (augmentation.mirror, augmentation.pca_std, augmentation.crop, augmentation.seed) == (False, 0.3, 64, 5)
+        assert (augmentation.eigval == load_stats(prepared).eigval).all()
+    finally:
+        loader.close()
