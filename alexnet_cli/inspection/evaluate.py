@@ -166,7 +166,7 @@ def _load(data: Path, checkpoint: Path | None, weights: Path | None) -> LoadedCh
         loaded = load_checkpoint(Path(checkpoint))
         _check_classes(loaded, [c.wnid for c in classes], data)
         return loaded
-    loaded = load_torchvision_weights(Path(weights), [vars(c) for c in classes])
+    loaded = load_torchvision_weights(Path(weights), classes)
     if loaded.meta.num_classes != len(classes):
         raise AlexnetError(f"{weights} has {loaded.meta.num_classes} outputs but {data} has "
                            f"{len(classes)} classes")

@@ -114,7 +114,7 @@ def load_model(path: Path | str) -> nn.Module:
     return load_checkpoint(Path(path)).model
 
 
-def load_torchvision_weights(path: Path, classes: list[dict]) -> LoadedCheckpoint:
+def load_torchvision_weights(path: Path, classes: list[ClassInfo]) -> LoadedCheckpoint:
     """A torchvision ``alexnet`` state dict (e.g. the published alexnet-owt weights) as the ``owt`` arch,
     with torchvision's normalisation and 224 crops."""
     state = read_file(path)
@@ -123,7 +123,7 @@ def load_torchvision_weights(path: Path, classes: list[dict]) -> LoadedCheckpoin
     weight = state.get("classifier.6.weight")
     if weight is None:
         raise AlexnetError(f"{path} is not a torchvision AlexNet state dict (no classifier.6.weight)")
-    meta = CheckpointMeta.of_torchvision(weight.shape[0], [ClassInfo(**c) for c in classes])
+    meta = CheckpointMeta.of_torchvision(weight.shape[0], classes)
     model = build_network(meta.model_config(), meta.num_classes)
     _load_state(model, state, path)
     return LoadedCheckpoint(model.eval(), meta)
