@@ -19,11 +19,11 @@ def benchmark_data_command(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per batch (default: the recipe's)."),
     threads: int | None = typer.Option(None, "--threads", help="DALI threads (default: the recipe's)."),
     py_workers: int | None = typer.Option(None, "--py-workers", help="DALI's file-reading processes (default: "
-                                             "the recipe's)."),
+                                          "the recipe's)."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers of the baseline (default: "
-                                          "the DALI threads)."),
+                                       "the DALI threads)."),
     device: Device | None = typer.Option(None, "--device", help="Where the DALI side runs (default: the "
-                                            "recipe's)."),
+                                         "recipe's)."),
     batches: int = typer.Option(20, "--batches", help="Timed batches, after the warm-up."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed batches first (worker start-up, caches)."),
     repeats: int = typer.Option(1, "--repeats", help="Run each side this many times, alternating; report medians."),

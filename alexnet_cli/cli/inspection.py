@@ -24,7 +24,7 @@ def eval_command(
     devices: int = typer.Option(1, "--devices", help="Processes (one per GPU); each image is counted once."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the results as JSON."),
     predictions: Path | None = typer.Option(None, "--predictions", help="Write each image's label and top-5 "
-                                               "classes as CSV (file,label,top1,top5)."),
+                                            "classes as CSV (file,label,top1,top5)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Top-1 / top-5 accuracy with the paper's ten-crop test (§4.1): corners, centre and mirrors.

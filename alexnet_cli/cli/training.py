@@ -20,14 +20,14 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue from a checkpoint or a run directory's "
-                                          "last.ckpt (any recipe's, if arch and classes agree)."),
+                                       "last.ckpt (any recipe's, if arch and classes agree)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run that --out already holds (its "
                                    "checkpoints and metrics); without it such an --out is refused."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or model summary."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Print the resolved recipe and the run's shape; train nothing."),
     benchmark_json: Path | None = typer.Option(None, "--benchmark-json", help="With --dry-run: estimate the "
-                                                  "time from 'alexnet benchmark model --json' figures."),
+                                               "time from 'alexnet benchmark model --json' figures."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the run's summary as JSON."),
 ) -> None:
     """Train a recipe with Lightning, fed by the DALI pipeline.
