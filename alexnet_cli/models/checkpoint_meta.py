@@ -22,6 +22,7 @@ from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.build import ARCH_OPTIONS
 from alexnet_cli.recipes import ModelConfig
 
+META_KEY = "alexnet_cli"  # where a checkpoint keeps its record: checkpoint[META_KEY]
 FORMAT = 3  # what to_dict writes; from_dict reads every format up to it
 _REQUIRED = ("arch", "num_classes", "classes", "crop")
 

@@ -18,7 +18,7 @@ from torch import nn
 from alexnet_cli.data.layout import ClassInfo
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.build import ARCHS, build_network
-from alexnet_cli.models.checkpoint_meta import CheckpointMeta
+from alexnet_cli.models.checkpoint_meta import META_KEY, CheckpointMeta
 
 
 @dataclass
@@ -73,7 +73,7 @@ def read_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
     """A training checkpoint of this tool → its model (eval mode) and metadata."""
     data = read_file(path)
-    stored = data.get("alexnet_cli")
+    stored = data.get(META_KEY)
     if not isinstance(stored, dict) or "arch" not in stored:
         raise AlexnetError(f"{path} was not written by 'alexnet train' (no alexnet_cli metadata); "
                            "for torchvision weights use --weights")

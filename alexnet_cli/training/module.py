@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet_cli.data.feed import SKIPPED
+from alexnet_cli.models.checkpoint_meta import META_KEY
 from alexnet_cli.models.execution import CompileOptions, compile_in_place, match_state_layouts
 from alexnet_cli.parallel.ranks import RunningLayout, running_layout
 from alexnet_cli.recipes import OptimConfig
@@ -161,7 +162,7 @@ class AlexNetModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["alexnet_cli"] = self.meta  # the tool's record (models/checkpoints); a resume's: ResumeRepair
+        checkpoint[META_KEY] = self.meta  # the tool's record (models/checkpoints); a resume's: ResumeRepair
 
 
 def _sum_over(value: torch.Tensor, group) -> torch.Tensor:

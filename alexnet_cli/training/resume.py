@@ -60,10 +60,11 @@ def limit_reached(checkpoint: Path, recipe: Recipe) -> str | None:
 def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str]:
     """Refuse what cannot change across a resume; return the recipe keys that did change, as
     ``key: old → new`` lines (epochs, lr, batch size... are allowed)."""
+    from alexnet_cli.models.checkpoint_meta import META_KEY
     from alexnet_cli.models.checkpoints import read_file, read_meta
 
     saved = read_file(checkpoint, mmap=True)  # Lightning reads the weights next
-    stored = saved.get("alexnet_cli")
+    stored = saved.get(META_KEY)
     if not isinstance(stored, dict):
         raise AlexnetError(f"{checkpoint} was not written by 'alexnet train'; it cannot be resumed")
     missing = [key for key in _TRAINING_STATE if key not in saved]

@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from alexnet_cli.models.checkpoint_meta import CheckpointMeta
+from alexnet_cli.models.checkpoint_meta import META_KEY, CheckpointMeta
 from alexnet_cli.training import rng
 from alexnet_cli.training.optimizer import apply_weight_decay, split_single_group
 
@@ -42,7 +42,7 @@ class ResumeRepair(L.Callback):
             checkpoint["optimizer_states"] = [split_single_group(state, names) for state in states]
         self._resumed_rng = checkpoint.get(RNG_KEY)
         self._saved_monitors = checkpoint.get(MONITORS_KEY, {})
-        saved_recipe = CheckpointMeta.from_dict(checkpoint["alexnet_cli"]).recipe or {}  # resume checked it's there
+        saved_recipe = CheckpointMeta.from_dict(checkpoint[META_KEY]).recipe or {}  # resume checked it's there
         saved_optim = saved_recipe.get("optim", {})
         self._lr_changed = any(saved_optim.get(key) != getattr(pl_module.optim, key)
                                for key in ("lr", "reference_batch"))
