@@ -47,6 +47,10 @@ class Layout:
     def check_model(self, model) -> None:
         """Refuse a single-device network this layout cannot run: asked before any process starts."""
 
+    def check_devices(self, devices: int) -> None:
+        """Refuse a device count this layout cannot spread itself over (any count will do here): asked before
+        any process starts, where the recipe gives the count (not -1/"auto", known only where it runs)."""
+
     def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:
         """One fp32 training step of the single-device network ``full`` on this rank of ``world``, in
         ``benchmark comms``'s process group: the bytes this rank handed to collectives, by exchange point."""

@@ -9,8 +9,8 @@ from alexnet_cli.parallel.weird_trick import WeirdTrickLayout
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
     Layout("auto", one_process=True),  # one device (Lightning's DDP when given several)
     Layout("ddp", benchmark_devices=2),  # the whole network on every device, gradients averaged
-    TowerLayout("two-gpu", benchmark_devices=2),  # the paper's split (§3.2): one pair of towers
-    TowerLayout("hybrid", benchmark_devices=4),  # a pair of towers per 2 devices, DDP across pairs
+    TowerLayout("two-gpu", pairs=(1, 1), benchmark_devices=2),  # the paper's split (§3.2): one pair of towers
+    TowerLayout("hybrid", pairs=(2, None), benchmark_devices=4),  # a pair of towers per 2 devices, DDP across pairs
     WeirdTrickLayout("weird-trick", benchmark_devices=2),  # arXiv:1404.5997: conv data-, FC model-parallel
 )}
 

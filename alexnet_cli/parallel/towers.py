@@ -154,8 +154,19 @@ class TowerLayout(Layout):
         return (f"the paper's two-GPU split: {pairs} pair(s) of towers, each pair one network on one batch"
                 + (f", data-parallel over the {pairs} pairs" if pairs > 1 else ""))
 
+    def __init__(self, name: str, *, pairs: tuple[int, int | None], **options) -> None:
+        super().__init__(name, **options)
+        self.pairs = pairs  # (fewest, most) pairs of towers it runs; None: no limit
+
     def check_model(self, model) -> None:
         check_two_towers(model)
+
+    def check_devices(self, devices: int) -> None:
+        fewest, most = self.pairs
+        if devices % TENSOR_PARALLEL or not fewest <= devices // TENSOR_PARALLEL <= (most or devices):
+            raise AlexnetError(f"trainer.strategy={self.name} on {devices} device(s): two-gpu runs one pair of "
+                               "towers on exactly 2 devices, hybrid 2 or more pairs (an even number of devices, "
+                               "4 or more); set trainer.devices or trainer.strategy to match")
 
     def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:
         pair, replicas = tower_groups(rank, world)

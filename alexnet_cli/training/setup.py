@@ -55,6 +55,8 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
 
     check_cpu_devices_present(recipe)
     layout = recipe_layout(recipe)
+    if isinstance(recipe.trainer.get("devices", 1), int) and recipe.trainer.get("devices", 1) > 0:
+        layout.check_devices(device_count(recipe))
     checkpoint = None
     if resume is not None:
         checkpoint, resumed_dir = resolve_resume(resume)

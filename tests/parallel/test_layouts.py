@@ -85,3 +85,14 @@ def test_outside_a_run_the_running_layout_is_one_process_scoring_its_own_labels(
     labels = [3, 1, 2]
     assert layout.data_parallel_shard() == (0, 1) and layout.scored_labels(labels) is labels
     assert layout.data_parallel_group is None and layout.tensor_parallel_group is None
+
+
+@pytest.mark.parametrize(("name", "devices", "accepted"), [
+    ("two-gpu", 2, True), ("two-gpu", 1, False), ("two-gpu", 4, False), ("hybrid", 4, True), ("hybrid", 8, True),
+    ("hybrid", 2, False), ("hybrid", 6, True), ("hybrid", 5, False), ("ddp", 3, True), ("weird-trick", 3, True)])
+def test_the_towers_layouts_refuse_a_device_count_they_cannot_pair_before_any_process_starts(name, devices, accepted):
+    if accepted:
+        LAYOUTS[name].check_devices(devices)
+    else:
+        with pytest.raises(AlexnetError, match=f"trainer.strategy={name} on {devices} device"):
+            LAYOUTS[name].check_devices(devices)

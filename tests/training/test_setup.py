@@ -39,3 +39,11 @@ def test_the_datamodule_is_given_the_layouts_collective_forward(prepared, tmp_pa
     ddp = prepare_run(load_recipe("ddp", [*TWO_CPU, "data.batch_size=4"]), prepared, out=tmp_path / "ddp")
     assert trick.datamodule.collective_forward and not ddp.datamodule.collective_forward
     assert trick.datamodule.shard() == ddp.datamodule.shard() == (0, 1)  # outside a run: one process
+
+
+def test_setup_asks_the_layout_about_the_device_count_only_where_the_recipe_gives_one(prepared, tmp_path):
+    cpu = ["trainer.accelerator=cpu", "data.device=cpu", "data.batch_size=4"]
+    with pytest.raises(AlexnetError, match="trainer.strategy=two-gpu on 4 device"):
+        prepare_run(load_recipe("two-gpu", [*cpu, "trainer.devices=4"]), prepared, out=tmp_path / "a")
+    # -1: every device of the machine that runs it, unknown here
+    prepare_run(load_recipe("hybrid", [*cpu, "trainer.devices=-1"]), prepared, out=tmp_path / "b")
