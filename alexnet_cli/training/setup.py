@@ -55,7 +55,8 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
 
     check_cpu_devices_present(recipe)
     layout = recipe_layout(recipe)
-    if isinstance(recipe.trainer.get("devices", 1), int) and recipe.trainer.get("devices", 1) > 0:
+    devices = recipe.trainer.get("devices", 1)
+    if isinstance(devices, int) and devices > 0:  # -1 / "auto": known only on the machine that runs
         layout.check_devices(device_count(recipe))
     checkpoint = None
     if resume is not None:
