@@ -42,7 +42,8 @@ class ModelConfig:
     lrn: bool = True  # §3.3 ablation: false drops local response normalisation
     overlap_pool: bool = True  # §3.4 ablation: false pools 2×2/2 instead of 3×3/2
     # How the network runs (models/execution.py): same numbers and state_dict, other speed.
-    lrn_impl: LrnImpl = "auto"  # auto: the closed form on a GPU, the reference on a CPU
+    lrn_impl: LrnImpl = "auto"  # auto: Triton on a GPU (least traffic; the closed form if it fails its check), the
+    # reference on a CPU (models/lrn.choose_impl)
     split_groups: bool = False  # conv2/4/5's two towers as two convolutions instead of one grouped one
     channels_last: bool = False  # NHWC weights and maps, the layout tensor cores read
     compile: bool = False  # torch.compile the network in place (checkpoint keys unchanged)

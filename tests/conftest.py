@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny dataset in the official ILSVRC2012 format, prepared once per session."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Triton's kernels on CPU tensors, in its interpreter. Read when a kernel is defined, so before any test
+    # imports one (the traffic count imports the Triton LRN to count it).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
 from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_cli.models.lrn import LrnImpl
+from alexnet_cli.models.lrn import LrnImpl, choose_impl
 from alexnet_cli.models.paper import LocalResponseNorm
 
 
@@ -52,6 +52,17 @@ def set_lrn_impl(model: nn.Module, impl: LrnImpl) -> None:
             module.impl = impl
 
 
+def prepare_lrn(model: nn.Module, device: torch.device) -> list[str]:
+    """Decide, on ``device``, what each LRN layer's ``impl`` runs (``models/lrn.choose_impl``), checking Triton
+    there if it is chosen: eagerly, before ``torch.compile`` or a CUDA graph could capture the check. Returns the
+    lines to say where the choice differs from what was asked (each once)."""
+    channels_last = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+                        for p in model.parameters())
+    notes = [choose_impl(module.impl, device, channels_last=channels_last).note
+             for module in model.modules() if isinstance(module, LocalResponseNorm)]
+    return list(dict.fromkeys(note for note in notes if note))
+
+
 def apply_execution(model: nn.Module, *, lrn_impl: LrnImpl = "auto", split_groups: bool = False,
                     channels_last: bool = False) -> nn.Module:
     """The switches that take effect when the network is built (``compile_in_place`` comes later, on the
@@ -75,6 +86,9 @@ def compile_in_place(model: nn.Module, options: CompileOptions) -> None:
     """``nn.Module.compile``: the module itself runs compiled, its parameters and state_dict keys unchanged
     (``torch.compile(model)`` would wrap it and save every key under ``_orig_mod.``). Lazy: the first call
     traces and compiles."""
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        prepare_lrn(model, parameter.device)  # the LRN's choice made outside the graph (a no-op if made already)
     kwargs = {"mode": options.mode} if options.backend == "inductor" else {}
     model.compile(backend=options.backend, **kwargs)
 

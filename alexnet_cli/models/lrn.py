@@ -10,12 +10,14 @@ backward pass from the closed-form gradient
 
 so that ``torch.compile`` can fuse the forward into one read of a and one write of b, and the
 backward into two passes; ``triton`` (``models/lrn_triton.py``) is the same closed form as hand-written
-kernels, for where the compiled one is not fast enough. Both compute in float32 whatever the input's dtype (bf16's 8-bit
-mantissa cannot hold k + α·Σa², 2 plus a term ~1e-4 of it) and return the input's dtype.
+kernels: eagerly, without a compile, the one that moves least (``choose_impl``). All compute in float32
+whatever the input's dtype (bf16's 8-bit mantissa cannot hold k + α·Σa², 2 plus a term ~1e-4 of it) and
+return the input's dtype; a NaN or an infinity goes through each as the formula takes it.
 The window of map i is [i − size//2, i + (size−1)//2], inside its group of maps (one group per tower).
 """
 
 import os
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -70,23 +72,111 @@ def closed_form_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: fl
     return _ClosedFormLRN.apply(x, size, alpha, beta, k, groups)
 
 
-def resolve_impl(impl: LrnImpl, device: torch.device) -> Literal["reference", "closed-form", "triton"]:
-    """``auto``: the closed form on a GPU, where memory traffic is the LRN's cost; the reference on a CPU,
-    where it measured as fast or faster (docs/benchmarks.md) and the tests have long pinned its numbers.
-    ``triton`` off a GPU (a GPU run's recipe resumed or evaluated on a CPU) is the closed form it implements,
-    unless Triton's interpreter is on (``TRITON_INTERPRET=1``, the tests)."""
-    if impl == "auto":
-        return "closed-form" if device.type == "cuda" else "reference"
-    if impl == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        return "closed-form"
-    return impl
+LrnKernel = Literal["reference", "closed-form", "triton"]  # what runs: ``auto`` resolved
 
 
-def lrn_function(impl: LrnImpl, device: torch.device):
-    """The implementation ``impl`` names, for tensors on ``device``. Triton is imported only when asked for."""
-    chosen = resolve_impl(impl, device)
+@dataclass(frozen=True)
+class LrnChoice:
+    """The implementation that runs for a request, and, where it is not what was asked, one line saying why."""
+
+    kernel: LrnKernel
+    note: str | None = None
+
+
+def choose_impl(asked: LrnImpl, device: torch.device, *, channels_last: bool = False) -> LrnChoice:
+    """What runs for ``model.lrn_impl=asked`` on ``device`` with maps in NCHW or channels-last.
+
+    ``auto`` on a GPU is the exact implementation with the least counted traffic per step (``alexnet benchmark
+    traffic``: reference 22.5 GB, closed form eager 22.2 GB, Triton 1.3 GB for the paper net's two layers at
+    batch 128 in bf16): Triton, where it passes its check on this device (``triton_failure``), else the closed
+    form. Triton's kernels walk one map's pixels, which channels-last strides C apart: there the closed form
+    runs. ``auto`` on a CPU is the reference, which measured as fast or faster there and whose numbers the tests
+    have long pinned. ``triton`` off a GPU (a GPU run's recipe resumed or evaluated on a CPU) is the closed form
+    it implements, unless Triton's interpreter is on (``TRITON_INTERPRET=1``, the tests). On meta tensors (the
+    traffic count) a named implementation is taken as it is: they run no kernels.
+    """
+    if device.type == "meta":
+        return LrnChoice(gpu_kernel(asked, channels_last))
+    on_gpu = device.type == "cuda"
+    if asked in ("reference", "closed-form"):
+        return LrnChoice(asked)
+    if asked == "auto" and not on_gpu:
+        return LrnChoice("reference")
+    if not on_gpu and os.environ.get("TRITON_INTERPRET") != "1":
+        return LrnChoice("closed-form", "model.lrn_impl=triton needs a CUDA GPU: the closed form (the same formula) "
+                                        "runs on the CPU")
+    if gpu_kernel(asked, channels_last) != "triton":
+        note = None if asked == "auto" else ("model.lrn_impl=triton: its kernels read channels-last maps "
+                                             "uncoalesced; the closed form runs (or set model.channels_last=false)")
+        return LrnChoice("closed-form", note)
+    failure = triton_failure(device)
+    if failure is not None:
+        return LrnChoice("closed-form", f"model.lrn_impl={asked}: Triton's LRN failed its check on {device} "
+                                        f"({failure}); the closed form runs instead")
+    return LrnChoice("triton")
+
+
+def gpu_kernel(asked: LrnImpl, channels_last: bool) -> LrnKernel:
+    """What ``asked`` runs on a GPU where Triton passes its check (what ``alexnet benchmark traffic`` counts)."""
+    if asked in ("reference", "closed-form"):
+        return asked
+    return "closed-form" if channels_last else "triton"
+
+
+_TRITON_CHECKED: dict[str, str | None] = {}  # device → why Triton failed there (None: it works), once a process
+
+
+def triton_failure(device: torch.device) -> str | None:
+    """Why the Triton LRN cannot run on ``device``, or None: imported, and one tiny forward and backward equal to
+    the closed form's (float32 and bf16). Checked once per device and process, eagerly: ``prepare_lrn`` runs it
+    before any ``torch.compile`` or CUDA graph captures the network."""
+    key = str(device)
+    if key not in _TRITON_CHECKED:
+        _TRITON_CHECKED[key] = _check_triton(device)
+    return _TRITON_CHECKED[key]
+
+
+def _check_triton(device: torch.device) -> str | None:
+    try:
+        from alexnet_cli.models.lrn_triton import triton_lrn
+    except Exception as exc:  # noqa: BLE001 - no Triton, or one that cannot build for this torch
+        return f"cannot import it: {_first_line(exc)}"
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 8, 5, 6, generator=generator) * 30).relu().to(device)
+    grad = torch.randn(x.shape, generator=generator).to(device)
+    try:
+        for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2.0**-7)):
+            got, want = (x.to(dtype).clone().requires_grad_() for _ in range(2))
+            y = triton_lrn(got, 5, 1e-4, 0.75, 2.0, 2)
+            y.backward(grad.to(dtype))
+            closed_form_lrn(want, 5, 1e-4, 0.75, 2.0, 2).backward(grad.to(dtype))
+            expected = closed_form_lrn(want.detach(), 5, 1e-4, 0.75, 2.0, 2)
+            for name, a, b in (("forward", y, expected), ("backward", got.grad, want.grad)):
+                error = ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-30)).item()
+                if not error <= tolerance:
+                    return f"its {dtype} {name} differs from the closed form's by {error:.1e}"
+    except Exception as exc:  # noqa: BLE001 - a kernel that fails to compile or launch here
+        return _first_line(exc)
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def lrn_function(impl: LrnImpl, x: torch.Tensor):
+    """The implementation that ``impl`` resolves to for ``x`` (its device and layout; ``choose_impl``). Triton is
+    imported only when chosen."""
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    chosen = _kernel(impl, x.device.type, x.device.index, channels_last)
     if chosen == "triton":
         from alexnet_cli.models.lrn_triton import triton_lrn
 
         return triton_lrn
     return closed_form_lrn if chosen == "closed-form" else reference_lrn
+
+
+@torch.compiler.assume_constant_result  # under torch.compile: decided once, when traced, and not traced into
+def _kernel(impl: LrnImpl, device_type: str, index: int | None, channels_last: bool) -> LrnKernel:
+    return choose_impl(impl, torch.device(device_type, index), channels_last=channels_last).kernel

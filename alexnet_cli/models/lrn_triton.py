@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from alexnet_cli.models.op_bytes import register_op_bytes
+
 BLOCK = 256  # pixels per program
 
 
@@ -24,12 +26,15 @@ BLOCK = 256  # pixels per program
 def _rounded_for(value, ptr):
     """float32 ``value`` in ``ptr``'s element type, rounded to nearest even. For bf16 the rounding is done on
     the bits, after which the cast only drops zeros: Triton's interpreter (the CPU tests) truncates instead
-    of rounding, which the exactness test would catch as two roundings' error."""
+    of rounding, which the exactness test would catch as two roundings' error. A NaN is kept a NaN: adding
+    the rounding bias to the GPU's canonical NaN (0x7FFFFFFF) would carry into the sign bit and give −0.0,
+    which would hide a NaN from the non-finite-step guard."""
     if ptr.dtype.element_ty == tl.float32:
         return value
     elif ptr.dtype.element_ty == tl.bfloat16:
         bits = value.to(tl.uint32, bitcast=True)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        bits = tl.where(value != value, 0x7FC00000, rounded)  # a quiet NaN, whatever the NaN's payload
         return bits.to(tl.float32, bitcast=True).to(tl.bfloat16)
     else:
         return value.to(ptr.dtype.element_ty)
@@ -164,6 +169,31 @@ def _backward(ctx, grad):
 
 
 lrn.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _copy_bytes(x: torch.Tensor) -> int:
+    """What ``_dense`` moves: nothing for a dense ``x``, a read and a write of it otherwise."""
+    dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+    return 0 if dense else x.numel() * x.element_size()
+
+
+@register_op_bytes("alexnet_cli::lrn")
+def _forward_bytes(inputs: list, outputs: list) -> tuple[int, int]:
+    """One kernel: reads x, writes y (the window's neighbouring maps come from cache)."""
+    (x,), (y,) = inputs, outputs
+    copy = _copy_bytes(x)
+    return x.numel() * x.element_size() + copy, y.numel() * y.element_size() + copy
+
+
+@register_op_bytes("alexnet_cli::lrn_backward")
+def _backward_bytes(inputs: list, outputs: list) -> tuple[int, int]:
+    """Two kernels: the first reads x and the gradient and writes the float32 scratch t, the second reads t, x
+    and the gradient and writes the input's gradient."""
+    (grad, x), (grad_x,) = inputs, outputs
+    element, scratch = x.element_size(), x.numel() * 4
+    copies = _copy_bytes(x) + (0 if grad.stride() == x.stride() else grad.numel() * grad.element_size())
+    read = 2 * (x.numel() * element + grad.numel() * grad.element_size()) + scratch
+    return read + copies, scratch + grad_x.numel() * grad_x.element_size() + copies
 
 
 def triton_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> torch.Tensor:

@@ -30,8 +30,8 @@ class LocalResponseNorm(nn.Module):
     GPUs at this layer. One group equals ``nn.LocalResponseNorm(size, alpha * size,
     beta, k)``. Always computed in float32, also under bf16 autocast (see ``models/lrn.py``),
     by ``impl``: the ``reference`` (autograd through shifted adds), the ``closed-form``
-    backward that stores only the input, the same as ``triton`` kernels, or ``auto`` (closed form on a
-    GPU, reference on a CPU).
+    backward that stores only the input, the same as ``triton`` kernels, or ``auto`` (``models/lrn.choose_impl``:
+    Triton on a GPU where it passes its check, the reference on a CPU).
     """
 
     def __init__(self, size: int = LRN_SIZE, alpha: float = LRN_ALPHA, beta: float = LRN_BETA,
@@ -41,8 +41,11 @@ class LocalResponseNorm(nn.Module):
         self.impl: LrnImpl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        function = lrn_function(self.impl, x)
+        if x.device.type == "meta":  # the traffic count's tensors, which have no autocast to turn off
+            return function(x, self.size, self.alpha, self.beta, self.k, self.groups)
         with torch.autocast(x.device.type, enabled=False):
-            return lrn_function(self.impl, x.device)(x, self.size, self.alpha, self.beta, self.k, self.groups)
+            return function(x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}, "

@@ -1,5 +1,6 @@
 """The LightningModule: cross-entropy, the paper's SGD (§5), top-1/top-5 metrics."""
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -10,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.models.checkpoint_meta import META_KEY
-from alexnet_cli.models.execution import CompileOptions, compile_in_place, match_state_layouts
+from alexnet_cli.models.execution import CompileOptions, compile_in_place, match_state_layouts, prepare_lrn
 from alexnet_cli.parallel.ranks import RunningLayout, running_layout
 from alexnet_cli.recipes import OptimConfig
 from alexnet_cli.training.optimizer import sgd, zero_momentum_buffers
@@ -25,9 +26,11 @@ class AlexNetModule(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, optim: OptimConfig, *, num_classes: int, meta: dict[str, Any],
-                 batch_size: int = 128, compile: CompileOptions | None = None) -> None:
+                 batch_size: int = 128, compile: CompileOptions | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.model = model
+        self.say = say or (lambda line: None)  # what the run says before its first step (rank 0's lines only)
         self.compile_options = compile  # applied at fit start, to the layout the strategy leaves
         self.optim = optim
         self.meta = meta
@@ -112,6 +115,10 @@ class AlexNetModule(L.LightningModule):
         # Metrics reduce over data-parallel ranks only: the two towers of a pair score the same images.
         group = self._layout().data_parallel_group
         self.val_top1.process_group = self.val_top5.process_group = group
+        notes = prepare_lrn(self.model, self.device)  # on the device it trains on, before anything compiles
+        if self.trainer.is_global_zero:
+            for note in notes:
+                self.say(note)
         if self.compile_options is not None:  # before the sanity check's validation: it runs compiled too
             compile_in_place(self.model, self.compile_options)
 

@@ -78,7 +78,8 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
         return _already_done(setup, reached)  # before anything is written: run.json keeps the run's figures
     check_gpu_present(recipe)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
     module = AlexNetModule(setup.model, recipe.optim, num_classes=setup.num_classes, meta=setup.meta,
-                           batch_size=recipe.data.batch_size, compile=compile_options(recipe.model))
+                           batch_size=recipe.data.batch_size, compile=compile_options(recipe.model),
+                           say=(progress or SilentProgress()).note)
     rank_zero = trainer_is_rank_zero()
     if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
         held.enter_context(run_lock(setup.run_dir))

@@ -6,10 +6,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from test_lrn import SHAPES, _case, _expected
+from test_lrn import SHAPES, _case, _expected, check_non_finite
 
 from alexnet_cli.models import build_model
 from alexnet_cli.models.execution import CompileOptions, apply_execution, compile_in_place
+from alexnet_cli.models.lrn import closed_form_lrn, reference_lrn
 from alexnet_cli.models.paper import LRN_ALPHA, LRN_BETA, LRN_K
 from alexnet_cli.recipes import OptimConfig
 from alexnet_cli.training.optimizer import sgd
@@ -53,3 +54,30 @@ def test_an_inductor_compiled_fp32_step_equals_an_eager_one_after_three_steps():
     torch.testing.assert_close(compiled(images), eager(images), rtol=1e-4, atol=1e-4)
     for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
         assert (b - a).abs().max() <= 1e-4 * a.abs().max(), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("impl", ["reference", "closed-form", "closed-form compiled", "triton"])
+def test_nan_and_infinity_go_through_every_implementation_on_the_gpu(impl, dtype):
+    """As on the CPU (test_lrn.py), with the GPU's own NaN (0x7FFFFFFF, which a plain rounding bias turns into
+    −0.0 in bf16) and Inductor's and Triton's GPU code."""
+    from alexnet_cli.models.lrn_triton import triton_lrn
+
+    implementations = {"reference": reference_lrn, "closed-form": closed_form_lrn, "triton": triton_lrn,
+                       "closed-form compiled": torch.compile(closed_form_lrn, fullgraph=True, dynamic=False)}
+    check_non_finite(implementations[impl], dtype, device="cuda")
+
+
+def test_bf16_rounding_on_the_gpu_is_to_nearest_even_with_nans_kept_as_nans():
+    from test_lrn import _rounded_kernel
+
+    words = [0x7FFFFFFF, 0x7FC00000, 0xFFFFFFFF, 0x7F800000, 0xFF800000, 0x7F7FFFFF, 0x3F808000, 0x3F818000,
+             0x3F808001, 0x00000001]
+    x = torch.tensor(words, dtype=torch.int64).to(torch.int32).view(torch.float32).cuda()
+    y, plain = (torch.empty(len(x), dtype=torch.bfloat16, device="cuda") for _ in range(2))
+    _rounded_kernel[(1,)](x, y, plain, len(x), BLOCK=16)
+    expected = x.cpu().to(torch.bfloat16)
+    y = y.cpu()
+    assert torch.equal(y.isnan(), expected.isnan()) and y.isnan().sum() == 3
+    finite = ~expected.isnan()
+    assert torch.equal(y[finite].view(torch.int16), expected[finite].view(torch.int16))
