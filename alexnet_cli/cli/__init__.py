@@ -48,6 +48,7 @@ benchmark_app = typer.Typer(help="Measure speed: the data pipeline, the model, t
 benchmark_app.command("data")(bench.benchmark_data_command)
 benchmark_app.command("model")(bench.benchmark_model_command)
 benchmark_app.command("train")(bench.benchmark_train_command)
+benchmark_app.command("traffic")(bench.benchmark_traffic_command)
 benchmark_app.command("soak")(bench.benchmark_soak_command)
 benchmark_app.command("comms")(bench.benchmark_comms_command)
 app.add_typer(benchmark_app, name="benchmark")

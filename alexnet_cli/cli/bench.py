@@ -138,6 +138,68 @@ def benchmark_model_command(
 
 
 @user_errors
+def benchmark_traffic_command(
+    recipe: str = typer.Option("single-gpu", "--recipe", help="A recipe name or a .yaml: its network, precision, "
+                               "batch and speed switches."),
+    batch_size: int | None = typer.Option(None, "--batch", help="Images per step (default: the recipe's)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the counts as JSON."),
+) -> None:
+    """Bytes and FLOPs of one training step, counted op by op as a GPU runs it, and the img/s they allow.
+
+    Counted on meta tensors (no GPU needed): forward, loss, backward, the non-finite check and the fused SGD,
+    with autocast and the LRN implementation resolved as on CUDA. The roofline (each op at the card's memory
+    bandwidth or tensor-core rate, whichever is slower) bounds the step on an H100 and an H200; beside the
+    recipe's default, every LRN implementation it could run (compiled ones as a lower bound).
+
+    Example: [cyan]alexnet benchmark traffic --recipe single-gpu --batch 128 --json traffic.json[/]
+    """
+    require(("--batch", batch_size, 1, None))
+    check_writable(json_out, "--json")
+    from dataclasses import asdict
+
+    from alexnet_cli.bench.traffic import traffic_report
+    from alexnet_cli.recipes import load_recipe
+
+    report = traffic_report(load_recipe(recipe, set_), batch_size=batch_size)
+    console.print(_traffic_table(report))
+    if report.implementations:
+        console.print(_implementations_table(report))
+    write_json(json_out, asdict(report))
+
+
+def _traffic_table(report) -> Table:
+    bound = " (lower bound: compiled)" if report.lower_bound else ""
+    table = Table(title=f"one training step of {report.recipe} ({report.arch}, batch {report.batch_size}, "
+                  f"{report.precision}{', channels-last' if report.channels_last else ''}; LRN: {report.runs})"
+                  f"{bound}", caption="FLOPs: convolutions and matrix products; the roofline counts each op at "
+                  "the card's bandwidth or tensor-core rate, whichever is slower")
+    for column in ("what", "GB", "share", "GFLOP"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    for category, counted in report.by_category.items():
+        table.add_row(category, f"{counted['bytes'] / 1e9:,.3f}", f"{counted['bytes'] / report.total_bytes:.1%}",
+                      f"{counted['flops'] / 1e9:,.1f}")
+    table.add_row("[bold]step[/]", f"[bold]{report.total_bytes / 1e9:,.2f}[/]", "100%",
+                  f"[bold]{report.total_flops / 1e9:,.1f}[/]")
+    for card, ms in report.roofline_ms.items():
+        table.add_row(f"roofline on an {card}", f"{ms:.2f} ms", "", f"≤ {report.roofline_img_s[card]:,.0f} img/s")
+    return table
+
+
+def _implementations_table(report) -> Table:
+    cards = list(report.roofline_ms)
+    table = Table(title="the same step with each LRN implementation")
+    for column in ("LRN", "LRN GB", "step GB", *(f"{card} ms (img/s)" for card in cards), "counted"):
+        table.add_column(column, justify="left" if column in ("LRN", "counted") else "right")
+    for row in report.implementations:
+        table.add_row(row.name + (" [bold](default)[/]" if row.default else ""), f"{row.lrn_bytes / 1e9:,.2f}",
+                      f"{row.total_bytes / 1e9:,.2f}",
+                      *(f"{row.roofline_ms[card]:.2f} ({row.roofline_img_s[card]:,.0f})" for card in cards),
+                      "lower bound" if row.lower_bound else "exact")
+    return table
+
+
+@user_errors
 def benchmark_train_command(
     recipe: str = typer.Option(..., "--recipe", help="A single-process recipe (cpu-demo, single-gpu) or a .yaml."),
     data: Path | None = typer.Option(None, "--data", help="A prepared dataset: real DALI batches."),
