@@ -55,8 +55,10 @@ class ModelConfig:
 class DataConfig:
     device: Literal["cpu", "gpu"] = "gpu"  # where DALI decodes and augments
     batch_size: int = 128  # per device
-    num_threads: int = 4  # DALI's threads per process: CPU decoding and augmentation
-    py_workers: int = 1  # processes per loader that read the files (0: the training thread reads them)
+    # DALI's threads per rank (CPU decoding and augmentation) and processes reading the files (0: the training
+    # thread reads them); auto: a share of the cores this process may use, per rank (data/workers.py)
+    num_threads: int | Literal["auto"] = "auto"
+    py_workers: int | Literal["auto"] = "auto"
     crop_size: int | None = None  # None: the arch's input size
     resize_size: int = 256  # shorter side before cropping (§2)
     normalize: Literal["image", "channel"] = "channel"
@@ -214,8 +216,8 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "model.dropout": (lambda v: v is None or 0 <= v < 1, "in [0, 1)"),
     "model.fc_width": (lambda v: v is None or v >= 1, "at least 1"),
     "data.batch_size": (lambda v: v >= 1, "at least 1"),
-    "data.num_threads": (lambda v: v >= 1, "at least 1"),
-    "data.py_workers": (lambda v: v >= 0, "0 or more"),
+    "data.num_threads": (lambda v: v == "auto" or v >= 1, "at least 1 (or auto)"),
+    "data.py_workers": (lambda v: v == "auto" or v >= 0, "0 or more (or auto)"),
     "data.crop_size": (lambda v: v is None or v >= 1, "at least 1 (or null: the arch's)"),
     "data.resize_size": (lambda v: v >= 1, "at least 1"),
     "data.pca_std": (lambda v: v >= 0, "0 or more"),
@@ -333,14 +335,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        errors = []
+        errors, kinds = [], []
         for option in options:
             if option is type(None):
                 continue
+            kinds.append(", ".join(map(str, typing.get_args(option))) if typing.get_origin(option) is Literal
+                         else option.__name__)
             try:
                 return _coerce(value, option, where)
             except AlexnetError as exc:
                 errors.append(str(exc))
+        if len(kinds) > 1:  # int | Literal["auto"]: say both
+            raise AlexnetError(f"{where}: expected {' or '.join(kinds)}, got {value!r}")
         raise AlexnetError(errors[0] if errors else f"{where}: bad value {value!r}")
     if origin is Literal:
         choices = typing.get_args(hint)

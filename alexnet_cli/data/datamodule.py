@@ -11,11 +11,15 @@ from alexnet_cli.data.loader import DaliLoader
 from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.sampling import Augmentation, ShardPlan, equal_steps_batch_size
 from alexnet_cli.data.stats import DatasetStats, load_stats
+from alexnet_cli.data.workers import Workers, workers_for
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.recipes import DataConfig
 
 # The trainer (None outside a run) → (data-parallel rank, data-parallel size) of this process.
 ShardOf = Callable[["L.Trainer | None"], tuple[int, int]]
+# Lightning's data fetcher asks for batch i+1 before it runs step i (to know whether i is an epoch's last): one
+# batch more in DALI's queue keeps the lead it had, so that asking for i+1 never makes step i wait.
+LIGHTNING_LOOKAHEAD = 1
 
 
 def trainer_rank(trainer: "L.Trainer | None") -> tuple[int, int]:
@@ -102,8 +106,16 @@ class DaliDataModule(L.LightningDataModule):
         trainer = self.trainer
         return trainer.strategy.root_device.index if trainer is not None else 0
 
+    @property
+    def workers(self) -> Workers:
+        """DALI's threads and readers for this rank: ``auto`` divides this process's cores between the ranks
+        the Trainer runs on this machine."""
+        return workers_for(self.config, self.trainer.num_devices if self.trainer is not None else 1)
+
     def loader(self, split: str, kind: str, *, batch_size: int | None = None,
-               shard: tuple[int, int] | None = None, device_id: int | None = None) -> DaliLoader:
+               shard: tuple[int, int] | None = None, device_id: int | None = None,
+               lookahead: int = 0) -> DaliLoader:
+        """``lookahead``: batches the consumer asks for before it is done with the current one."""
         files = self.split(split)
         shard_id, num_shards = shard or self.shard()
         train = kind == "train"
@@ -115,12 +127,13 @@ class DaliDataModule(L.LightningDataModule):
         if train:
             augmentation = Augmentation.from_config(self.config, crop=self.crop, image_size=self.stored_square_size,
                                                     eigval=self.stats.eigval, eigvec=self.stats.eigvec, seed=self.seed)
+        workers = self.workers
         return DaliLoader(kind, files.files, files.labels, plan, normalization=self.normalization,
                           augmentation=augmentation, crop=self.crop, resize_size=self.resize_size,
                           device=self.config.device,
                           device_id=device_id if device_id is not None else self._device_id(),
-                          num_threads=self.config.num_threads, py_workers=self.config.py_workers,
-                          prefetch=self.config.prefetch, seed=self.seed, roi_decode=self.config.roi_decode,
+                          num_threads=workers.threads, py_workers=workers.readers,
+                          prefetch=self.config.prefetch + lookahead, seed=self.seed, roi_decode=self.config.roi_decode,
                           exact_decode=self.config.exact_decode, hw_decoder_load=self.config.hw_decoder_load,
                           steps_per_epoch=self._batch_limit(kind, plan.steps_per_epoch) if shard is None else None)
 
@@ -140,7 +153,7 @@ class DaliDataModule(L.LightningDataModule):
         self._resume_position = (epoch, step)
 
     def train_dataloader(self) -> DaliLoader:
-        loader = self.loader("train", "train")
+        loader = self.loader("train", "train", lookahead=LIGHTNING_LOOKAHEAD)
         if self._resume_position is not None:
             loader.seek(*self._resume_position)
             self._resume_position = None
@@ -149,4 +162,4 @@ class DaliDataModule(L.LightningDataModule):
         return loader
 
     def val_dataloader(self) -> DaliLoader:
-        return self.loader("val", "val")
+        return self.loader("val", "val", lookahead=LIGHTNING_LOOKAHEAD)

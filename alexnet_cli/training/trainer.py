@@ -54,6 +54,7 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
 
     from alexnet_cli.training.callbacks import FilterImageLogger, SparseMetricsProgressBar, StopOnNonFiniteLoss
     from alexnet_cli.training.checkpoint_io import AtomicCheckpointIO
+    from alexnet_cli.training.cuda_stream import TrainingStream
     from alexnet_cli.training.resume_repair import ResumeRepair
 
     args = dict(recipe.trainer)
@@ -61,7 +62,8 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
     validating = args.get("limit_val_batches", 1) != 0
     # Lightning syncs with the GPU to log every log_every_n_steps steps; what reads device values goes there too.
     sync_every = int(args.get("log_every_n_steps", 50))
-    callbacks = [*extra_callbacks, StopOnNonFiniteLoss(every_n_steps=sync_every),
+    # TrainingStream first: everything after it queues its work on the training stream (a no-op off CUDA).
+    callbacks = [TrainingStream(), *extra_callbacks, StopOnNonFiniteLoss(every_n_steps=sync_every),
                  *checkpoint_callbacks(recipe, run_dir / "checkpoints", validating, sync_every),
                  LearningRateMonitor(logging_interval="epoch"), FilterImageLogger()]
     if not quiet:

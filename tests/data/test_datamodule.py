@@ -33,3 +33,38 @@ def test_the_training_loader_draws_with_the_recipes_switches_and_the_datasets_ba
         assert (augmentation.eigval == load_stats(prepared).eigval).all()
     finally:
         loader.close()
+
+
+def test_auto_workers_divide_the_cores_this_process_may_use_between_the_ranks_here():
+    from alexnet_cli.data.workers import Workers, workers_for
+
+    auto = DataConfig()
+    assert (auto.num_threads, auto.py_workers) == ("auto", "auto")
+    assert workers_for(auto, 1, cores=16) == Workers(threads=12, readers=3)  # one core for the training thread
+    assert workers_for(auto, 2, cores=16) == Workers(threads=6, readers=1)
+    assert workers_for(auto, 8, cores=64) == Workers(threads=6, readers=1)
+    assert workers_for(auto, 1, cores=128) == Workers(threads=123, readers=4)  # readers stop at 4
+    assert workers_for(auto, 1, cores=2) == Workers(threads=2, readers=0)  # the training thread reads the files
+    assert workers_for(auto, 3, cores=2) == Workers(threads=1, readers=0)
+    assert workers_for(DataConfig(num_threads=5, py_workers=0), 4, cores=8) == Workers(threads=5, readers=0)
+    assert workers_for(DataConfig(num_threads=3), 1, cores=16) == Workers(threads=3, readers=3)
+
+
+def test_a_lightning_loader_queues_one_batch_more_and_shares_the_cores_with_the_trainers_ranks(prepared):
+    import os
+
+    config = DataConfig(device="cpu", batch_size=2, prefetch=3)
+    module = DaliDataModule(prepared, config, crop=64)
+    module.trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                               enable_checkpointing=False, enable_progress_bar=False)
+    cores = len(os.sched_getaffinity(0))
+    assert module.workers.threads == max(1, cores // 2 - (1 if cores // 2 > 2 else 0) - module.workers.readers)
+    train, evaluation = module.train_dataloader(), module.loader("val", "val")
+    try:
+        next(iter(train))
+        assert train.prefetch == 4 and train._pipe.prefetch_queue_depth == 4  # Lightning holds batch i+1 early
+        assert evaluation.prefetch == 3  # eval's own loop asks for one batch at a time
+        assert train.num_threads == module.workers.threads and train.py_workers == module.workers.readers
+    finally:
+        train.close()
+        evaluation.close()

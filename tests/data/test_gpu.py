@@ -65,6 +65,32 @@ def test_stream_ordered_batches_stay_intact_while_the_gpu_is_busy(prepared):
     assert gpu.host_wait_seconds > 0
 
 
+def test_on_a_training_stream_of_its_own_batches_are_ordered_and_the_host_never_waits(prepared):
+    """training/cuda_stream.py's hand-off: before each batch is asked for, a ~0.5 s kernel is queued on the
+    training stream; the batch is then copied on that stream and let go at once (DALI may reuse its buffers).
+    ``run()`` must return while the kernel still runs (no host synchronisation), and every copy must equal the
+    CPU pipeline's batch: a buffer reused before the stream read it would show another batch's pixels."""
+    gpu, _ = make_loader(prepared, "train", batch_size=8, pca_std=0.1, device="gpu", exact_decode=True)
+    cpu, _ = make_loader(prepared, "train", batch_size=8, pca_std=0.1, device="cpu")
+    copies, host_waited = [], []
+    with torch.cuda.stream(torch.cuda.Stream()):
+        batches = iter(gpu)
+        images, labels = next(batches)  # the pipeline's start-up
+        for _ in range(len(gpu) - 1):
+            copies.append((images.clone(), labels.clone()))
+            del images, labels
+            torch.cuda._sleep(1_000_000_000)  # ~0.5 s of one spinning kernel, queued ahead of the next batch
+            sleeping = torch.cuda.Event()
+            sleeping.record()
+            images, labels = next(batches)  # DALI binds it to this stream
+            host_waited.append(sleeping.query())  # True only if run() sat out the kernel
+        copies.append((images.clone(), labels.clone()))
+    torch.cuda.synchronize()
+    assert len(copies) == len(gpu) >= 3 and not any(host_waited), host_waited
+    for step, (copy, want) in enumerate(zip(copies, cpu)):
+        compare(f"train, own stream, batch {step}", copy, want, EXACT)
+
+
 def test_a_gpu_output_is_refused_for_a_cpu_tensor():
     from nvidia.dali import fn, pipeline_def, types
 
@@ -102,3 +128,16 @@ def test_a_nonfinite_step_leaves_weights_and_momentum_unchanged_on_the_gpu():
     optimizer.step()
     assert torch.equal(weight.detach(), torch.ones(5, device="cuda"))
     assert torch.equal(optimizer.state[weight]["momentum_buffer"], torch.zeros(5, device="cuda"))
+
+
+def test_fit_runs_on_a_stream_of_its_own_and_gives_the_default_back():
+    from types import SimpleNamespace
+
+    from alexnet_cli.training.cuda_stream import TrainingStream
+
+    callback, module = TrainingStream(), SimpleNamespace(device=torch.device("cuda", 0))
+    default = torch.cuda.current_stream()
+    callback.on_fit_start(None, module)
+    assert torch.cuda.current_stream() != default and torch.cuda.current_stream().cuda_stream != 0
+    callback.on_fit_end(None, module)
+    assert torch.cuda.current_stream() == default
