@@ -109,7 +109,8 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
     if config.device == "gpu":
         require_gpu(f"recipe {recipe.name!r} (data.device=gpu)", "use --device cpu")
     module = DaliDataModule(Path(data), config, crop=crop_size(recipe), seed=recipe.seed)
-    batch_size, workers = config.batch_size, baseline_workers or config.num_threads
+    dali_workers = module.workers
+    batch_size, workers = config.batch_size, baseline_workers or dali_workers.threads
     if len(module.split("train")) < batch_size:
         raise AlexnetError(f"{data}/train has fewer than --batch-size {batch_size} images")
     if repeats < 1:
@@ -127,8 +128,8 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
             baseline_runs.append(_images_per_second(baseline_loader, batches, warmup, batch_size, task))
             del baseline_loader  # its workers exit before the next DALI run
     dali, baseline = statistics.median(dali_runs), statistics.median(baseline_runs)
-    return DataBenchmark(dali, baseline, dali / baseline, batch_size, config.num_threads, config.py_workers, workers,
-                         config.device, config.normalize, batches, warmup, repeats, dali_runs, baseline_runs)
+    return DataBenchmark(dali, baseline, dali / baseline, batch_size, dali_workers.threads, dali_workers.readers,
+                         workers, config.device, config.normalize, batches, warmup, repeats, dali_runs, baseline_runs)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class ModelVariant:
         parts = ["fp32" if self.precision == "32" else self.precision]
         if not self.lrn:
             parts.append("no LRN")
-        elif self.lrn_impl != "auto":
+        elif self.lrn_impl != "auto":  # auto: the default, which the name leaves unsaid
             parts.append(f"{self.lrn_impl} LRN")
         parts += ["channels_last"] if self.channels_last else []
         parts += ["split groups"] if self.split_groups else []
@@ -158,18 +159,21 @@ class ModelVariant:
         return " ".join(parts)
 
 
-# The paper network's speed step by step (issue 22), each row adding one switch to the one before: the first row
-# is the code as it ran before these switches existed, the last the ablation without LRN as a lower bound.
+# The paper network's speed step by step (issues 22 and 28): the code before issue 22 (the reference LRN), before
+# issue 28 (the closed form), today's default (auto: Triton's kernels), then one switch more per row, compiled
+# last, and the ablation without LRN as a lower bound. Triton's kernels run in NCHW only (models/lrn.choose_impl).
 _BF16 = ModelVariant("bf16-mixed", lrn_impl="reference")
 PAPER_MATRIX = [
     _BF16,
     replace(_BF16, lrn_impl="closed-form"),
+    replace(_BF16, lrn_impl="auto"),
+    replace(_BF16, lrn_impl="auto", split_groups=True),
     replace(_BF16, lrn_impl="closed-form", channels_last=True),
     replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True),
+    replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, lrn=False),
+    replace(_BF16, lrn_impl="auto", compile_mode="default"),  # Triton's op inside Inductor's graph
     replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, compile_mode="default"),
     replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, compile_mode="reduce-overhead"),
-    replace(_BF16, lrn_impl="triton", channels_last=True, split_groups=True),  # the kernels instead of compile
-    replace(_BF16, lrn_impl="closed-form", channels_last=True, split_groups=True, lrn=False),
 ]
 # --compare: the layouts of plain fp32 eager one at a time, as ratios against it
 COMPARE = [ModelVariant(), ModelVariant(channels_last=True), ModelVariant("bf16-mixed"),
@@ -191,6 +195,8 @@ class ModelBenchmark:
     peak_memory_mb: float
     cudnn_benchmark: bool = False  # cuDNN timed its algorithms first (the GPU recipes' trainer.benchmark)
     compile_seconds: float | None = None  # the first forward and train step, which compiled
+    graphs: int | None = None  # compiled: the graphs dynamo captured (0: it all ran eagerly)
+    graph_breaks: int | None = None
 
 
 def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", "gpu"] = "cpu",
@@ -224,9 +230,12 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     if variant.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     if variant.compile_mode:
+        from torch._dynamo.utils import counters
+
         # Forget earlier variants' graphs: every nn.Module.compile shares _call_impl's code cache, and past
-        # its recompile limit dynamo would silently run this one eagerly.
+        # its recompile limit dynamo would silently run this one eagerly (the graphs counted below would say).
         torch._dynamo.reset()
+        counters.clear()
         compile_in_place(model, CompileOptions(variant.compile_mode, compile_backend))
     optimizer = sgd(model, OptimConfig(), OptimConfig().lr)  # train's own update, the paper's constants
     precision_context = autocast(variant.precision, target)
@@ -249,10 +258,12 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     compile_seconds = None
     with progress.task(f"{arch} {variant.name}", 2 * (warmup + batches)) as task:
+        graphs = breaks = None
         if variant.compile_mode:  # the compile, timed apart from the warm-up it would otherwise hide in
             started = time.perf_counter()
             forward(), train_step(), synchronize(target)
             compile_seconds = time.perf_counter() - started
+            graphs, breaks = counters["stats"].get("unique_graphs", 0), sum(counters["graph_break"].values())
         forward_times = _time(forward, warmup, batches, target, task)
         train_times = _time(train_step, warmup, batches, target, task)
     if device == "gpu":
@@ -262,7 +273,7 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     fwd, trn = statistics.mean(forward_times), statistics.mean(train_times)
     return ModelBenchmark(arch, variant.name, batch_size, device, fwd * 1e3, _std(forward_times) * 1e3, trn * 1e3,
                           _std(train_times) * 1e3, batch_size / fwd, batch_size / trn, peak,
-                          cudnn_benchmark and device == "gpu", compile_seconds)
+                          cudnn_benchmark and device == "gpu", compile_seconds, graphs, breaks)
 
 
 def autocast(precision: str, device: torch.device):

@@ -418,6 +418,27 @@ def compiled_lrn_step(eager: StepCount) -> StepCount:
     return StepCount(kept + compiled, "closed-form", lower_bound=True, lrn_calls=eager.lrn_calls)
 
 
+def lrn_layer_bytes(kernel: LrnKernel, shape: tuple[int, ...], dtype: torch.dtype, groups: int, *,
+                    channels_last: bool = False, compiled: bool = False) -> int:
+    """What one LRN layer's forward and backward move at ``shape`` (the paper's constants): counted op by op
+    for an eager ``kernel``, its graphs' boundaries (a lower bound) when ``compiled``."""
+    from alexnet_cli.models.lrn import closed_form_lrn
+    from alexnet_cli.models.paper import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+
+    x = torch.empty(shape, dtype=dtype, device="meta")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if compiled:
+        return sum(aot_boundary_bytes(partial(closed_form_lrn, size=LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K,
+                                              groups=groups), x))
+    layer = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=groups, impl=kernel)
+    counter = _Counter(lambda tensor: None)
+    with _lrn_region(layer, counter), counter:
+        y = layer(x.requires_grad_())
+        y.backward(torch.empty_like(y))
+    return sum(op.bytes for op in counter.ops if op.category == "LRN")
+
+
 # What ``model.compile`` leaves outside the compiled network: the loss, the check and the update.
 _OUTSIDE_THE_NETWORK = ("loss", "non-finite check", "optimizer")
 

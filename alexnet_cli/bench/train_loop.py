@@ -7,6 +7,7 @@ the device synchronised at both ends. Data wait is the time the loop blocked on 
 loader between steps (NVIDIA's DeepLearningExamples report it the same way).
 """
 
+import contextlib
 import tempfile
 import time
 import warnings
@@ -116,14 +117,13 @@ class _Window:
 
     @property
     def busy_fraction(self) -> float | None:
-        """Of the GPU's time from the first timed step's start to the last one's end, the share spent inside
-        steps (CUDA events around each step on the training stream). A gap between steps is the GPU waiting
-        for the host (data, Python); a pause inside a step (launch-bound work) still counts as busy."""
+        """``busy_fraction`` of the timed steps' spans on the training stream (CUDA events around each step)."""
         if not self.step_events:
             return None
         torch.cuda.synchronize(self.device)
-        inside = sum(start.elapsed_time(end) for start, end in self.step_events)
-        return inside / self.step_events[0][0].elapsed_time(self.step_events[-1][1])
+        origin = self.step_events[0][0]
+        return busy_fraction([(origin.elapsed_time(start), origin.elapsed_time(end))
+                              for start, end in self.step_events])
 
     @property
     def host_blocked_per_step(self) -> float | None:
@@ -174,6 +174,14 @@ class _Window:
         if self.started is None or self.ended is None:
             raise AlexnetError("the benchmark ended before its timed steps did (the data ran out?)")
         return self.ended - self.started
+
+
+def busy_fraction(spans: list[tuple[float, float]]) -> float:
+    """Of the time from the first step's start to the last step's end, the share spent inside steps, from each
+    step's (start, end) on the GPU's clock. A gap between steps is the GPU waiting for the host (data, Python);
+    a pause inside a step (launch-bound work) still counts as busy."""
+    inside = sum(end - start for start, end in spans)
+    return inside / (spans[-1][1] - spans[0][0])
 
 
 class _WindowCallback(L.Callback):
@@ -321,7 +329,9 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progre
     precision = str(recipe.trainer.get("precision", "32-true"))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     precision_context = autocast(precision, device)
-    with progress.task("plain PyTorch loop", total * recipe.data.batch_size) as task:
+    # On a stream of its own, as alexnet train runs (training/cuda_stream.py): DALI's batches come ordered on it.
+    own_stream = torch.cuda.stream(torch.cuda.Stream(device)) if device.type == "cuda" else contextlib.nullcontext()
+    with progress.task("plain PyTorch loop", total * recipe.data.batch_size) as task, own_stream:
         while window.done < total:
             for images, labels in loader:
                 window.step_started()
