@@ -17,10 +17,12 @@ F32, BF16 = 4, 2
 
 
 def tiny(lrn_impl: str = "closed-form", dropout: float = 0.0) -> nn.Module:
-    """conv (3→4, 3×3) → ReLU → LRN → flatten → dropout → linear (144 → 5), built on meta tensors."""
+    """conv "0" (3→4, 3×3) → ReLU → LRN → conv "3" (4→4, 3×3, padded) → flatten → dropout → linear "6" (144 → 5),
+    built on meta tensors."""
     with torch.device("meta"):
         return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), LocalResponseNorm(3, impl=lrn_impl),
-                             nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * 6 * 6, 5))
+                             nn.Conv2d(4, 4, 3, padding=1), nn.Flatten(), nn.Dropout(dropout),
+                             nn.Linear(4 * 6 * 6, 5))
 
 
 def step_of(model: nn.Module, precision: str = "32-true", batch: int = 2):
@@ -44,6 +46,11 @@ def test_a_convolution_reads_its_input_and_weights_and_writes_its_output_each_pa
     weight_grad, bias_grad = rows(step, "0 weight-grad")
     assert (weight_grad.bytes_read, weight_grad.bytes_written) == ((out + images) * F32, weight * F32)
     assert (bias_grad.bytes_read, bias_grad.bytes_written) == (out * F32, bias * F32)
+    # The second convolution's data gradient reads the output's gradient and the weight, not the input.
+    (data_grad,) = rows(step, "3 data-grad")
+    second_weight = 4 * 4 * 3 * 3
+    assert (data_grad.bytes_read, data_grad.bytes_written) == ((out + second_weight) * F32, out * F32)
+    assert data_grad.flops == 2 * out * 4 * 3 * 3
 
 
 def test_bf16_autocast_reads_half_precision_copies_made_each_step_and_casts_the_gradients_back():
@@ -56,7 +63,7 @@ def test_bf16_autocast_reads_half_precision_copies_made_each_step_and_casts_the_
     casts = rows(step, "casts")
     # Forward: every weight and bias and the images to bf16, the logits to float32 for the loss; backward: the
     # logits' gradient back to bf16, every weight's and bias's gradient back to float32 (the images need none).
-    parameters = weight + bias + fc_weight + fc_bias
+    parameters = weight + bias + (4 * 4 * 3 * 3 + 4) + fc_weight + fc_bias
     assert sum(op.bytes_read for op in casts) == ((parameters + images) * F32 + classes * BF16
                                                   + classes * F32 + parameters * BF16)
     assert sum(op.bytes_written for op in casts) == ((parameters + images) * BF16 + classes * F32
