@@ -273,6 +273,21 @@ class WriteOnTrainStart(L.Callback):
             write_text_atomic(self.path, self.text)
 
 
+class RunRecord(L.Callback):
+    """run.json (unfinished) when training starts, and whether it did: a resume that fails to load leaves the
+    run's record as it was, and only a run that trained writes its time and step when it stops."""
+
+    def __init__(self, run_dir: Path, facts: dict) -> None:
+        self.run_dir, self.facts, self.started = Path(run_dir), facts, False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from alexnet_cli.training.run_dir import write_run_facts
+
+        self.started = True
+        if trainer.is_global_zero:
+            write_run_facts(self.run_dir, self.facts)
+
+
 class SaveWhenTrainingEnds(L.Callback):
     """last.ckpt once, when training reaches its end (``checkpoint.every_n_epochs: null``): for runs so
     short that a crash costs less than writing a checkpoint every epoch."""

@@ -7,8 +7,9 @@ from alexnet_cli.errors import AlexnetError
 from alexnet_cli.recipes import Recipe
 
 
-def resolve_resume(resume: Path) -> tuple[Path, Path]:
-    """A checkpoint file, or a run directory meaning its newest checkpoint → (checkpoint, run dir)."""
+def resolve_resume(resume: Path) -> tuple[Path, Path | None]:
+    """A checkpoint file, or a run directory meaning its newest checkpoint → (checkpoint, its run directory).
+    A checkpoint outside a run directory (not in a ``checkpoints`` folder) has none: its run goes to --out."""
     resume = Path(resume)
     if resume.is_dir():
         checkpoint = latest_checkpoint(resume / "checkpoints")
@@ -17,7 +18,8 @@ def resolve_resume(resume: Path) -> tuple[Path, Path]:
         return checkpoint.resolve(), resume
     if not resume.is_file():
         raise AlexnetError(f"--resume {resume}: no such checkpoint or run directory")
-    return resume.resolve(), resume.resolve().parent.parent
+    in_run = resume.parent.name == "checkpoints"
+    return resume.resolve(), resume.parent.parent if in_run else None
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -27,7 +29,15 @@ def latest_checkpoint(directory: Path) -> Path | None:
     candidates = [p for p in [directory / "last.ckpt", *sorted(directory.glob("step-*.ckpt"))] if p.is_file()]
     if not candidates:
         return None
-    return max(candidates, key=lambda p: read_file(p, mmap=True).get("global_step", -1))
+    return max(candidates, key=lambda p: _step_of(read_file(p, mmap=True), p))
+
+
+def _step_of(saved: dict, path: Path) -> int:
+    step = saved.get("global_step", -1)
+    if isinstance(step, bool) or not isinstance(step, int) or step < -1:
+        raise AlexnetError(f"{path}: global_step {step!r} is not a step count; the checkpoint was edited or damaged "
+                           "(resume from another one)")
+    return step
 
 
 # Recipe keys a resumed run cannot change: they shape the weights or the scheduler state.

@@ -24,7 +24,14 @@ from alexnet_cli.recipes import Recipe
 from alexnet_cli.terminal import shown
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
 from alexnet_cli.training.resume import latest_checkpoint, limit_reached
-from alexnet_cli.training.run_dir import drop_metrics_past, read_run_facts, remove_run_files, run_lock, write_run_facts
+from alexnet_cli.training.run_dir import (
+    copy_metrics_before,
+    drop_metrics_past,
+    read_run_facts,
+    remove_run_files,
+    run_lock,
+    write_run_facts,
+)
 from alexnet_cli.training.setup import RunSetup, check_gpu_present, prepare_run
 from alexnet_cli.training.trainer import keep_previous_metrics, trainer_arguments
 
@@ -66,7 +73,7 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
          progress: Progress | None, held: ExitStack) -> TrainResult:
     """``run``; what enters ``held`` (the run folder's lock) is released when it returns or raises."""
     from alexnet_cli.models.build import compile_options
-    from alexnet_cli.training.callbacks import BestMetrics, FirstStepTimer, ThroughputMeter
+    from alexnet_cli.training.callbacks import BestMetrics, FirstStepTimer, RunRecord, ThroughputMeter
     from alexnet_cli.training.module import AlexNetModule
     from alexnet_cli.training.preemption import GracefulStop, trainer_is_rank_zero
 
@@ -84,7 +91,7 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
     if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
         held.enter_context(run_lock(setup.run_dir))
         _announce(setup, recipe, progress or SilentProgress(), quiet)
-        if setup.checkpoint is not None:
+        if setup.continues_in_place:
             _drop_relogged_metrics(setup, progress or SilentProgress())
     recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     facts = _start_run_directory(setup, recipe, recipe_text, rank_zero)
@@ -92,18 +99,23 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
     first_step = FirstStepTimer() if recipe.model.compile else None  # timed only where it compiles
     stop = GracefulStop(setup.run_dir / "checkpoints" / "last.ckpt",
                         every_n_steps=int(recipe.trainer.get("log_every_n_steps", 50)))
-    meters = [throughput, best] + ([first_step] if first_step is not None else [])
+    record = RunRecord(setup.run_dir, facts)  # run.json once training starts: a resume that fails keeps the old
+    meters = [throughput, best, record] + ([first_step] if first_step is not None else [])
     trainer = _trainer(setup, recipe, recipe_text, quiet, meters, stop)
     started = time.perf_counter()
-    _fit(trainer, module, setup, data, stop)
-    seconds = time.perf_counter() - started
+    finished = False
+    try:
+        _fit(trainer, module, setup, data, stop)
+        finished = True
+    finally:  # a stopped or failed run keeps its wall time and step for the resume that adds to them
+        seconds = time.perf_counter() - started
+        compile_seconds = first_step.seconds if first_step is not None else None
+        if rank_zero and record.started:
+            compiled = {"compile_seconds": compile_seconds} if first_step is not None else {}
+            write_run_facts(setup.run_dir, {**facts, "finished": finished, "seconds": facts["seconds"] + seconds,
+                                            "global_step": trainer.global_step,
+                                            "images_per_second": throughput.images_per_second, **compiled})
     run_dir, checkpoints = setup.run_dir, setup.run_dir / "checkpoints"
-    compile_seconds = first_step.seconds if first_step is not None else None
-    if rank_zero:
-        compiled = {"compile_seconds": compile_seconds} if first_step is not None else {}
-        write_run_facts(run_dir, {**facts, "finished": True, "seconds": facts["seconds"] + seconds,
-                                  "global_step": trainer.global_step,
-                                  "images_per_second": throughput.images_per_second, **compiled})
     return TrainResult(
         run_dir=run_dir, best_top1=best.top1, best_top5=best.top5, best_epoch=best.epoch,
         seconds=seconds, images_per_second=throughput.images_per_second,
@@ -164,8 +176,10 @@ def _announce(setup: RunSetup, recipe: Recipe, progress: Progress, quiet: bool) 
 
 
 def _start_run_directory(setup: RunSetup, recipe: Recipe, recipe_text: str, rank_zero: bool) -> dict:
-    """Clear what --overwrite replaces and what a killed save left, write recipe.yaml (a new run) and
-    run.json (unfinished); returns the run's facts so far. A resumed run adds up its segments' seconds."""
+    """Clear what --overwrite replaces and what a killed save left; a new run writes recipe.yaml and run.json
+    (unfinished) now, a resumed one when its training starts (``RunRecord``, ``WriteOnTrainStart``). Returns the
+    run's facts so far: a resumed run adds up its segments' seconds, also when it continues in another folder
+    (whose metrics.csv then starts with the rows the checkpoint had trained)."""
     from alexnet_cli.training.checkpoint_io import remove_unfinished
 
     run_dir = setup.run_dir
@@ -176,11 +190,13 @@ def _start_run_directory(setup: RunSetup, recipe: Recipe, recipe_text: str, rank
         remove_unfinished(run_dir / "checkpoints")
     if setup.checkpoint is None:
         write_text_atomic(run_dir / "recipe.yaml", recipe_text)
-    earlier = read_run_facts(run_dir) if setup.checkpoint is not None else {}
+    earlier = read_run_facts(setup.resumed_dir or run_dir) if setup.checkpoint is not None else {}
+    if rank_zero and setup.checkpoint is not None and not setup.continues_in_place:
+        copy_metrics_before(setup.resumed_dir, run_dir, setup.checkpoint)
     facts = {"recipe": recipe.name, "num_classes": setup.num_classes,
              "train_images": len(setup.datamodule.split("train")), "finished": False,
              "seconds": float(earlier.get("seconds", 0.0))}
-    if rank_zero:
+    if rank_zero and setup.checkpoint is None:
         write_run_facts(run_dir, facts)
     return facts
 

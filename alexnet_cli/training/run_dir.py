@@ -6,17 +6,25 @@ from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.locks import ExclusiveLock
 
-# What a run writes at its top level; --overwrite removes these and the checkpoints, nothing else.
+# What a run writes at its top level; --overwrite removes these and the run's checkpoints, nothing else.
 _RUN_FILES = ("metrics.csv", "run.json", "eval.json", "recipe.yaml", "hparams.yaml")
+# The checkpoints a run writes in RUN/checkpoints (training/trainer.checkpoint_callbacks): other files there,
+# a user's own checkpoint included, are not the run's.
+_RUN_CHECKPOINTS = ("last.ckpt", "best.ckpt", "step-*.ckpt")
+
+
+def run_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints a run wrote in ``folder`` (RUN/checkpoints, or the folder a link there names)."""
+    return sorted({path for pattern in _RUN_CHECKPOINTS for path in folder.glob(pattern)})
 
 
 def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
-    """Refuse to start a new run where one already is (it would replace its checkpoints and metrics);
-    True when ``overwrite`` lets it. A folder with no checkpoint yet (a job requeued before its
+    """Refuse to start a run where another already is (it would replace its checkpoints and metrics);
+    True when ``overwrite`` lets it. A folder with no checkpoint of a run yet (a job requeued before its
     first save) holds nothing to lose."""
     if run_dir.exists() and not run_dir.is_dir():
         raise AlexnetError(f"--out {run_dir} is a file: name a folder for the run")
-    held = min((run_dir / "checkpoints").glob("*.ckpt"), default=None)
+    held = next(iter(run_checkpoints(run_dir / "checkpoints")), None)
     if held is None:
         return False
     if not overwrite:
@@ -35,11 +43,11 @@ def run_lock(run_dir: Path) -> ExclusiveLock:
 def remove_run_files(run_dir: Path) -> None:
     """--overwrite: the earlier run's checkpoints and records (and only those) go before the new run starts.
 
-    RUN/checkpoints may be a link (to scratch space, on clusters): the checkpoints in the folder it names go and
-    the link stays. A file that cannot be removed stops the run: a new run beside an old checkpoint would be
-    continued from it by the next --resume.
+    RUN/checkpoints may be a link (to scratch space, on clusters): the run's checkpoints in the folder it names
+    go, and the link and everything else there stay. A file that cannot be removed stops the run: a new run
+    beside an old checkpoint would be continued from it by the next --resume.
     """
-    for path in [*sorted((run_dir / "checkpoints").glob("*.ckpt")), *(run_dir / name for name in _RUN_FILES)]:
+    for path in [*run_checkpoints(run_dir / "checkpoints"), *(run_dir / name for name in _RUN_FILES)]:
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
@@ -74,6 +82,20 @@ def drop_metrics_past(run_dir: Path, step: int) -> int:
     if len(kept) < len(lines):
         write_text_atomic(path, "".join(kept))
     return len(lines) - len(kept)
+
+
+def copy_metrics_before(source_dir: Path | None, run_dir: Path, checkpoint: Path) -> None:
+    """A run continued in a new folder (--resume A --out B): B's metrics.csv starts with A's rows of the steps
+    the checkpoint had trained, so that B's curves are the whole run's. A metrics.csv already in B is kept."""
+    from alexnet_cli.models.checkpoints import read_file
+
+    if source_dir is None:
+        return
+    source, target = source_dir / "metrics.csv", run_dir / "metrics.csv"
+    if target.exists() or not source.is_file():
+        return
+    write_text_atomic(target, source.read_text())
+    drop_metrics_past(run_dir, int(read_file(checkpoint, mmap=True).get("global_step", 0)))
 
 
 def read_run_facts(run_dir: Path) -> dict:

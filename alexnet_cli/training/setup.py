@@ -38,6 +38,12 @@ class RunSetup:
     meta: dict[str, Any]
     changes: list[str]  # on resume: the recipe keys that differ from the checkpoint's
     replaces_run: bool = False  # --overwrite given and the run directory held a run
+    resumed_dir: Path | None = None  # on resume: the run folder of the checkpoint (None: it was in none)
+
+    @property
+    def continues_in_place(self) -> bool:
+        """A resume whose run goes on in its own folder (not --out elsewhere)."""
+        return self.resumed_dir is not None and self.resumed_dir.resolve() == self.run_dir.resolve()
 
 
 def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: Path | None = None,
@@ -58,12 +64,17 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     devices = recipe.trainer.get("devices", 1)
     if isinstance(devices, int) and devices > 0:  # -1 / "auto": known only on the machine that runs
         layout.check_devices(device_count(recipe))
-    checkpoint = None
+    checkpoint, resumed_dir = None, None
     if resume is not None:
         checkpoint, resumed_dir = resolve_resume(resume)
+        if out is None and resumed_dir is None:
+            raise AlexnetError(f"--resume {resume} is not in a run's checkpoints folder: give --out RUN for the run "
+                               "that continues it")
         out = out if out is not None else resumed_dir
     run_dir = Path(out) if out is not None else default_run_dir(recipe)
-    replaces_run = check_run_dir(run_dir, overwrite) if checkpoint is None else False
+    # A run continues in its own folder; anywhere else it starts a new one there, refused over another run.
+    in_place = resumed_dir is not None and run_dir.resolve() == Path(resumed_dir).resolve()
+    replaces_run = False if in_place else check_run_dir(run_dir, overwrite)
     crop = crop_size(recipe)
     datamodule = DaliDataModule(data, recipe.data, crop=crop, seed=recipe.seed, shard_of=data_parallel_shard,
                                 collective_forward=layout.collective_forward)
@@ -79,7 +90,8 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     check_compiles(recipe, layout)
     meta = checkpoint_meta(recipe, datamodule, num_classes, crop)
     changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
-    return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes, replaces_run)
+    return RunSetup(checkpoint, run_dir, crop, datamodule, num_classes, model, meta, changes, replaces_run,
+                    Path(resumed_dir) if resumed_dir is not None else None)
 
 
 def check_compiles(recipe: Recipe, layout: Layout) -> None:

@@ -5,6 +5,7 @@ compares the weights of an interrupted-and-resumed run with those of an uninterr
 """
 
 import csv
+import json
 import re
 import shutil
 import signal
@@ -129,8 +130,12 @@ def test_sigterm_saves_exits_143_with_the_resume_command_and_resumes_exactly(pre
     assert f"--resume {out}" in message[0] and "Traceback" not in stderr
     stopped_at = saved_step(out / "checkpoints" / "last.ckpt")
     assert 3 <= stopped_at < 10 and f"at step {stopped_at};" in message[0]
+    stopped = json.loads((out / "run.json").read_text())  # the stopped segment's time and step are kept
+    assert not stopped["finished"] and stopped["seconds"] > 0 and stopped["global_step"] == stopped_at
     resume(prepared, out)
     torch.testing.assert_close(weights(out / "checkpoints" / "last.ckpt"), uninterrupted, rtol=1e-6, atol=1e-7)
+    finished = json.loads((out / "run.json").read_text())
+    assert finished["finished"] and finished["global_step"] == 10 and finished["seconds"] > stopped["seconds"]
 
 
 @pytest.mark.parametrize("signum, exit_code, words", [(signal.SIGUSR1, 138, "SIGUSR1 received"),

@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -92,11 +93,13 @@ def test_overwrite_through_a_linked_checkpoints_folder_replaces_the_checkpoints_
     for name in ("last.ckpt", "best.ckpt", "step-00000009.ckpt"):
         (scratch / name).write_bytes(b"the replaced run's")
     (scratch / "notes.txt").write_text("mine")
+    (scratch / "a-checkpoint-of-mine.ckpt").write_bytes(b"not the run's")  # no name a run writes: it stays
     result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", out, "--overwrite",
                             *ONE_STEP)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "checkpoints").is_symlink() and (out / "checkpoints").resolve() == scratch
-    assert sorted(p.name for p in scratch.iterdir()) == ["last.ckpt", "notes.txt"]
+    assert sorted(p.name for p in scratch.iterdir()) == ["a-checkpoint-of-mine.ckpt", "last.ckpt", "notes.txt"]
+    assert (scratch / "a-checkpoint-of-mine.ckpt").read_bytes() == b"not the run's"
     assert torch.load(scratch / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 1
 
 
@@ -112,12 +115,14 @@ def test_overwrite_that_cannot_remove_a_checkpoint_stops_naming_it(prepared, tmp
     assert (stuck / "inside").is_dir() and not (out / "metrics.csv").exists()
 
 
-def test_a_folder_without_checkpoints_is_no_run_to_protect(prepared, tmp_path):
+def test_a_folder_without_checkpoints_of_a_run_is_no_run_to_protect(prepared, tmp_path):
     out = tmp_path / "requeued"
     (out / "checkpoints").mkdir(parents=True)  # a job requeued before its first save
+    (out / "checkpoints" / "a-checkpoint-of-mine.ckpt").write_bytes(b"not a run's")
     (out / "recipe.yaml").write_text("description: from the first attempt\n")
     trained_once(prepared, out)
     assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "checkpoints" / "a-checkpoint-of-mine.ckpt").read_bytes() == b"not a run's"
 
 
 def test_out_naming_a_file_is_refused(prepared, tmp_path):
@@ -134,9 +139,53 @@ def test_a_resume_that_fails_to_load_keeps_the_runs_recipe(prepared, tmp_path):
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     state["state_dict"].pop(next(iter(state["state_dict"])))  # a weight gone: Lightning's strict load fails
     torch.save(state, checkpoint)
-    recipe_before = (out / "recipe.yaml").read_bytes()
+    recipe_before, record_before = (out / "recipe.yaml").read_bytes(), (out / "run.json").read_bytes()
+    assert json.loads(record_before)["finished"]
     result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", out, *ONE_STEP,
                             "--set", "trainer.max_epochs=2", "--set", "optim.lr=0.5")
     assert result.returncode == 1
     assert (out / "recipe.yaml").read_bytes() == recipe_before
+    assert (out / "run.json").read_bytes() == record_before  # still finished, its step and img/s kept
     assert os.path.getsize(checkpoint) > 0
+
+
+def test_a_resume_into_another_folder_starts_a_run_there_and_never_writes_over_one(prepared, tmp_path):
+    source, other = trained_once(prepared, tmp_path / "a"), trained_once(prepared, tmp_path / "b")
+    source_before, other_before = fingerprints(source), fingerprints(other)
+    more = [*ONE_STEP, "--set", "trainer.max_epochs=2"]
+    refused = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", source, "--out", other,
+                             *more)
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr and "--overwrite" in refused.stderr
+    dry = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", source, "--out", other,
+                         "--dry-run", *more)
+    assert dry.returncode == 2 and "already holds a run" in dry.stderr
+    assert fingerprints(other) == other_before and fingerprints(source) == source_before
+    # Into a new folder: the run goes on there (its metrics.csv starts with the source's rows), the source untouched.
+    continued = tmp_path / "c"
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", source, "--out",
+                            continued, *more)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(continued / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 2
+    with open(continued / "metrics.csv") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss")]
+    assert steps == [0, 1] and json.loads((continued / "run.json").read_text())["finished"]
+    assert fingerprints(source) == source_before
+    # --overwrite replaces the other run with the continued one.
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", source, "--out", other,
+                            "--overwrite", *more)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(other / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 2
+
+
+def test_a_checkpoint_outside_a_run_folder_resumes_only_into_a_named_out(prepared, tmp_path):
+    source = trained_once(prepared, tmp_path / "a")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    loose = downloads / "x.ckpt"
+    loose.write_bytes((source / "checkpoints" / "last.ckpt").read_bytes())
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", loose, *ONE_STEP,
+                            "--set", "trainer.max_epochs=2")
+    message = result.stderr.strip()
+    assert result.returncode == 2 and message.count("\n") == 0 and "give --out RUN" in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "downloads"]  # nothing written beside it
+    assert sorted(p.name for p in downloads.iterdir()) == ["x.ckpt"]
