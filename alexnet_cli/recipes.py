@@ -180,12 +180,36 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, line)
+                hashed = key in seen
             except TypeError:
                 continue  # an unhashable key: SafeLoader's own error names it
-            if first != line:
-                raise _DuplicateKey(f"line {line}: key {key!r} is given twice (first on line {first}); keep one")
+            if hashed:  # on another line, or on the same one ({lr: 1, lr: 2})
+                first = f"first on line {seen[key]}" if seen[key] != line else "both on this line"
+                raise _DuplicateKey(f"line {line}: key {key!r} is given twice ({first}); keep one")
+            seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """``<<: [*a, *b]``: YAML lets the first mapping's value win where both give a key; one that gives it
+        another value is refused, since which one a reader expects is anyone's guess."""
+        for key_node, value_node in node.value:
+            if key_node.tag != "tag:yaml.org,2002:merge" or not isinstance(value_node, yaml.SequenceNode):
+                continue
+            given: dict[Any, Any] = {}
+            for merged in value_node.value:
+                if not isinstance(merged, yaml.MappingNode):
+                    continue  # SafeLoader's own error names it
+                for inner_key, inner_value in merged.value:
+                    key, value = self.construct_object(inner_key, deep=True), self.construct_object(inner_value,
+                                                                                                  deep=True)
+                    try:
+                        if key in given and given[key] != value:
+                            raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: the mappings merged here "
+                                                f"give {key!r} two values ({given[key]!r}, {value!r}); give it once")
+                        given.setdefault(key, value)
+                    except TypeError:
+                        continue
+        super().flatten_mapping(node)
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overridden: dict[str, str] | None = None) -> Recipe:
@@ -251,6 +275,8 @@ _PRECISIONS = {"32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "64-true
 
 
 def _check_ranges(recipe: Recipe, where) -> None:
+    if not 0 <= recipe.seed < 2**32:  # what NumPy's generators take
+        raise AlexnetError(f"{where('seed')}: {recipe.seed} is out of range: it must be in [0, 4294967295]")
     for section in _SECTIONS:  # every float key, ranged or not: inf and nan pass "above 0" checks or fail late
         for key, value in dataclasses.asdict(getattr(recipe, section)).items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -313,11 +339,27 @@ def _section(cls: type, values: Any, section: str, where) -> Any:
     return cls(**kwargs)
 
 
+# lightning.Trainer arguments the tool sets itself (training/trainer.trainer_arguments): a recipe's would be
+# silently replaced, so it is refused, saying what to use instead.
+_SET_BY_THE_TOOL = {
+    "callbacks": "the tool builds its own (checkpoints, meters, the non-finite stop): use the checkpoint section",
+    "default_root_dir": "--out names the run folder",
+    "enable_checkpointing": "use the checkpoint section",
+    "enable_progress_bar": "use --quiet",
+    "enable_model_summary": "the run names its network itself",
+    "plugins": "the tool writes checkpoints atomically with its own",
+    "use_distributed_sampler": "the data is sharded by the layout",
+}
+
+
 def _trainer_section(values: Any, where) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise AlexnetError(f"{where('trainer')} must be a mapping of lightning.Trainer arguments")
+    for key in values:
+        if key in _SET_BY_THE_TOOL:
+            raise AlexnetError(f"{where('trainer.' + key)}: set by the tool, not by a recipe ({_SET_BY_THE_TOOL[key]})")
     import lightning
 
     accepted = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}

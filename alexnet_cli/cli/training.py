@@ -89,7 +89,11 @@ def _print_dry_run(recipe: "Recipe", data: Path, benchmark_json: Path | None, ou
     table.add_row("run directory", shown(setup.run_dir) + (f" (resuming {shown(setup.checkpoint)})"
                                                            if setup.checkpoint else "")
                   + (" (replacing the run it holds)" if setup.replaces_run else ""))
-    table.add_row("devices", f"{plan.devices} ({plan.data_parallel} data-parallel)")
+    if plan.devices_known:
+        table.add_row("devices", f"{plan.devices} ({plan.data_parallel} data-parallel)")
+    else:
+        table.add_row("devices", f"trainer.devices={recipe.trainer.get('devices')}: every GPU of the machine that "
+                      "runs (none to count here); the figures below are for 1 per node")
     table.add_row("layout", plan.layout)
     table.add_row("global batch", f"{plan.global_batch:,}")
     table.add_row("training images", f"{plan.train_images:,}")

@@ -2,6 +2,7 @@
 ``model`` section to a network (train, resume, eval, predict, neighbors and the benchmarks all build here)."""
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -83,6 +84,14 @@ def input_crop(arch: str, requested: int | None) -> int:
     if spec.fixed_input and crop != spec.input_size:
         raise AlexnetError(f"data.crop_size {crop}: arch {arch!r} takes {spec.input_size}×{spec.input_size} inputs")
     return crop
+
+
+def option_value(arch: str, option: ArchOption, value: Any) -> Any:
+    """What ``value`` of an arch option builds: the arch's own default where the recipe gives none (None)."""
+    if value is not None or arch not in ARCHS:
+        return value
+    parameter = inspect.signature(ARCHS[arch].builder).parameters.get(option)
+    return None if parameter is None else parameter.default
 
 
 def archs_taking(option: ArchOption) -> list[str]:

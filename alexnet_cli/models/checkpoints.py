@@ -17,7 +17,7 @@ from torch import nn
 
 from alexnet_cli.data.layout import ClassInfo
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.models.build import ARCHS, build_network
+from alexnet_cli.models.build import build_network
 from alexnet_cli.models.checkpoint_meta import META_KEY, CheckpointMeta
 
 
@@ -77,13 +77,24 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     if not isinstance(stored, dict) or "arch" not in stored:
         raise AlexnetError(f"{path} was not written by 'alexnet train' (no alexnet_cli metadata); "
                            "for torchvision weights use --weights")
-    if stored["arch"] not in ARCHS:
-        raise AlexnetError(f"{path} holds arch {stored['arch']!r}, which this version does not know")
     meta = read_meta(stored, path)
     model = build_network(meta.model_config(), meta.num_classes)
-    state = {k.removeprefix("model."): v for k, v in data["state_dict"].items() if k.startswith("model.")}
+    weights = checked_weights(data.get("state_dict"), path)
+    state = {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
     _load_state(model, state, path)
     return LoadedCheckpoint(model.eval(), meta)
+
+
+def checked_weights(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's ``state_dict``, refused in one line if it is not one, or if a weight holds NaN or infinity
+    (a model that answers ``nan%`` is no model): every command that loads weights asks this."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AlexnetError(f"{path}: its state_dict is not a mapping of tensors; the file was edited or damaged")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise AlexnetError(f"{path}: its weights hold NaN or infinity ({name}); it cannot be used: take an "
+                               "earlier checkpoint")
+    return state
 
 
 def initial_model(loaded: LoadedCheckpoint) -> nn.Module:
@@ -120,6 +131,7 @@ def load_torchvision_weights(path: Path, classes: list[ClassInfo]) -> LoadedChec
     state = read_file(path)
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    checked_weights(state, path)
     weight = state.get("classifier.6.weight")
     if weight is None:
         raise AlexnetError(f"{path} is not a torchvision AlexNet state dict (no classifier.6.weight)")

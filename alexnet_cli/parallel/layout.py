@@ -47,9 +47,10 @@ class Layout:
     def check_model(self, model) -> None:
         """Refuse a single-device network this layout cannot run: asked before any process starts."""
 
-    def check_devices(self, devices: int) -> None:
+    def check_devices(self, devices: int, named: str | None = None) -> None:
         """Refuse a device count this layout cannot spread itself over (any count will do here): asked before
-        any process starts, where the recipe gives the count (not -1/"auto", known only where it runs)."""
+        any process starts, where the count is known (-1/"auto" on a machine without the devices is not).
+        ``named``: the strategy as the recipe wrote it, for the message."""
 
     def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:
         """One fp32 training step of the single-device network ``full`` on this rank of ``world``, in

@@ -2,6 +2,7 @@
 and the trainer use. Adding a layout is a module defining its ``Layout`` (and, if Lightning lacks it, its
 strategy), one entry here, and a recipe naming it."""
 
+from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.layout import Layout
 from alexnet_cli.parallel.towers import TowerLayout
 from alexnet_cli.parallel.weird_trick import WeirdTrickLayout
@@ -21,11 +22,27 @@ _TOWERS = "towers"
 
 def layout_named(strategy: str | None, devices: int) -> Layout:
     """The layout a recipe's ``trainer.strategy`` names on ``devices`` devices. Another of Lightning's own
-    strategies (``ddp_spawn``, ``fsdp``, ...) passes through to Lightning, data-parallel over every device."""
+    strategies (``ddp_spawn``, ``fsdp``, ...) passes through to Lightning, data-parallel over every device; any
+    other name is refused here, as Lightning would refuse it once the run had started."""
+    if strategy is not None and not isinstance(strategy, str):
+        raise AlexnetError(f"trainer.strategy={strategy!r}: give a layout's name ({', '.join(LAYOUTS)})")
     name = strategy or "auto"
     if name == _TOWERS:
         name = "two-gpu" if devices == 2 else "hybrid"
-    return LAYOUTS.get(name) or Layout(name)
+    if name in LAYOUTS:
+        return LAYOUTS[name]
+    if name in _lightning_strategies():
+        return Layout(name)
+    close = next((known for known in LAYOUTS if known == name.lower()), None)
+    hint = f" (did you mean {close}?)" if close else ""
+    raise AlexnetError(f"trainer.strategy={name!r} is not a layout{hint}: use {', '.join(LAYOUTS)}, or one of "
+                       "Lightning's strategies (ddp_spawn, fsdp, deepspeed, ...)")
+
+
+def _lightning_strategies() -> list[str]:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    return StrategyRegistry.available_strategies()
 
 
 def benchmarked_layouts() -> dict[str, int]:

@@ -161,11 +161,11 @@ class TowerLayout(Layout):
     def check_model(self, model) -> None:
         check_two_towers(model)
 
-    def check_devices(self, devices: int) -> None:
+    def check_devices(self, devices: int, named: str | None = None) -> None:
         fewest, most = self.pairs
         if devices % TENSOR_PARALLEL or not fewest <= devices // TENSOR_PARALLEL <= (most or devices):
-            raise AlexnetError(f"trainer.strategy={self.name} on {devices} device(s): two-gpu runs one pair of "
-                               "towers on exactly 2 devices, hybrid 2 or more pairs (an even number of devices, "
+            raise AlexnetError(f"trainer.strategy={named or self.name} on {devices} device(s): two-gpu runs one pair "
+                               "of towers on exactly 2 devices, hybrid 2 or more pairs (an even number of devices, "
                                "4 or more); set trainer.devices or trainer.strategy to match")
 
     def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.recipes import Recipe
-from alexnet_cli.training.trainer import device_count, recipe_layout
+from alexnet_cli.training.trainer import device_count, devices_per_node, recipe_layout
 
 
 @dataclass
 class RunPlan:
     recipe: Recipe
-    devices: int
+    devices: int  # over all nodes (1 per node where trainer.devices cannot be counted here: devices_known False)
     data_parallel: int  # batch shards: devices, or device pairs for the two-GPU split (the layout's)
     global_batch: int
     train_images: int
@@ -22,6 +22,7 @@ class RunPlan:
     images_per_second: float | None  # from a `benchmark model --json` file, if given
     estimated_hours: float | None
     layout: str = ""  # how the devices share the network and the batch, in words
+    devices_known: bool = True  # False: -1 / "auto" on a machine without the GPUs to count
 
 
 def plan_run(recipe: Recipe, train_images: int, *, benchmark_json: Path | None = None) -> RunPlan:
@@ -39,7 +40,7 @@ def plan_run(recipe: Recipe, train_images: int, *, benchmark_json: Path | None =
     if speed and total:
         hours = total * global_batch / (speed * data_parallel) / 3600
     return RunPlan(recipe, devices, data_parallel, global_batch, train_images, steps, epochs, total, speed, hours,
-                   layout.describe(devices, recipe.data.batch_size))
+                   layout.describe(devices, recipe.data.batch_size), devices_per_node(recipe) is not None)
 
 
 def _benchmark_speed(path: Path, arch: str) -> float:

@@ -71,7 +71,7 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str
     """Refuse what cannot change across a resume; return the recipe keys that did change, as
     ``key: old → new`` lines (epochs, lr, batch size... are allowed)."""
     from alexnet_cli.models.checkpoint_meta import META_KEY
-    from alexnet_cli.models.checkpoints import read_file, read_meta
+    from alexnet_cli.models.checkpoints import checked_weights, read_file, read_meta
 
     saved = read_file(checkpoint, mmap=True)  # Lightning reads the weights next
     stored = saved.get(META_KEY)
@@ -81,7 +81,13 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str
     if missing:
         raise AlexnetError(f"{checkpoint} holds no {', '.join(missing)}: saved weights-only or edited, it cannot "
                            "be resumed (resume from a checkpoints/last.ckpt as 'alexnet train' wrote it)")
+    _step_of(saved, checkpoint)
+    position = (saved.get("callbacks") or {}).get("DataPosition") or {}
+    if not all(isinstance(position.get(key, 0), int) and position.get(key, 0) >= 0 for key in ("epoch", "step")):
+        raise AlexnetError(f"{checkpoint}: its data position {position!r} is not an (epoch, step); the checkpoint "
+                           "was edited or damaged (resume from another one)")
     meta = read_meta(stored, checkpoint)
+    checked_weights(saved.get("state_dict"), checkpoint)
     if meta.arch != recipe.model.arch:
         raise AlexnetError(f"{checkpoint} holds arch {meta.arch!r}; the recipe says {recipe.model.arch!r}")
     if meta.wnids != [c.wnid for c in classes]:
@@ -90,10 +96,19 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str
     changed = [key for key in sorted(set(before) | set(after))
                if key not in ("name", "description") and before.get(key) != after.get(key)]
     for key in changed:
-        if key in _FIXED_ON_RESUME and before.get(key) is not None:
-            raise AlexnetError(f"{checkpoint} was trained with {key}={before.get(key)!r}; the recipe says "
-                               f"{after.get(key)!r}, which a resumed run cannot change")
+        was, now = _built(meta.arch, key, before.get(key)), _built(meta.arch, key, after.get(key))
+        if key in _FIXED_ON_RESUME and was is not None and was != now:
+            raise AlexnetError(f"{checkpoint} was trained with {key}={before.get(key)!r}"
+                               f"{f' ({was})' if before.get(key) is None else ''}; the recipe says {after.get(key)!r}"
+                               f"{f' ({now})' if after.get(key) is None else ''}, which a resumed run cannot change")
     return [f"{key}: {before.get(key)!r} → {after.get(key)!r}" for key in changed]
+
+
+def _built(arch: str, key: str, value: Any) -> Any:
+    """A fixed key's value as the network is built with it: model.fc_width null is the arch's own width."""
+    from alexnet_cli.models.build import option_value
+
+    return option_value(arch, key.removeprefix("model."), value) if key == "model.fc_width" else value
 
 
 def _named_layout(flat: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from alexnet_cli.parallel.layout import Layout
 from alexnet_cli.recipes import Recipe
 from alexnet_cli.training.resume import check_resumable, resolve_resume
 from alexnet_cli.training.run_dir import check_run_dir
-from alexnet_cli.training.trainer import check_trainer_arguments, device_count, recipe_layout
+from alexnet_cli.training.trainer import check_trainer_arguments, device_count, devices_per_node, recipe_layout
 
 
 def default_run_dir(recipe: Recipe) -> Path:
@@ -60,10 +60,10 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     from alexnet_cli.parallel.ranks import data_parallel_shard
 
     check_cpu_devices_present(recipe)
+    check_trainer_arguments(recipe)  # the accelerator first: the device count below depends on it
     layout = recipe_layout(recipe)
-    devices = recipe.trainer.get("devices", 1)
-    if isinstance(devices, int) and devices > 0:  # -1 / "auto": known only on the machine that runs
-        layout.check_devices(device_count(recipe))
+    if devices_per_node(recipe) is not None:  # -1 / "auto" on a machine without GPUs: known only where it runs
+        layout.check_devices(device_count(recipe), named=recipe.trainer.get("strategy"))
     checkpoint, resumed_dir = None, None
     if resume is not None:
         checkpoint, resumed_dir = resolve_resume(resume)
@@ -83,7 +83,6 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
         raise AlexnetError(f"model.num_classes is {num_classes} but {data} has {datamodule.num_classes} classes")
     check_one_batch_per_shard(len(datamodule.split("train")), recipe.data.batch_size,
                               layout.data_parallel_size(device_count(recipe)))
-    check_trainer_arguments(recipe)
     L.seed_everything(recipe.seed, workers=False, verbose=False)  # the weights are a function of the seed
     model = build_network(recipe.model, num_classes)
     layout.check_model(model)  # a split layout's needs, refused before its processes start

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_cli.atomic import write_text_atomic
+from alexnet_cli.devices import accelerator_is_gpu
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.layout import Layout
 from alexnet_cli.parallel.layouts import layout_named
@@ -17,11 +18,36 @@ from alexnet_cli.recipes import CheckpointConfig, Recipe
 _LOGGER_MODULES = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
-def device_count(recipe: Recipe) -> int:
-    """Devices over all nodes; -1/"auto" count as 1 per node here (the machine that runs may differ)."""
+def devices_per_node(recipe: Recipe) -> int | None:
+    """``trainer.devices`` as the count Lightning will use on this machine, refused where Lightning would refuse
+    it: a list counts its ids; -1 and "auto" are every GPU here (where there is none to count: None, known only
+    on the machine that runs), and one process on the CPU, which takes no -1 and no list of ids."""
     devices = recipe.trainer.get("devices", 1)
-    devices = devices if isinstance(devices, int) and devices > 0 else 1
-    return devices * recipe.trainer.get("num_nodes", 1)
+    on_gpu = accelerator_is_gpu(str(recipe.trainer.get("accelerator", "auto")))
+    if isinstance(devices, list):
+        if not on_gpu:
+            raise AlexnetError(f"trainer.devices={devices}: the CPU takes a number of processes, not device ids")
+        if len(set(devices)) != len(devices) or not all(isinstance(d, int) and d >= 0 for d in devices):
+            raise AlexnetError(f"trainer.devices={devices}: give distinct GPU ids (0, 1, ...)")
+        return len(devices)
+    if devices in (-1, "auto"):
+        if not on_gpu:
+            if devices == -1:
+                raise AlexnetError("trainer.devices=-1 means every GPU; on the CPU give a number of processes")
+            return 1  # Lightning's "auto" on the CPU
+        return torch_cuda_devices() or None
+    return int(devices)
+
+
+def torch_cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def device_count(recipe: Recipe) -> int:
+    """Devices over all nodes, as ``devices_per_node`` counts them (1 per node where that is unknown here)."""
+    return (devices_per_node(recipe) or 1) * recipe.trainer.get("num_nodes", 1)
 
 
 def recipe_layout(recipe: Recipe) -> Layout:
@@ -30,9 +56,19 @@ def recipe_layout(recipe: Recipe) -> Layout:
 
 
 def check_trainer_arguments(recipe: Recipe) -> None:
-    """Refuse what ``trainer_arguments`` would: the checkpoint schedule and the logger."""
+    """Refuse what ``trainer_arguments`` or ``lightning.Trainer`` would: the checkpoint schedule, the logger, the
+    accelerator."""
     check_checkpoint_schedule(recipe.checkpoint)
     check_logger(recipe.trainer.get("logger", "csv"))
+    check_accelerator(recipe.trainer.get("accelerator", "auto"))
+
+
+def check_accelerator(accelerator) -> None:
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    known = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    if accelerator not in known:
+        raise AlexnetError(f"trainer.accelerator={accelerator!r}: use one of {', '.join(known)}")
 
 
 def check_checkpoint_schedule(config: CheckpointConfig) -> None:

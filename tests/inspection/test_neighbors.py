@@ -164,12 +164,13 @@ def test_neighbors_embeds_again_when_its_cached_codes_are_not_finite(trained_run
     assert codes.read_bytes() == healthy
 
 
-def test_neighbors_of_a_checkpoint_with_nan_weights_is_refused_naming_it(trained_run, prepared, tmp_path):
+def test_neighbors_of_a_checkpoint_whose_codes_overflow_float16_is_refused_naming_it(trained_run, prepared,
+                                                                                    tmp_path):
     out, _ = trained_run
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     for name, tensor in state["state_dict"].items():
         if name.startswith("model.classifier") and name.endswith("weight"):
-            tensor.fill_(float("nan"))  # a diverged run's weights
+            tensor.fill_(1e30)  # a diverging run's weights, still finite (NaN ones are refused at load)
     checkpoint = tmp_path / "diverged.ckpt"
     torch.save(state, checkpoint)
     query = sorted((prepared / "val").glob("*/*.JPEG"))[0]

@@ -125,3 +125,78 @@ def test_a_hand_written_record_without_normalisation_loads_and_refuses_only_when
     assert meta.input.resize_size == 256 and meta.arch_options == {"fc_width": None, "lrn": True, "overlap_pool": True}
     with pytest.raises(AlexnetError, match="records no input normalisation"):
         meta.input.input_normalization()
+
+
+def _tampered(trained_run, tmp_path: Path, change) -> Path:
+    """The session's run's checkpoint with ``change`` applied to what it holds."""
+    out, _ = trained_run
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    change(state)
+    path = tmp_path / "tampered.ckpt"
+    torch.save(state, path)
+    return path
+
+
+def _meta(key, value):
+    return lambda state: state["alexnet_cli"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize(("change", "refusal"), [
+    (_meta("format", 0), "its metadata's format 0 is not a format number (1 to 3)"),
+    (_meta("format", -2), "its metadata's format -2 is not a format number (1 to 3)"),
+    (_meta("format", True), "its metadata's format True is not a format number (1 to 3)"),
+    (_meta("format", "3"), "its metadata's format '3' is not a format number (1 to 3)"),
+    (_meta("format", 3.0), "its metadata's format 3.0 is not a format number (1 to 3)"),
+    (_meta("format", 4), "its metadata is of format 4, newer than this version reads (3): upgrade alexnet-cli"),
+    (_meta("arch", 7), "its metadata's arch 7 is not a string"),
+    (_meta("arch", "alexnet9"), "its metadata's arch 'alexnet9' is not one this version knows"),
+    (_meta("num_classes", "4"), "its metadata's num_classes '4' is not an integer"),
+    (lambda s: s["alexnet_cli"]["classes"].pop(), "its metadata lists 3 classes for num_classes 4"),
+    (lambda s: s["alexnet_cli"]["classes"][2].update(wnid=s["alexnet_cli"]["classes"][0]["wnid"]),
+     "more than once"),
+    (lambda s: s["alexnet_cli"]["classes"][1].update(index=5), "its metadata's class 1"),
+    (_meta("crop", 100000), "its metadata's crop 100000 is out of range: it must be between 1 and 256"),
+    (_meta("crop", "227"), "its metadata's crop '227' is not an integer"),
+    (_meta("crop", 200), "its metadata's crop 200 does not fit arch 'paper', which takes 227×227 inputs"),
+    (_meta("resize_size", -5), "its metadata's resize_size -5 is out of range"),
+    (_meta("dropout", 1.5), "its metadata's dropout 1.5 is not a probability in [0, 1)"),
+    (_meta("fc_width", "wide"), "its metadata's fc_width 'wide' is not an integer"),
+    (_meta("lrn", "yes"), "its metadata's lrn 'yes' is not true or false"),
+    (_meta("normalization", "imagenet"), "its metadata's normalization str is not a mapping"),
+    (lambda s: s["alexnet_cli"]["normalization"].update(channel_std=[0.0, 1.0, 1.0]), "must be above 0"),
+    (lambda s: s["alexnet_cli"]["normalization"].update(channel_mean=[1.0, 2.0]), "is not three finite numbers"),
+    (_meta("recipe", 5), "its metadata's recipe 5 is not a mapping"),
+    (_meta("version", 2), "its metadata's version 2 is not a string"),
+    (lambda s: s.__setitem__("state_dict", [1, 2]), "its state_dict is not a mapping of tensors"),
+    (lambda s: next(iter(s["state_dict"].values())).fill_(float("nan")), "its weights hold NaN or infinity"),
+])
+def test_every_metadata_field_and_the_weights_are_checked_where_they_are_read(trained_run, tmp_path, change,
+                                                                             refusal):
+    path = _tampered(trained_run, tmp_path, change)
+    with pytest.raises(AlexnetError) as refused:
+        load_checkpoint(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: ") and refusal in message and "\n" not in message, message
+
+
+def test_every_command_that_loads_weights_refuses_non_finite_ones_in_one_line(trained_run, prepared, tmp_path):
+    from conftest import THREE_STEP_RUN, invoke_alexnet, one_line_error
+
+    def poison(state):
+        state["state_dict"]["model.classifier.fc8.weight"][0, 0] = float("inf")
+
+    path = _tampered(trained_run, tmp_path, poison)
+    image = next(prepared.glob("val/*/*.JPEG"))
+    one_line_error(invoke_alexnet("predict", "--checkpoint", path, image), "its weights hold NaN or infinity "
+                   "(model.classifier.fc8.weight)")
+    one_line_error(invoke_alexnet("eval", "--checkpoint", path, "--data", prepared), "its weights hold NaN")
+    one_line_error(invoke_alexnet("viz-filters", "--checkpoint", path, "--out", tmp_path / "f.png"),
+                   "its weights hold NaN")
+    one_line_error(invoke_alexnet("neighbors", "--checkpoint", path, "--data", prepared, "--query", image, "--out",
+                                  tmp_path / "grid.png", "--quiet"), "its weights hold NaN")
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    path.rename(run_dir / "checkpoints" / "last.ckpt")
+    one_line_error(invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", run_dir,
+                                  *THREE_STEP_RUN, "--set", "trainer.max_epochs=2"), "its weights hold NaN")
+    assert not (tmp_path / "f.png").exists()

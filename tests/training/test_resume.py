@@ -209,17 +209,42 @@ def test_steps_between_a_nan_and_the_stop_never_apply_it(prepared, tmp_path):
         assert all(torch.isfinite(w).all() for w in weights(path).values() if w.is_floating_point()), path
 
 
-@pytest.mark.parametrize("change, words", [("model.arch=owt", "holds arch 'paper'; the recipe says 'owt'"),
-                                           ("optim.schedule=step", "optim.schedule='cosine'; the recipe says 'step'")])
+@pytest.mark.parametrize("change, words", [
+    ("model.arch=owt", "holds arch 'paper'; the recipe says 'owt'"),
+    ("optim.schedule=step", "optim.schedule='cosine'; the recipe says 'step'"),
+    ("model.fc_width=null", "model.fc_width=64; the recipe says None (4096), which a resumed run cannot change")])
 def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, words):
     from alexnet_cli.data.layout import read_classes
     from alexnet_cli.errors import AlexnetError
     from alexnet_cli.recipes import load_recipe
     from alexnet_cli.training.resume import check_resumable
 
-    recipe = load_recipe("cpu-demo", [change, "model.fc_width=64"])  # the run's width: only `change` differs
+    recipe = load_recipe("cpu-demo", ["model.fc_width=64", change])  # the run's width: only `change` differs
     with pytest.raises(AlexnetError, match=re.escape(words)):
         check_resumable(uninterrupted_run / "checkpoints" / "last.ckpt", recipe, read_classes(prepared))
+
+
+def test_a_run_saved_with_the_archs_own_width_resumes_only_at_that_width(tmp_path):
+    """model.fc_width: null is the arch's own (4096 for paper): resuming it at 128 would not load its weights."""
+    import numpy as np
+
+    from alexnet_cli.data.layout import ClassInfo
+    from alexnet_cli.data.normalization import Normalization
+    from alexnet_cli.errors import AlexnetError
+    from alexnet_cli.models.checkpoint_meta import CheckpointMeta
+    from alexnet_cli.recipes import load_recipe
+    from alexnet_cli.training.resume import check_resumable
+
+    classes = [ClassInfo(0, "n01440764", "tench"), ClassInfo(1, "n01443537", "goldfish")]
+    saved = load_recipe("cpu-demo")
+    meta = CheckpointMeta.of_run(saved.model, saved.to_dict(), num_classes=2, classes=classes, crop=227,
+                                 resize_size=256, normalization=Normalization(np.zeros(3), np.ones(3)), version="0.1.0")
+    path = tmp_path / "last.ckpt"
+    torch.save({"alexnet_cli": meta.to_dict(), "optimizer_states": [], "loops": {}, "callbacks": {}}, path)
+    with pytest.raises(AlexnetError, match=re.escape("model.fc_width=None (4096); the recipe says 128")):
+        check_resumable(path, load_recipe("cpu-demo", ["model.fc_width=128"]), classes)
+    assert check_resumable(path, load_recipe("cpu-demo", ["model.fc_width=4096"]), classes) == [
+        "model.fc_width: None → 4096"]  # the same network, said as a change
 
 
 @pytest.mark.parametrize("removed", ["callbacks", "loops", "optimizer_states"])

@@ -1,7 +1,7 @@
 """``prepare_run``: what ``train`` and its dry run refuse, asked of the layout, before anything is written."""
 
 import pytest
-from conftest import NARROW_FC
+from conftest import NARROW_FC, THREE_STEP_RUN, invoke_alexnet, one_line_error
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.layouts import LAYOUTS
@@ -41,9 +41,58 @@ def test_the_datamodule_is_given_the_layouts_collective_forward(prepared, tmp_pa
     assert trick.datamodule.shard() == ddp.datamodule.shard() == (0, 1)  # outside a run: one process
 
 
-def test_setup_asks_the_layout_about_the_device_count_only_where_the_recipe_gives_one(prepared, tmp_path):
+def test_setup_asks_the_layout_about_the_device_count_only_where_it_can_be_counted(prepared, tmp_path):
     cpu = ["trainer.accelerator=cpu", "data.device=cpu", "data.batch_size=4"]
     with pytest.raises(AlexnetError, match="trainer.strategy=two-gpu on 4 device"):
         prepare_run(load_recipe("two-gpu", [*cpu, "trainer.devices=4"]), prepared, out=tmp_path / "a")
-    # -1: every device of the machine that runs it, unknown here
-    prepare_run(load_recipe("hybrid", [*cpu, "trainer.devices=-1"]), prepared, out=tmp_path / "b")
+    # -1: every GPU of the machine that runs it, unknown on this one (it has none)
+    prepare_run(load_recipe("hybrid", ["data.batch_size=4", "trainer.devices=-1"]), prepared, out=tmp_path / "b")
+
+
+@pytest.mark.parametrize(("overrides", "fragment"), [
+    (["trainer.strategy=bogus"], "trainer.strategy='bogus' is not a layout: use auto, ddp, two-gpu"),
+    (["trainer.strategy=123"], "trainer.strategy=123: give a layout's name"),
+    (["trainer.strategy=TWO-GPU"], "'TWO-GPU' is not a layout (did you mean two-gpu?)"),
+    (["trainer.strategy=[ddp]"], "trainer.strategy=['ddp']: give a layout's name"),
+    (["trainer.accelerator=tpu9"], "trainer.accelerator='tpu9': use one of auto, gpu, cpu, cuda, mps, tpu"),
+    (["trainer.strategy=two-gpu", "trainer.accelerator=gpu", "trainer.devices=[0]"], "two-gpu on 1 device(s)"),
+    (["trainer.strategy=two-gpu", "trainer.devices=1"], "trainer.strategy=two-gpu on 1 device(s)"),
+    (["trainer.strategy=towers", "trainer.accelerator=gpu", "trainer.devices=3"], "trainer.strategy=towers on 3"),
+    (["trainer.devices=-1"], "trainer.devices=-1 means every GPU; on the CPU give a number of processes"),
+    (["trainer.devices=[0, 1]"], "the CPU takes a number of processes, not device ids"),
+    (["trainer.accelerator=gpu", "trainer.devices=[0, 0]"], "give distinct GPU ids"),
+])
+def test_the_dry_run_refuses_in_one_line_what_the_run_would(prepared, tmp_path, overrides, fragment):
+    sets = [item for override in overrides for item in ("--set", override)]
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", tmp_path / "run",
+                            "--dry-run", *sets)
+    one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_refuses_an_unknown_strategy_before_it_writes_anything(prepared, tmp_path):
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", tmp_path / "run", "--set",
+                            "trainer.strategy=bogus")
+    one_line_error(result, "trainer.strategy='bogus' is not a layout")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_dry_run_names_a_gpu_count_it_cannot_know_here(prepared, tmp_path):
+    result = invoke_alexnet("train", "--recipe", "single-gpu", "--data", prepared, "--out", tmp_path / "run",
+                            "--dry-run", "--set", "trainer.devices=auto", "--set", "data.normalize=channel",
+                            "--set", "data.batch_size=4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trainer.devices=auto:" in result.stdout and "every GPU" in result.stdout
+
+
+def test_a_resume_of_a_checkpoint_with_an_edited_step_is_refused_by_the_dry_run(prepared, trained_run, tmp_path):
+    import torch
+
+    out, _ = trained_run
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["global_step"] = "3"
+    torch.save(state, checkpoint)
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--resume", out, "--dry-run",
+                            *THREE_STEP_RUN)
+    one_line_error(result, f"{checkpoint}: global_step '3' is not a step count")
