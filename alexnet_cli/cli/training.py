@@ -78,6 +78,7 @@ def _print_dry_run(recipe: "Recipe", data: Path, benchmark_json: Path | None, ou
                    resume: Path | None, overwrite: bool) -> None:
     import yaml
 
+    from alexnet_cli.models.execution import split_groups_note
     from alexnet_cli.training.dryrun import plan_run
     from alexnet_cli.training.setup import prepare_run
 
@@ -106,6 +107,8 @@ def _print_dry_run(recipe: "Recipe", data: Path, benchmark_json: Path | None, ou
     else:
         table.add_row("estimated time", "pass --benchmark-json from 'alexnet benchmark model --json' for one")
     console.print(table)
+    if recipe.model.split_groups and (note := split_groups_note(setup.model, recipe.model.arch)):
+        console.print(note, soft_wrap=True)
 
 
 @user_errors

@@ -46,6 +46,14 @@ def split_grouped_convolutions(model: nn.Module) -> int:
     return swapped
 
 
+def split_groups_note(model: nn.Module, arch: str) -> str | None:
+    """The line a run says when ``model.split_groups`` finds nothing to split (an arch with no grouped
+    convolution), rather than accepting the switch silently."""
+    if any(isinstance(module, SplitGroupConv2d) for module in model.modules()):
+        return None
+    return f"model.split_groups: arch {arch!r} has no grouped convolution; the switch changes nothing"
+
+
 def set_lrn_impl(model: nn.Module, impl: LrnImpl) -> None:
     for module in model.modules():
         if isinstance(module, LocalResponseNorm):

@@ -19,6 +19,7 @@ import yaml
 
 from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import TrainingStopped
+from alexnet_cli.models.execution import split_groups_note
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
 from alexnet_cli.terminal import shown
@@ -171,6 +172,8 @@ def _announce(setup: RunSetup, recipe: Recipe, progress: Progress, quiet: bool) 
         if recipe.model.compile:
             progress.note(f"model.compile: the first step compiles the network ({recipe.model.compile_backend}, "
                           f"mode {recipe.model.compile_mode}) and takes longer")
+    if recipe.model.split_groups and (note := split_groups_note(setup.model, recipe.model.arch)):
+        progress.note(note)
     if setup.changes:
         progress.note(shown(f"resuming {setup.checkpoint} with recipe changes: " + "; ".join(setup.changes)))
 

@@ -110,3 +110,18 @@ def test_inductor_compiles_the_closed_form_lrn_to_the_same_numbers():
         results.append((y.detach(), v.grad))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-6)
+
+
+def test_split_groups_on_an_arch_without_grouped_convolutions_is_said_not_silently_accepted(prepared, tmp_path):
+    from conftest import invoke_alexnet
+
+    from alexnet_cli.models.execution import split_groups_note
+
+    assert split_groups_note(apply_execution(_paper(), split_groups=True), "paper") is None
+    note = split_groups_note(apply_execution(build_model("owt", 10, fc_width=16), split_groups=True), "owt")
+    assert note == "model.split_groups: arch 'owt' has no grouped convolution; the switch changes nothing"
+    result = invoke_alexnet("train", "--recipe", "cpu-demo", "--data", prepared, "--out", tmp_path / "run",
+                            "--dry-run", "--set", "model.arch=owt", "--set", "model.split_groups=true",
+                            "--set", "model.fc_width=16", "--set", "data.batch_size=4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "has no grouped convolution" in " ".join(result.stdout.split())

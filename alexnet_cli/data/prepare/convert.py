@@ -18,9 +18,13 @@ JPEG_QUALITY = 90  # visually lossless at 256 px
 BYTES_PER_IMAGE_AT_256 = 40_000
 
 
-# Modes whose samples are wider than 8 bits: PIL's convert("RGB") clips them at 255 instead of
-# rescaling, so a mid-grey 16-bit PNG would turn white. "I" is how PIL opens 16-bit PGM/PPM files.
-_WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# Modes whose samples are wider than 8 bits: PIL's convert("RGB") clips them at 255 instead of rescaling,
+# so a mid-grey 16-bit PNG would turn white and a [0, 1] float TIFF black. "I" (32-bit) is how PIL opens
+# 16-bit PGM/PPM files and 16- or 32-bit integer TIFFs; "F" is a float TIFF.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+_WIDE_GREY_MODES = (*_SIXTEEN_BIT_MODES, "I", "F")
+_EXIF_ORIENTATIONS = range(2, 9)  # 1 is upright; 0 and 9+ are not orientations: the image is left as it is
+_TIFF_BITS_PER_SAMPLE = 258
 
 
 class BadImage(Exception):
@@ -57,9 +61,11 @@ def convert_image(data: bytes, size: int, mode: ResizeMode, quality: int = JPEG_
             image.draft("RGB", (int(width * scale) + 1, int(height * scale) + 1))
         orientation = image.getexif().get(0x0112, 1)
         image.load()
-        if orientation not in (1, None):
+        if orientation in _EXIF_ORIENTATIONS:
             image = ImageOps.exif_transpose(image)
             fixes.append("exif-rotated")
+        if image.mode in _WIDE_GREY_MODES:
+            fixes.append("float" if image.mode == "F" else "16-bit")
         image = to_rgb8(image)
     except Image.DecompressionBombError as exc:
         raise BadImage(f"too large to decode safely ({exc})") from None
@@ -74,11 +80,29 @@ def convert_image(data: bytes, size: int, mode: ResizeMode, quality: int = JPEG_
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB; 16-bit greyscale is scaled (65535 → 255), not clipped to white."""
+    """``image`` as 8-bit RGB, wide samples scaled by the range their type means, never clipped: 16-bit ones
+    (65535 → 255); floats in [0, 1] (1.0 → 255); a 32-bit integer TIFF's by its declared bits. Samples whose
+    range cannot be told (floats outside [0, 1], 32-bit integers) make the image a ``BadImage``: skipped and
+    listed, not stored as a black or white square."""
     if image.mode in _WIDE_GREY_MODES:
         wide = np.asarray(image).astype(np.float64)
-        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+        image = Image.fromarray(np.clip(np.rint(wide * (255.0 / _full_scale(image, wide))), 0, 255).astype(np.uint8))
     return image.convert("RGB")
+
+
+def _full_scale(image: Image.Image, samples: np.ndarray) -> float:
+    """The sample value that means white for a wide mode."""
+    low, high = (float(samples.min()), float(samples.max())) if samples.size else (0.0, 0.0)
+    if image.mode == "F":
+        if low < 0 or high > 1:
+            raise BadImage(f"floating-point pixels from {low:g} to {high:g}: no display range to convert them by")
+        return 1.0
+    bits = getattr(image, "tag_v2", {}).get(_TIFF_BITS_PER_SAMPLE) if image.mode == "I" else 16
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    if bits not in (None, 8, 16) or high > 65535 or low < 0:
+        raise BadImage(f"{bits or 32}-bit integer pixels from {low:g} to {high:g}: no display range to convert "
+                       "them by")
+    return 255.0 if bits == 8 else 65535.0
 
 
 def _resize(image: Image.Image, size: int, mode: ResizeMode) -> Image.Image:

@@ -63,3 +63,33 @@ def test_sixteen_bit_greyscale_is_rescaled_to_eight_bits_not_clipped_to_white(fm
     assert "grey" in converted.fixes
     centres = converted.rgb[50, 10::20]  # the middle of each band, away from resampling at the edges
     assert np.abs(centres.astype(int) - [[0] * 3, [64] * 3, [128] * 3, [200] * 3, [255] * 3]).max() <= 1
+
+
+def test_float_pixels_in_zero_to_one_are_scaled_by_their_range_not_stored_black():
+    levels = np.array([0.0, 0.25, 0.5, 0.75, 1.0], np.float32)
+    image = Image.fromarray(np.repeat(np.repeat(levels, 20)[None, :], 100, axis=0), "F")
+    converted = convert_image(encode(image, format="TIFF"), 100, "shorter")
+    assert "grey" in converted.fixes and "float" in converted.fixes
+    centres = converted.rgb[50, 10::20, 0].astype(int)
+    assert np.abs(centres - [0, 64, 128, 191, 255]).max() <= 1
+
+
+@pytest.mark.parametrize(("pixels", "mode", "reason"), [
+    (np.full((40, 40), 200.0, np.float32), "F", "floating-point pixels from 200 to 200: no display range"),
+    (np.full((40, 40), -0.5, np.float32), "F", "floating-point pixels from -0.5 to -0.5"),
+    (np.full((40, 40), 100_000, np.int32), "I", "32-bit integer pixels from 100000 to 100000"),
+    (np.full((40, 40), 100, np.int32), "I", "32-bit integer pixels from 100 to 100"),  # a TIFF declaring 32 bits
+])
+def test_wide_pixels_whose_range_cannot_be_told_are_skipped_with_the_reason(pixels, mode, reason):
+    with pytest.raises(BadImage, match=reason):
+        convert_image(encode(Image.fromarray(pixels, mode), format="TIFF"), 32, "shorter")
+
+
+@pytest.mark.parametrize("orientation", [0, 9, 255])
+def test_an_invalid_exif_orientation_is_left_alone_and_not_counted_as_rotated(orientation):
+    image = Image.new("RGB", (400, 300), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    converted = convert_image(encode(image, exif=exif), 64, "shorter")
+    assert "exif-rotated" not in converted.fixes
+    assert converted.rgb.shape[1] > converted.rgb.shape[0]  # still landscape

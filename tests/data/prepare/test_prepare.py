@@ -409,3 +409,24 @@ def test_too_small_an_open_files_limit_is_one_line_before_any_work(official_sour
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr  # it hung with the pool
     assert "the open-files limit (ulimit -n) is 16, too few for 2 worker(s): raise it to" in result.stderr
     assert not (tmp_path / "out" / "train").exists()
+
+
+def test_a_greyscale_dataset_prepares_and_its_rank_one_colour_statistics_load(tmp_path):
+    """Every pixel grey: the RGB covariance has rank one, and its two zero eigenvalues come out of eigh as
+    tiny numbers of either sign; training must still load the statistics (data/stats.check_stats)."""
+    from alexnet_cli.data.stats import load_stats
+
+    source = tmp_path / "grey"
+    generator = np.random.default_rng(3)
+    for split, count in (("train", 3), ("val", 1)):
+        for wnid in ("n01440764", "n01443537"):
+            folder = source / split / wnid
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = generator.integers(0, 256, (80, 96), dtype=np.uint8)
+                Image.fromarray(pixels, "L").save(folder / f"{wnid}_{index}.JPEG", quality=95)
+    out = tmp_path / "prepared"
+    prepare_imagenet(PrepareOptions(source, out, workers=1, size=64))
+    stats = load_stats(out)
+    assert stats.eigval[0] > 0.01 and np.abs(stats.eigval[1:]).max() < 1e-9
+    assert np.allclose(np.abs(stats.eigvec[:, 0]), 3 ** -0.5)  # the grey axis
