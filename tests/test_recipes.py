@@ -220,3 +220,27 @@ def test_mappings_merged_together_that_give_a_key_two_values_are_refused(tmp_pat
     path.write_text("x-a: &a {lr: 0.01}\nx-b: &b {lr: 0.01, momentum: 0.8}\noptim:\n  <<: [*a, *b]\n")
     with pytest.raises(AlexnetError, match="x-a: unknown key"):  # agreeing merges are fine (then x-a is refused)
         load_recipe(str(path))
+
+
+def test_the_trainer_arguments_a_recipe_may_give_are_lightnings_own():
+    import inspect
+
+    import lightning
+
+    from alexnet_cli.recipes import TRAINER_ARGUMENTS
+
+    assert TRAINER_ARGUMENTS == set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+
+
+def test_listing_and_showing_recipes_imports_neither_torch_nor_lightning():
+    """They only read YAML: without the 5-8 s of those imports they answer at once."""
+    import subprocess
+    import sys
+
+    program = ("import sys\nfrom typer.testing import CliRunner\nfrom alexnet_cli.cli import app\n"
+               "for args in (['recipes'], ['recipes', 'show', 'single-gpu', '--set', 'model.lrn=false']):\n"
+               "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+               "print(sorted(name for name in ('torch', 'lightning') if name in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

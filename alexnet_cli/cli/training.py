@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 @user_errors
 def train(
-    recipe: str = typer.Option(..., "--recipe", help="A shipped recipe name (see 'alexnet recipes') or a .yaml path."),
+    recipe: str | None = typer.Option(None, "--recipe", help="A shipped recipe name (see 'alexnet recipes') or a "
+                                      ".yaml path. With --resume: the run's own recipe unless given."),
     data: Path = typer.Option(..., "--data", help="A prepared dataset (from prepare-imagenet)."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
@@ -39,10 +40,15 @@ def train(
 
     check_writable(out, "--out", folder=True)  # before training, and before importing torch and Lightning
     check_writable(json_out, "--json")
+    from alexnet_cli.errors import AlexnetError
     from alexnet_cli.recipes import load_recipe
+    from alexnet_cli.training.resume import recipe_of_run
     from alexnet_cli.training.run import run
 
-    resolved = load_recipe(recipe, set_)
+    if recipe is None and resume is None:
+        raise AlexnetError("give --recipe NAME (see 'alexnet recipes'), or --resume RUN to continue a run with "
+                           "its own recipe")
+    resolved = load_recipe(recipe, set_) if recipe is not None else recipe_of_run(resume, set_)
     if dry_run:
         _print_dry_run(resolved, data, benchmark_json, out, resume, overwrite)
         return

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_cli.models.lrn import LrnImpl, choose_impl
+from alexnet_cli.models.lrn import LrnImpl
 from alexnet_cli.models.paper import LocalResponseNorm
 
 
@@ -66,7 +66,7 @@ def prepare_lrn(model: nn.Module, device: torch.device) -> list[str]:
     lines to say where the choice differs from what was asked (each once)."""
     channels_last = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
                         for p in model.parameters())
-    notes = [choose_impl(module.impl, device, channels_last=channels_last).note
+    notes = [module.choose(device, channels_last).note
              for module in model.modules() if isinstance(module, LocalResponseNorm)]
     return list(dict.fromkeys(note for note in notes if note))
 

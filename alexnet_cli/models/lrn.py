@@ -165,18 +165,20 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
-def lrn_function(impl: LrnImpl, x: torch.Tensor):
-    """The implementation that ``impl`` resolves to for ``x`` (its device and layout; ``choose_impl``). Triton is
-    imported only when chosen."""
-    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    chosen = _kernel(impl, x.device.type, x.device.index, channels_last)
-    if chosen == "triton":
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x``'s maps are channels-last (NHWC strides) rather than NCHW."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def kernel_function(kernel: LrnKernel):
+    """The function that runs ``kernel``; Triton is imported only when it is the one."""
+    if kernel == "triton":
         from alexnet_cli.models.lrn_triton import triton_lrn
 
         return triton_lrn
-    return closed_form_lrn if chosen == "closed-form" else reference_lrn
+    return closed_form_lrn if kernel == "closed-form" else reference_lrn
 
 
-@torch.compiler.assume_constant_result  # under torch.compile: decided once, when traced, and not traced into
-def _kernel(impl: LrnImpl, device_type: str, index: int | None, channels_last: bool) -> LrnKernel:
-    return choose_impl(impl, torch.device(device_type, index), channels_last=channels_last).kernel
+def lrn_function(impl: LrnImpl, x: torch.Tensor):
+    """The implementation that ``impl`` resolves to for ``x`` (its device and layout; ``choose_impl``)."""
+    return kernel_function(choose_impl(impl, x.device, channels_last=is_channels_last(x)).kernel)

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from alexnet_cli.models.lrn import LrnImpl, lrn_function
+from alexnet_cli.models.lrn import LrnChoice, LrnImpl, LrnKernel, choose_impl, is_channels_last, kernel_function
 
 INPUT_SIZE = 227  # §3.5 says 224, but only 227 gives conv1's 55×55 maps
 TOWERS = 2  # one tower per GTX 580 (§3.2)
@@ -38,10 +38,28 @@ class LocalResponseNorm(nn.Module):
                  k: float = LRN_K, groups: int = 1, impl: LrnImpl = "auto") -> None:
         super().__init__()
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
-        self.impl: LrnImpl = impl
+        self.impl = impl
+
+    @property
+    def impl(self) -> LrnImpl:
+        return self._impl
+
+    @impl.setter
+    def impl(self, impl: LrnImpl) -> None:
+        self._impl = impl
+        self.chosen: dict[tuple, LrnKernel] = {}  # (device type, index, channels-last) → what runs there
+
+    def choose(self, device: torch.device, channels_last: bool) -> LrnChoice:
+        """Decide what runs on ``device`` (``models/lrn.choose_impl``, the Triton check included) and keep it:
+        made before a compile (``execution.prepare_lrn``), the compiled forward only looks it up."""
+        choice = choose_impl(self.impl, device, channels_last=channels_last)
+        self.chosen[(device.type, device.index, channels_last)] = choice.kernel
+        return choice
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        function = lrn_function(self.impl, x)
+        layout = is_channels_last(x)
+        kernel = self.chosen.get((x.device.type, x.device.index, layout)) or self.choose(x.device, layout).kernel
+        function = kernel_function(kernel)
         if x.device.type == "meta":  # the traffic count's tensors, which have no autocast to turn off
             return function(x, self.size, self.alpha, self.beta, self.k, self.groups)
         with torch.autocast(x.device.type, enabled=False):

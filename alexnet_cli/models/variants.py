@@ -7,7 +7,6 @@ blocks like torchvision's models, so filters, summaries and neighbours work alik
 from collections import OrderedDict
 
 import torch
-import torchvision
 from torch import nn
 
 
@@ -17,6 +16,8 @@ def owt(num_classes: int = 1000, dropout: float = 0.5, fc_width: int = 4096) -> 
     Built by torchvision so that its published state dicts load unchanged; ``fc_width`` other than
     4096 (for tests) replaces its three Linear layers with narrower ones, initialised as torchvision's are.
     """
+    import torchvision  # here, not at the top: its import (torch._dynamo with it) adds ~1 s to every command
+
     model = torchvision.models.alexnet(num_classes=num_classes, dropout=dropout)
     if fc_width != 4096:
         classifier = model.classifier
@@ -135,6 +136,8 @@ def tf1_bench(num_classes: int = 1000, dropout: float = 0.0) -> nn.Module:
 
 def vgg(depth: int, num_classes: int = 1000, dropout: float = 0.5, fc_width: int = 4096) -> nn.Module:
     """torchvision's VGG-``depth`` (no batch norm); ``fc_width=2048`` gives the Keras notes' variant."""
+    import torchvision  # as in owt
+
     builder = {11: torchvision.models.vgg11, 13: torchvision.models.vgg13,
                16: torchvision.models.vgg16, 19: torchvision.models.vgg19}[depth]
     model = builder(num_classes=num_classes, dropout=dropout)

@@ -22,6 +22,24 @@ def resolve_resume(resume: Path) -> tuple[Path, Path | None]:
     return resume.resolve(), resume.parent.parent if in_run else None
 
 
+def recipe_of_run(resume: Path, overrides: list[str] | None) -> Recipe:
+    """The recipe a resume continues with when none is given: the run's recipe.yaml, or else the recipe its
+    checkpoint recorded; ``--set`` overrides on top (a resume lists them as its changes)."""
+    from alexnet_cli.models.checkpoint_meta import META_KEY
+    from alexnet_cli.models.checkpoints import read_file, read_meta
+    from alexnet_cli.recipes import load_recipe, recipe_with_overrides
+
+    checkpoint, run_dir = resolve_resume(resume)
+    if run_dir is not None and (run_dir / "recipe.yaml").is_file():
+        return load_recipe(str(run_dir / "recipe.yaml"), overrides)
+    stored = read_file(checkpoint, mmap=True).get(META_KEY)
+    saved = read_meta(stored, checkpoint).recipe if isinstance(stored, dict) else None
+    if saved is None:
+        raise AlexnetError(f"--resume {resume}: no recipe.yaml beside it and none recorded in {checkpoint}; give "
+                           "--recipe")
+    return recipe_with_overrides(saved, overrides, source=f"{checkpoint}'s recipe")
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     """The run's newest state: last.ckpt, unless the run died between writing step-N.ckpt and last.ckpt."""
     from alexnet_cli.models.checkpoints import read_file

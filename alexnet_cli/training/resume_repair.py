@@ -10,6 +10,8 @@ uninterrupted run would have (tests/training/test_resume.py compares the two wei
 - optimizer states written before weights and biases were two parameter groups.
 """
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -23,9 +25,11 @@ RNG_KEY, MONITORS_KEY = "alexnet_cli_rng", "alexnet_cli_monitors"
 
 
 class ResumeRepair(L.Callback):
-    """On every save: the random states and the val metrics. On a resume: everything listed above."""
+    """On every save: the random states and the val metrics. On a resume: everything listed above. ``say``
+    hears the one line a re-planned schedule is worth (rank 0)."""
 
-    def __init__(self) -> None:
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
+        self.say = say or (lambda line: None)
         self._resumed_rng: dict[str, Any] | None = None
         self._lr_changed = False
         self._saved_monitors: dict[str, float] | None = None  # on resume: the val metrics at the save
@@ -61,7 +65,21 @@ class ResumeRepair(L.Callback):
             self._step_plateau_schedulers(trainer, lambda scheduler: trainer.current_epoch - scheduler.last_epoch == 1)
         for config in trainer.lr_scheduler_configs:
             if isinstance(config.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-                config.scheduler.T_max = max(1, trainer.max_epochs or 1)
+                self._replan_cosine(trainer, config.scheduler)
+
+    def _replan_cosine(self, trainer: L.Trainer, scheduler: torch.optim.lr_scheduler.CosineAnnealingLR) -> None:
+        """Over the resumed run's trainer.max_epochs: each epoch from here gets the lr it would have had in a
+        run planned that long from the start (the closed form), not the old curve's tail continued."""
+        planned, scheduler.T_max = scheduler.T_max, max(1, trainer.max_epochs or 1)
+        lrs = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * scheduler.last_epoch /
+                                                                              scheduler.T_max)) / 2
+               for base in scheduler.base_lrs]
+        for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        scheduler._last_lr = lrs
+        if planned != scheduler.T_max and trainer.is_global_zero:
+            self.say(f"cosine schedule re-planned over {scheduler.T_max} epochs (was {planned}): epoch "
+                     f"{scheduler.last_epoch + 1} resumes at lr {lrs[0]:.3g}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         if self._saved_monitors is not None and trainer.fit_loop.restarting:  # resumed mid-epoch

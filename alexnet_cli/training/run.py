@@ -102,7 +102,7 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
                         every_n_steps=int(recipe.trainer.get("log_every_n_steps", 50)))
     record = RunRecord(setup.run_dir, facts)  # run.json once training starts: a resume that fails keeps the old
     meters = [throughput, best, record] + ([first_step] if first_step is not None else [])
-    trainer = _trainer(setup, recipe, recipe_text, quiet, meters, stop)
+    trainer = _trainer(setup, recipe, recipe_text, quiet, meters, stop, (progress or SilentProgress()).note)
     started = time.perf_counter()
     finished = False
     try:
@@ -148,7 +148,7 @@ def _drop_relogged_metrics(setup: RunSetup, progress: Progress) -> None:
                       "logs those steps again")
 
 
-def _trainer(setup: RunSetup, recipe: Recipe, recipe_text: str, quiet: bool, meters: list, stop):
+def _trainer(setup: RunSetup, recipe: Recipe, recipe_text: str, quiet: bool, meters: list, stop, say):
     import lightning as L
 
     from alexnet_cli.training.callbacks import DataPosition, MemoryMeter, WriteOnTrainStart
@@ -157,7 +157,7 @@ def _trainer(setup: RunSetup, recipe: Recipe, recipe_text: str, quiet: bool, met
     callbacks = [*meters, MemoryMeter(), DataPosition(setup.datamodule), stop]
     if setup.checkpoint is not None:  # a resume that fails to load keeps the run's recipe.yaml as it was
         callbacks.append(WriteOnTrainStart(setup.run_dir / "recipe.yaml", recipe_text))
-    arguments = trainer_arguments(recipe, setup.run_dir, quiet, callbacks)
+    arguments = trainer_arguments(recipe, setup.run_dir, quiet, callbacks, say)
     if setup.checkpoint is not None:
         keep_previous_metrics(arguments["logger"], setup.run_dir)
     return L.Trainer(**arguments)
@@ -212,7 +212,7 @@ def _fit(trainer, module, setup: RunSetup, data: Path, stop) -> None:
     from alexnet_cli.training.preemption import StopNow
 
     run_dir, checkpoints = setup.run_dir, setup.run_dir / "checkpoints"
-    resume_with = f"alexnet train --recipe {run_dir / 'recipe.yaml'} --data {data} --resume {run_dir}"
+    resume_with = f"alexnet train --data {data} --resume {run_dir}"
     try:
         trainer.fit(module, datamodule=setup.datamodule, weights_only=True,
                     ckpt_path=str(setup.checkpoint) if setup.checkpoint else None)

@@ -3,6 +3,7 @@
 building anything (``check_trainer_arguments``)."""
 
 import importlib.util
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,10 @@ def check_logger(name: str | None) -> None:
         raise AlexnetError(f"trainer.logger {name}: pip install {needs[0]} (or use trainer.logger=csv)")
 
 
-def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callbacks: list) -> dict[str, Any]:
+def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callbacks: list,
+                      say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``lightning.Trainer``'s arguments for ``recipe``'s run in ``run_dir``; ``say`` hears what the run says
+    as it goes (a resume's re-planned schedule)."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from alexnet_cli.training.callbacks import FilterImageLogger, SparseMetricsProgressBar, StopOnNonFiniteLoss
@@ -106,7 +110,7 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
         callbacks.append(SparseMetricsProgressBar(metrics_every_n_steps=sync_every))
     # After the tool's other callbacks, as the module's own hooks were: a resume's plateau catch-up at an
     # epoch's end follows what they do there, and precedes Lightning's savers (it runs them last).
-    callbacks.append(ResumeRepair())
+    callbacks.append(ResumeRepair(say))
     args["strategy"] = recipe_layout(recipe).lightning_strategy()
     args.setdefault("num_sanity_val_steps", 0)
     args.update(

@@ -43,8 +43,10 @@ def test_a_resume_that_turns_every_switch_on_trains_like_one_that_does_not(prepa
     state = torch.load(checkpoint, weights_only=True)
     assert state["global_step"] == 6 and not [key for key in state["state_dict"] if "_orig_mod" in key]
     reference = torch.load(plain / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    # The resumed epoch trains at the cosine schedule's lr re-planned over two epochs (0.0015; before issue 29 it
+    # stayed at the one-epoch plan's floor, 1e-5): float32 rounding between the LRN's two forms grows with it.
     for key, value in reference.items():
-        assert (state["state_dict"][key] - value).abs().max() <= 1e-5 * value.abs().max(), key
+        assert (state["state_dict"][key] - value).abs().max() <= 2e-4 * value.abs().max(), key
     assert load_checkpoint(checkpoint).arch == "paper"  # into a plain, eager, grouped network
     evaluated = invoke_alexnet("eval", "--checkpoint", checkpoint, "--data", prepared, "--center-crop", "--quiet",
                                "--json", tmp_path / "eval.json")

@@ -6,6 +6,7 @@ compares the weights of an interrupted-and-resumed run with those of an uninterr
 
 import csv
 import json
+import math
 import re
 import shutil
 import signal
@@ -299,10 +300,35 @@ def test_resume_with_more_epochs_and_a_new_lr_reports_and_applies_them(prepared,
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt", "step-00000015.ckpt"]
     with open(out / "metrics.csv") as metrics:
         rows = [row for row in csv.DictReader(metrics) if row.get("lr-SGD/weights")]
-    assert float(rows[-1]["lr-SGD/weights"]) == pytest.approx(1e-3), "the third epoch runs at the new lr"
+    # the third epoch at the new lr's cosine over the new three epochs, as a run planned so from the start
+    assert float(rows[-1]["lr-SGD/weights"]) == pytest.approx(cosine(1e-3, 2, 3))
     with open(out / "metrics.csv") as metrics:
         norms = [float(row["train/grad_norm"]) for row in csv.DictReader(metrics) if row.get("train/grad_norm")]
     assert len(norms) == 5 and all(0 < norm < float("inf") for norm in norms), "one gradient norm per resumed step"
+
+
+def cosine(base: float, epoch: int, epochs: int, floor: float = 1e-5) -> float:
+    """CosineAnnealingLR's lr at ``epoch`` of ``epochs`` (cpu-demo's optim.min_lr as the floor)."""
+    return floor + (base - floor) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def test_extending_a_cosine_run_replans_its_schedule_over_the_new_length_and_says_so(prepared, uninterrupted_run,
+                                                                                     tmp_path):
+    """Without --recipe: the run's own recipe.yaml, with --set's change listed. The added epochs get the lr a
+    4-epoch plan gives them, not the 2-epoch plan's floor."""
+    out = tmp_path / "longer"
+    result = invoke_alexnet("train", "--data", prepared, "--out", out, "--resume", uninterrupted_run, "--quiet",
+                            "--set", "trainer.max_epochs=4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = " ".join(result.stderr.split())
+    assert "recipe changes: trainer.max_epochs: 2 → 4" in said
+    assert f"cosine schedule re-planned over 4 epochs (was 2): epoch 3 resumes at lr {cosine(0.003, 2, 4):.3g}" in said
+    with open(out / "metrics.csv") as metrics:
+        rows = [row for row in csv.DictReader(metrics) if row.get("lr-SGD/weights")]
+    lrs = {int(row["step"]) // 5: float(row["lr-SGD/weights"]) for row in rows}  # 5 steps an epoch
+    assert sorted(lrs) == [0, 1, 2, 3], rows
+    assert lrs[0] == pytest.approx(0.003) and lrs[1] == pytest.approx(cosine(0.003, 1, 2))  # the run as it was
+    assert lrs[2] == pytest.approx(cosine(0.003, 2, 4)) and lrs[3] == pytest.approx(cosine(0.003, 3, 4))
 
 
 def test_a_resume_at_an_epoch_end_keeps_the_plateau_schedule_of_the_uninterrupted_run(prepared, tmp_path):

@@ -189,3 +189,9 @@ def test_a_checkpoint_outside_a_run_folder_resumes_only_into_a_named_out(prepare
     assert result.returncode == 2 and message.count("\n") == 0 and "give --out RUN" in message, message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "downloads"]  # nothing written beside it
     assert sorted(p.name for p in downloads.iterdir()) == ["x.ckpt"]
+    # With --out it continues there, and without --recipe with the recipe the checkpoint recorded.
+    result = invoke_alexnet("train", "--data", prepared, "--resume", loose, "--out", tmp_path / "c", "--quiet",
+                            "--set", "trainer.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trainer.max_epochs: 1 → 2" in " ".join(result.stderr.split())
+    assert torch.load(tmp_path / "c" / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 2
