@@ -62,6 +62,19 @@ def trained_run_once(prepared, tmp_path_factory):
         yield out, result
 
 
+@pytest.fixture(scope="session")
+def demo_made(tmp_path_factory):
+    """``alexnet demo --out demo`` through the real command line, cut short (its 8 epochs of one batch each, one
+    val batch, narrow FC layers), once per session: (its output folder, the command's result). Tests read it, or
+    run commands beside a copy of it."""
+    with scratch_dir(tmp_path_factory, "demo-made") as folder:
+        out = folder / "demo"
+        result = run_alexnet("demo", "--out", out, "--set", "trainer.limit_train_batches=1", "--set",
+                             "trainer.limit_val_batches=1", *NARROW_FC)
+        assert result.returncode == 0, result.stderr[-3000:]
+        yield out, result
+
+
 @pytest.fixture
 def trained_run(trained_run_once, tmp_path):
     """The session's trained run, copied for this test (a 24 MB checkpoint): what one test leaves in it, such as

@@ -5,6 +5,7 @@ import typer
 
 from alexnet_cli import __version__
 from alexnet_cli.cli import bench, data, inspection, training
+from alexnet_cli.cli.examples import epilog
 from alexnet_cli.cli.shell import console, debug_tracebacks
 
 app = typer.Typer(
@@ -28,29 +29,24 @@ def main(
     debug_tracebacks.set(debug)
 
 
-app.command("prepare-imagenet")(data.prepare_imagenet_command)
-app.command()(training.train)
-app.command("eval")(inspection.eval_command)
-app.command()(inspection.report)
-app.command("viz-filters")(inspection.viz_filters)
-app.command()(inspection.predict)
-app.command()(inspection.neighbors)
-app.command()(inspection.summary)
-app.command()(training.demo)
+for name, command in {"prepare-imagenet": data.prepare_imagenet_command, "train": training.train,
+                      "eval": inspection.eval_command, "report": inspection.report,
+                      "viz-filters": inspection.viz_filters, "predict": inspection.predict,
+                      "neighbors": inspection.neighbors, "summary": inspection.summary, "demo": training.demo}.items():
+    app.command(name, epilog=epilog(name))(command)
 
 recipes_app = typer.Typer(help="List the shipped recipes, or show one fully resolved.", no_args_is_help=False)
-recipes_app.callback(invoke_without_command=True)(training.recipes_list)
-recipes_app.command("show")(training.recipes_show)
+recipes_app.callback(invoke_without_command=True, epilog=epilog("recipes"))(training.recipes_list)
+recipes_app.command("show", epilog=epilog("recipes show"))(training.recipes_show)
 app.add_typer(recipes_app, name="recipes")
 
 benchmark_app = typer.Typer(help="Measure speed: the data pipeline, the model, the training loop and the "
-                            "communication, each beside a baseline.", no_args_is_help=True)
-benchmark_app.command("data")(bench.benchmark_data_command)
-benchmark_app.command("model")(bench.benchmark_model_command)
-benchmark_app.command("train")(bench.benchmark_train_command)
-benchmark_app.command("traffic")(bench.benchmark_traffic_command)
-benchmark_app.command("soak")(bench.benchmark_soak_command)
-benchmark_app.command("comms")(bench.benchmark_comms_command)
+                            "communication, each beside a baseline; count a step's memory traffic.",
+                            no_args_is_help=True)
+for name, command in {"data": bench.benchmark_data_command, "model": bench.benchmark_model_command,
+                      "train": bench.benchmark_train_command, "traffic": bench.benchmark_traffic_command,
+                      "soak": bench.benchmark_soak_command, "comms": bench.benchmark_comms_command}.items():
+    benchmark_app.command(name, epilog=epilog(f"benchmark {name}"))(command)
 app.add_typer(benchmark_app, name="benchmark")
 
 if __name__ == "__main__":

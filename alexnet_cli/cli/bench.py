@@ -32,8 +32,6 @@ def benchmark_data_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """img/s of a recipe's DALI training pipeline vs torchvision ImageFolder + DataLoader doing the same work.
-
-    Example: [cyan]alexnet benchmark data --data /data/imagenet --recipe single-gpu --repeats 3[/]
     """
     require(("--batch-size", batch_size, 1, None), ("--threads", threads, 1, None),
             ("--py-workers", py_workers, 0, None),
@@ -93,8 +91,6 @@ def benchmark_model_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Forward and forward+backward+SGD step on synthetic batches: ms/batch mean ± std, img/s, memory.
-
-    Example: [cyan]alexnet benchmark model --arch paper --batch-size 128 --device gpu --matrix[/]
     """
     require(("--batch-size", batch_size, 1, None), ("--warmup", warmup, 0, None), ("--batches", batches, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
@@ -151,8 +147,6 @@ def benchmark_traffic_command(
     with autocast and the LRN implementation resolved as on CUDA. The roofline (each op at the card's memory
     bandwidth or tensor-core rate, whichever is slower) bounds the step on an H100 and an H200; beside the
     recipe's default, every LRN implementation it could run (compiled ones as a lower bound).
-
-    Example: [cyan]alexnet benchmark traffic --recipe single-gpu --batch 128 --json traffic.json[/]
     """
     require(("--batch", batch_size, 1, None))
     check_writable(json_out, "--json")
@@ -219,8 +213,6 @@ def benchmark_train_command(
 ) -> None:
     """The recipe's Lightning training step vs a plain PyTorch loop doing the same work: img/s, overhead %,
     data wait.
-
-    Example: [cyan]alexnet benchmark train --recipe cpu-demo --data demo-data --steps 20 --set data.batch_size=32[/]
     """
     require(("--steps", steps, 1, None), ("--warmup", warmup, 0, None), ("--repeats", repeats, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
@@ -274,8 +266,6 @@ def benchmark_soak_command(
     json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
 ) -> None:
     """Train many epochs and print the process's memory (RSS, and GPU memory on GPUs) after each one.
-
-    Example: [cyan]alexnet benchmark soak --data demo-data --epochs 30 --set data.batch_size=16[/]
     """
     require(("--epochs", epochs, 1, None), ("--settle", settle, 0, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
@@ -308,8 +298,6 @@ def benchmark_comms_command(
 ) -> None:
     """Bytes per device per training step of every multi-device layout, fp32, the paper's network
     (gloo processes on this machine: 2 per layout, 4 for hybrid).
-
-    Example: [cyan]alexnet benchmark comms --batch-size 128[/]
     """
     require(("--batch-size", batch_size, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it

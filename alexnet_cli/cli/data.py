@@ -29,9 +29,6 @@ def prepare_imagenet_command(
     """Turn the official ILSVRC2012 files into the dataset [bold]train[/] reads, with the paper's statistics.
 
     Resumable: rerun the same command after a crash and it continues where it stopped.
-
-    Example: [cyan]alexnet prepare-imagenet --source ~/Downloads/ilsvrc2012 --out /data/imagenet[/]
-    Demo:    [cyan]alexnet prepare-imagenet --demo --out demo-data[/]
     """
     require(("--workers", workers, 1, None), ("--classes", classes, 2, None), ("--per-class", per_class, 1, None))
     check_writable(out, "--out", folder=True)

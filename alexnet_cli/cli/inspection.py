@@ -28,8 +28,6 @@ def eval_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Top-1 / top-5 accuracy with the paper's ten-crop test (§4.1): corners, centre and mirrors.
-
-    Example: [cyan]alexnet eval --checkpoint runs/demo/checkpoints/best.ckpt --data demo-data --ten-crop[/]
     """
     require(("--batch-size", batch_size, 1, None), ("--threads", threads, 1, None), ("--devices", devices, 1, None))
     check_writable(json_out, "--json")  # before the evaluation, not after it
@@ -82,8 +80,6 @@ def report(
     out: Path = typer.Option(Path("report"), "--out", help="Folder for report.md and curves.png."),
 ) -> None:
     """Runs beside each other and beside the paper's errors: report.md and curves.png.
-
-    Example: [cyan]alexnet report runs/single-gpu runs/no-lrn --out report[/]
     """
     check_writable(out, "--out", folder=True)
     from alexnet_cli.inspection.report import paper_figures, write_report
@@ -111,8 +107,6 @@ def viz_filters(
                                     "kernels are still mostly their random start."),
 ) -> None:
     """Draw the learned kernels, like the paper's Figure 3 (one block per GPU tower).
-
-    Example: [cyan]alexnet viz-filters --checkpoint runs/demo/checkpoints/best.ckpt --out filters.png[/]
     """
     require(("--scale", scale, 1, 64))
     check_writable(out, "--out")
@@ -138,8 +132,6 @@ def predict(
     json_out: Path | None = typer.Option(None, "--json", help="Write the predictions as JSON."),
 ) -> None:
     """The most probable classes of each image, with names and probabilities.
-
-    Example: [cyan]alexnet predict --checkpoint runs/demo/checkpoints/best.ckpt photo.jpg[/]
     """
     require(("--top", top, 1, None))
     check_writable(json_out, "--json")
@@ -176,8 +168,6 @@ def neighbors(
     The training set's codes are stored beside the checkpoint (float16, CHECKPOINT.train-fc7.f16; in
     ~/.cache/alexnet-cli/neighbors where its folder is read-only), so the next query is fast; an interrupted
     embedding continues where it stopped when run again. Images that cannot be read are never neighbours.
-
-    Example: [cyan]alexnet neighbors --checkpoint best.ckpt --data demo/data --query photo.jpg --k 6[/]
     """
     require(("--k", k, 1, None))
     check_writable(out, "--out")
@@ -201,8 +191,6 @@ def summary(
     num_classes: int = typer.Option(1000, "--num-classes", help="Width of the last layer."),
 ) -> None:
     """Layer by layer: output shape, parameters and neurons (the paper counts 60,965,224 parameters).
-
-    Example: [cyan]alexnet summary --arch paper[/]
     """
     require(("--num-classes", num_classes, 1, None))
     from alexnet_cli.inspection.summary import summarize

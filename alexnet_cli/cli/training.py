@@ -32,9 +32,6 @@ def train(
     json_out: Path | None = typer.Option(None, "--json", help="Write the run's summary as JSON."),
 ) -> None:
     """Train a recipe with Lightning, fed by the DALI pipeline.
-
-    Example: [cyan]alexnet train --recipe cpu-demo --data demo-data --set trainer.max_epochs=2[/]
-    Resume:  [cyan]alexnet train --recipe cpu-demo --data demo-data --resume runs/cpu-demo-20261125-101500[/]
     """
     from alexnet_cli.atomic import check_writable
 
@@ -124,8 +121,6 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """The whole tool in a few CPU minutes: demo data → train cpu-demo → ten-crop eval → filters → report.
-
-    Example: [cyan]alexnet demo --out demo[/]
     """
     from alexnet_cli.atomic import check_writable
 
@@ -178,8 +173,6 @@ def recipes_show(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
 ) -> None:
     """Print a recipe with every default filled in, and any --set applied.
-
-    Example: [cyan]alexnet recipes show single-gpu --set model.lrn=false[/]
     """
     import yaml
 

@@ -3,7 +3,7 @@
 import json
 import re
 
-from conftest import NARROW_FC, invoke_alexnet, run_alexnet
+from conftest import invoke_alexnet
 
 
 def test_demo_replaces_only_its_own_earlier_run_and_says_so_even_with_quiet(tmp_path):
@@ -26,12 +26,8 @@ def test_demo_replaces_only_its_own_earlier_run_and_says_so_even_with_quiet(tmp_
     assert checkpoint.read_bytes() == b"a run of its own"
 
 
-def test_demo_prepares_trains_evaluates_draws_and_reports_quietly_and_lightly(tmp_path):
-    out = tmp_path / "demo"
-    result = run_alexnet("demo", "--out", out, "--set", "trainer.max_epochs=1",
-                         "--set", "trainer.limit_train_batches=2",
-                         "--set", "trainer.limit_val_batches=1", *NARROW_FC)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_demo_prepares_trains_evaluates_draws_and_reports_quietly_and_lightly(demo_made):
+    out, result = demo_made
     counts = json.loads((out / "data" / "dataset.json").read_text())["counts"]
     assert counts == {"train": 319, "val": 96}  # one of the demo's hazards is unreadable
     assert sorted(p.name for p in (out / "run" / "checkpoints").iterdir()) == ["last.ckpt"]  # one save, at the end
