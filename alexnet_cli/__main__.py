@@ -1,3 +1,3 @@
-from alexnet_cli.cli import app
+from alexnet_cli.cli import main
 
-app(prog_name="alexnet")
+main()

@@ -22,7 +22,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -49,5 +49,32 @@ for name, command in {"data": bench.benchmark_data_command, "model": bench.bench
     benchmark_app.command(name, epilog=epilog(f"benchmark {name}"))(command)
 app.add_typer(benchmark_app, name="benchmark")
 
+
+def main() -> None:
+    """The ``alexnet`` entry point: Click's own usage errors (an unknown option, a missing one, a value of the
+    wrong type) in the tool's one-line form, as every other error is, instead of a boxed "Error"."""
+    import sys
+
+    from alexnet_cli.cli.shell import errors
+    from alexnet_cli.terminal import shown
+
+    try:
+        code = app(prog_name="alexnet", standalone_mode=False)
+    except typer.Abort:
+        errors.print("[bold red]interrupted[/]")
+        code = 130
+    except Exception as exc:
+        # Typer vendors Click, whose UsageError it does not export: known by its class's name
+        if not any(kind.__name__ == "UsageError" for kind in type(exc).__mro__):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help, which Typer has printed already
+            sys.exit(2)
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "alexnet"
+        message = " ".join(exc.format_message().split())
+        errors.print(f"[bold red]error:[/] {shown(message)} (see '{where} --help')", highlight=False, soft_wrap=True)
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

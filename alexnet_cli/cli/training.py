@@ -130,8 +130,11 @@ def demo(
     result = run_demo(out, overrides=set_, quiet=quiet, progress=progress_for(quiet),
                       notes=notes_on_stderr() if quiet else None)  # what it replaces is said even with --quiet
     table = Table(title="alexnet demo", show_header=False)
+    skipped = len(result.prepare.skipped)
     table.add_row("dataset", f"{shown(result.data)} ({result.prepare.counts['train']} train, "
-                  f"{result.prepare.counts['val']} val, {result.prepare.classes} classes)")
+                  f"{result.prepare.counts['val']} val, {result.prepare.classes} classes"
+                  + (f"; {skipped} unreadable file{'s' * (skipped != 1)} skipped, listed in "
+                     f"{shown(result.data / 'report.json')}" if skipped else "") + ")")
     table.add_row("official-format source", shown(result.source))
     table.add_row("run", f"{shown(result.train.run_dir)} ({result.train.images_per_second:.1f} img/s)")
     table.add_row("ten-crop val top-1 / top-5",
@@ -160,7 +163,9 @@ def recipes_list(ctx: typer.Context) -> None:
     console.print(table)
     ablations = Table(title="the paper's ablations: add to any paper-arch recipe, e.g. alexnet train --recipe "
                       "single-gpu --set model.lrn=false")
-    for column in ("--set", "section", "switches off", "the paper reports"):
+    # The --set values are for copying: never cut or folded, the other columns wrap around them.
+    ablations.add_column("--set", no_wrap=True, min_width=max(len(" ".join(a.overrides)) for a in ABLATIONS))
+    for column in ("section", "switches off", "the paper reports"):
         ablations.add_column(column)
     for ablation in ABLATIONS:
         ablations.add_row(" ".join(ablation.overrides), ablation.section, ablation.removes, ablation.paper_effect)

@@ -174,7 +174,9 @@ class BestMetrics(L.Callback):
             return
         top1 = float(metrics["val/top1"])
         if self.top1 is None or top1 > self.top1:
-            self.top1, self.top5, self.epoch = top1, float(metrics["val/top5"]), trainer.current_epoch
+            # the epoch as people count it (the first is 1), as the report's curves do; metrics.csv keeps
+            # Lightning's own count from 0
+            self.top1, self.top5, self.epoch = top1, float(metrics["val/top5"]), trainer.current_epoch + 1
 
 
 class FilterImageLogger(L.Callback):
@@ -236,6 +238,13 @@ class SparseMetricsProgressBar(RichProgressBar):
         super().__init__(refresh_rate=1, leave=True)
         self.metrics_every_n_steps = max(1, metrics_every_n_steps)
         self._shown: dict = {}
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """"Epoch 1/8" for the first of eight, as the run's summary and the report count them (Lightning's own
+        bar says "Epoch 0/7")."""
+        description = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs
+                                                      and self.trainer.max_epochs > 0 else "")
+        return f"{description:{len(self.validation_description)}}"
 
     def get_metrics(self, trainer, pl_module) -> dict:
         if trainer.training and self._shown and trainer.global_step % self.metrics_every_n_steps:

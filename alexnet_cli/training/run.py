@@ -42,7 +42,7 @@ class TrainResult:
     run_dir: Path
     best_top1: float | None
     best_top5: float | None
-    best_epoch: int | None
+    best_epoch: int | None  # counted from 1, as the report's curves count
     seconds: float
     images_per_second: float
     data_wait_fraction: float

@@ -69,10 +69,22 @@ def test_summary_prints_the_papers_parameter_total():
 
 
 def test_recipes_list_and_show():
-    listed = runner.invoke(app, ["recipes"])
+    listed = runner.invoke(app, ["recipes"], terminal_width=80)
     assert "cpu-demo" in listed.output and "single-gpu" in listed.output
+    for value in ("model.lrn=false", "model.overlap_pool=false", "model.arch=paper-one-tower"):
+        assert value in listed.output  # whole at 80 columns, to copy
     shown = runner.invoke(app, ["recipes", "show", "single-gpu"])
     assert shown.exit_code == 0 and "weight_decay: 0.0005" in shown.output and "pca_std: 0.1" in shown.output
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["train", "--bogus"], "error: No such option: --bogus (Possible options: --out) (see 'alexnet train --help')"),
+    (["eval"], "error: Missing option '--data'. (see 'alexnet eval --help')"),
+    (["benchmark", "traffic", "--batch", "x"], "error: Invalid value for '--batch'")])
+def test_click_usage_errors_are_one_line_like_every_other_error(args, words):
+    result = run_alexnet(*args, timeout=60)
+    assert result.returncode == 2 and result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(words) and not result.stdout
 
 
 def test_missing_dataset_is_one_line(tmp_path):

@@ -28,6 +28,7 @@ def test_train_writes_the_run_directory(trained_run):
     assert "img/s" in result.stdout
     summary = json.loads((out / "train.json").read_text())
     assert summary["global_step"] == 3 and summary["images_per_second"] > 0 and summary["best_top1"] is not None
+    assert summary["best_epoch"] == 1  # the first epoch, as the report's curves count (metrics.csv: epoch 0)
 
 
 def test_checkpoint_records_version_arch_classes_and_recipe(trained_run, prepared):

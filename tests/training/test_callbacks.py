@@ -50,3 +50,15 @@ def test_throughput_meter_reports_a_slow_loader_as_data_wait(tmp_path):
     assert meter.data_wait_fraction > 0.6  # 4 × 0.2 s of loading against milliseconds of training
     # Lightning fetches the first batch before the epoch starts: 3 of the 4 loads fall in the timed epoch
     assert 32 / 2.0 < meter.images_per_second < 32 / 0.6
+
+
+def test_the_progress_bar_counts_epochs_from_one_as_the_summary_and_the_report_do():
+    import lightning as L
+
+    from alexnet_cli.training.callbacks import SparseMetricsProgressBar
+
+    bar = SparseMetricsProgressBar()
+    trainer = L.Trainer(max_epochs=8, callbacks=[bar], logger=False, enable_checkpointing=False)
+    bar.setup(trainer, None, stage="fit")
+    assert bar._get_train_description(0).strip() == "Epoch 1/8"
+    assert bar._get_train_description(7).strip() == "Epoch 8/8"

@@ -38,6 +38,8 @@ def test_demo_prepares_trains_evaluates_draws_and_reports_quietly_and_lightly(de
     assert "cpu-demo" in (out / "report" / "report.md").read_text()
     said = result.stdout + result.stderr
     assert "ten-crop val top-1 / top-5" in result.stdout
+    summary = " ".join(result.stdout.split())  # the table's lines fold at the console's width
+    assert "319 train, 96 val, 8 classes; 1 unreadable file skipped, listed in" in summary.replace("│ ", "")
     assert re.search(r"paper: [\d,]+ parameters, 227×227 crops, 8 classes", said)  # instead of Lightning's table
     assert "litlogger" not in said and "FLOPs" not in said
     assert not re.search(r"GPU available|TPU available|weights_only", said), said  # Lightning's chatter
