@@ -65,7 +65,7 @@ _FIXED_ON_RESUME = ("model.arch", "model.fc_width", "optim.schedule")
 # Lightning's training state, in every checkpoint 'alexnet train' writes. Without "loops" or "callbacks"
 # Lightning resumes silently from step 0 or without ResumeRepair (called only when "callbacks" is there);
 # without "optimizer_states" it fails with a KeyError.
-_TRAINING_STATE = ("optimizer_states", "loops", "callbacks")
+_TRAINING_STATE = ("state_dict", "optimizer_states", "loops", "callbacks")
 
 
 def limit_reached(checkpoint: Path, recipe: Recipe) -> str | None:

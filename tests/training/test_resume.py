@@ -241,14 +241,15 @@ def test_a_run_saved_with_the_archs_own_width_resumes_only_at_that_width(tmp_pat
     meta = CheckpointMeta.of_run(saved.model, saved.to_dict(), num_classes=2, classes=classes, crop=227,
                                  resize_size=256, normalization=Normalization(np.zeros(3), np.ones(3)), version="0.1.0")
     path = tmp_path / "last.ckpt"
-    torch.save({"alexnet_cli": meta.to_dict(), "optimizer_states": [], "loops": {}, "callbacks": {}}, path)
+    torch.save({"alexnet_cli": meta.to_dict(), "state_dict": {}, "optimizer_states": [], "loops": {},
+                "callbacks": {}}, path)
     with pytest.raises(AlexnetError, match=re.escape("model.fc_width=None (4096); the recipe says 128")):
         check_resumable(path, load_recipe("cpu-demo", ["model.fc_width=128"]), classes)
     assert check_resumable(path, load_recipe("cpu-demo", ["model.fc_width=4096"]), classes) == [
         "model.fc_width: None → 4096"]  # the same network, said as a change
 
 
-@pytest.mark.parametrize("removed", ["callbacks", "loops", "optimizer_states"])
+@pytest.mark.parametrize("removed", ["state_dict", "callbacks", "loops", "optimizer_states"])
 def test_resume_refuses_a_checkpoint_without_its_training_state(prepared, uninterrupted_run, tmp_path, removed):
     """Lightning would resume without "callbacks" (so without ResumeRepair) or "loops" (from step 0)."""
     state = torch.load(uninterrupted_run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -373,7 +374,8 @@ def test_a_run_saved_when_the_towers_layouts_were_called_towers_resumes_under_th
     meta = CheckpointMeta.of_run(recipe.model, old, num_classes=2, classes=classes, crop=227, resize_size=256,
                                  normalization=Normalization(np.zeros(3), np.ones(3)), version="0.1.0")
     path = tmp_path / "last.ckpt"
-    torch.save({"alexnet_cli": meta.to_dict(), "optimizer_states": [], "loops": {}, "callbacks": {}}, path)
+    torch.save({"alexnet_cli": meta.to_dict(), "state_dict": {}, "optimizer_states": [], "loops": {},
+                "callbacks": {}}, path)
     assert check_resumable(path, recipe, classes) == ["optim.lr: 0.01 → 0.02"]
     # another layout is still a change a resume reports
     other = load_recipe("two-gpu", [f"trainer.devices={devices}", "trainer.strategy=ddp", "optim.lr=0.02"])

@@ -6,7 +6,8 @@ from alexnet_cli.errors import AlexnetError
 from alexnet_cli.recipes import load_recipe
 from alexnet_cli.training.trainer import check_trainer_arguments, device_count, make_logger, trainer_arguments
 
-CPU = ["trainer.accelerator=cpu", "data.device=cpu"]
+# A GPU recipe on CPU processes: a count of them (-1, every GPU, means nothing on the CPU, which Lightning refuses)
+CPU = ["trainer.accelerator=cpu", "data.device=cpu", "trainer.devices=2"]
 
 
 @pytest.mark.parametrize(("recipe", "overrides", "strategy"), [
@@ -24,9 +25,13 @@ def test_lightnings_own_strategies_pass_through_by_name(tmp_path, recipe, overri
     assert trainer_arguments(load_recipe(recipe, [*CPU, *overrides]), tmp_path, True, [])["strategy"] == strategy
 
 
-@pytest.mark.parametrize(("devices", "nodes", "counted"), [(2, 1, 2), (4, 3, 12), (-1, 2, 2), ("auto", 1, 1)])
-def test_device_count_is_over_every_node_and_counts_an_unknown_count_as_one(devices, nodes, counted):
-    recipe = load_recipe("ddp", [*CPU, f"trainer.devices={devices}", f"trainer.num_nodes={nodes}"])
+@pytest.mark.parametrize(("accelerator", "devices", "nodes", "counted"), [
+    ("cpu", 2, 1, 2), ("cpu", 4, 3, 12), ("cpu", "auto", 1, 1),  # Lightning's "auto" on the CPU: one process
+    ("gpu", -1, 2, 2), ("gpu", "auto", 1, 1),  # every GPU, none here to count: one per node
+    ("gpu", "[0, 1]", 2, 4)])  # a list counts its ids
+def test_device_count_is_over_every_node_and_counts_an_unknown_count_as_one(accelerator, devices, nodes, counted):
+    recipe = load_recipe("ddp", [f"trainer.accelerator={accelerator}", f"trainer.devices={devices}",
+                                 f"trainer.num_nodes={nodes}"])
     assert device_count(recipe) == counted
 
 
