@@ -180,6 +180,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
+        merges = [key_node for key_node, _ in node.value if key_node.tag == "tag:yaml.org,2002:merge"]
+        if len(merges) > 1:  # PyYAML would keep the last; "<<: [*a, *b]" says which comes first
+            raise _DuplicateKey(f"line {merges[1].start_mark.line + 1}: '<<' is given twice in one mapping (first "
+                                f"on line {merges[0].start_mark.line + 1}); merge both in one: <<: [*a, *b]")
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # "<<: *base": keys given beside a merge override it, as YAML means
@@ -201,21 +205,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, value_node in node.value:
             if key_node.tag != "tag:yaml.org,2002:merge" or not isinstance(value_node, yaml.SequenceNode):
                 continue
-            given: dict[Any, Any] = {}
+            given: dict[Any, tuple] = {}
             for merged in value_node.value:
                 if not isinstance(merged, yaml.MappingNode):
                     continue  # SafeLoader's own error names it
                 for inner_key, inner_value in merged.value:
-                    key, value = self.construct_object(inner_key, deep=True), self.construct_object(inner_value,
-                                                                                                  deep=True)
-                    try:
-                        if key in given and given[key] != value:
-                            raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: the mappings merged here "
-                                                f"give {key!r} two values ({given[key]!r}, {value!r}); give it once")
-                        given.setdefault(key, value)
-                    except TypeError:
-                        continue
+                    key, value = _node_text(inner_key), _node_text(inner_value)
+                    if key in given and given[key] != value:
+                        raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: the mappings merged here give "
+                                            f"{key[1]!r} two values; give it once")
+                    given.setdefault(key, value)
         super().flatten_mapping(node)
+
+
+def _node_text(node: yaml.Node) -> tuple:
+    """A YAML node as its tags and scalars, nested: two nodes that read alike compare equal, before construction
+    (whose cache may still hold an anchored mapping half-built)."""
+    if isinstance(node, yaml.ScalarNode):
+        return node.tag, node.value
+    if isinstance(node, yaml.SequenceNode):
+        return node.tag, tuple(_node_text(item) for item in node.value)
+    return node.tag, tuple(sorted((_node_text(k), _node_text(v)) for k, v in node.value))
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overridden: dict[str, str] | None = None) -> Recipe:

@@ -46,9 +46,9 @@ STEPS = [
                         "(no training beside it: an upper bound)"),
     Step("profile", 25, 1, "device time per step by category, every kernel once"),
     Step("model", 30, 1, "the paper net's eager variants step by step (bench/speed.PAPER_MATRIX), and owt"),
-    Step("gpu-tests", 110, 2, "pytest -m gpu: DALI's hand-off to torch, the Triton kernels, NaN and ±inf"),
-    Step("lrn-compiled", 40, 2, "the closed form compiled by Inductor at both layers' shapes"),
-    Step("model-compiled", 60, 2, "the matrix's compiled rows, with the graphs and breaks each compiled to"),
+    Step("gpu-tests", 120, 2, "pytest -m gpu: DALI's hand-off to torch, the Triton kernels, NaN and ±inf"),
+    Step("lrn-compiled", 35, 2, "the closed form compiled by Inductor at both layers' shapes"),
+    Step("model-compiled", 55, 2, "the matrix's compiled rows, with the graphs and breaks each compiled to"),
     Step("train-loop-switches", 45, 2, "the loop with compile, channels_last and split groups on"),
     Step("train-eval", 20, 2, "alexnet train for a few steps, then the ten-crop eval on the GPU"),
     Step("compare", 5, 2, "every figure against the newest docs/gpu/*-gpu-check.json of the same card"),
@@ -172,11 +172,16 @@ def run_step(step: Step, deadline: float, context) -> tuple[str, dict | None]:
         finally:
             sys.stdout.flush(), sys.stderr.flush()
             os._exit(code)
+    try:
+        os.setpgid(pid, pid)  # here too: the group exists before the deadline can pass, whichever runs first
+    except OSError:
+        pass  # the child has set it already (or has exec'd: not here)
     began, status = time.monotonic(), None
     while status is None:
         done, code = os.waitpid(pid, os.WNOHANG)
         if done:
             status = "ok" if os.waitstatus_to_exitcode(code) == 0 else "failed"
+            _stop_group(pid, reaped=True)  # what the step left running (DALI's workers, a compiler's)
         elif time.monotonic() - began > deadline:
             _stop_group(pid)
             status = f"stopped at its {deadline:.0f} s deadline"
@@ -190,12 +195,13 @@ def run_step(step: Step, deadline: float, context) -> tuple[str, dict | None]:
     return status, rows
 
 
-def _stop_group(pid: int) -> None:
+def _stop_group(pid: int, reaped: bool = False) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    os.waitpid(pid, 0)
+    if not reaped:
+        os.waitpid(pid, 0)
 
 
 def main(argv: list[str]) -> int:
@@ -210,7 +216,7 @@ def main(argv: list[str]) -> int:
     # touches CUDA (a forked child could not use it then): DALI, which might, is imported by the steps.
     import lightning  # noqa: F401
     import torch  # noqa: F401
-    from gpu_check_steps import Context
+    from gpu_check_context import Context
 
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.gettempdir()) / f"alexnet-gpu-check{'-smoke' if args.cpu_smoke else ''}-{os.getuid()}"

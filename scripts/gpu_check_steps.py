@@ -11,103 +11,19 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from gpu_check_context import Context, Recorder, data_label, earlier_environment
+from gpu_check_nvml import NvmlSampler
 
 ROOT = Path(__file__).resolve().parent.parent
 LRN_SHAPES = {"norm1": (128, 96, 55, 55), "norm2": (128, 256, 27, 27)}  # after conv1 and conv2, batch 128
 SMOKE_LRN_SHAPES = {"norm1": (2, 8, 9, 9), "norm2": (2, 16, 5, 5)}
-ENTRIES = 12_800  # 100 batches of 128: an epoch long enough for steady state (a 5-batch one read 1.025 syncs)
 # Cards with hardware JPEG decoders, which data.hw_decoder_load sends part of each batch to.
 JPEG_ENGINE_CARDS = ("A100", "A800", "A30", "H100", "H800", "H200", "H20", "GH200", "B200", "GB200")
-
-
-@dataclass(frozen=True)
-class Context:
-    out: Path
-    work: Path  # the steps' shared scratch (the dataset of symlinks), kept between steps and calls
-    smoke: bool
-    photos: Path | None
-
-    @property
-    def device(self) -> str:
-        return "cpu" if self.smoke else "gpu"
-
-    @property
-    def torch_device(self) -> torch.device:
-        return torch.device("cpu" if self.smoke else "cuda")
-
-    def recipe(self, *extra: str):
-        from alexnet_cli.recipes import load_recipe
-
-        if self.smoke:
-            return load_recipe("cpu-demo", ["data.batch_size=4", "model.fc_width=16", *extra])
-        return load_recipe("single-gpu", list(extra))
-
-    def dataset(self) -> Path:
-        """A prepared set of ENTRIES training entries (symlinks, classes in turn over PHOTOS' training images),
-        built once for the steps of both calls; complete once its marker is written."""
-        root = self.work / ("entries-smoke" if self.smoke else "entries")
-        if (root / ".complete").is_file():
-            return root
-        photos = self.photos or self._demo()
-        entries = 64 if self.smoke else ENTRIES
-        sources = _classes_in_turn(sorted((photos / "train").glob("*/*.JPEG")))
-        classes = json.loads((photos / "classes.json").read_text())
-        root.mkdir(parents=True, exist_ok=True)
-        for name in ("classes.json", "dataset.json", "stats.npz"):
-            if (photos / name).exists():
-                (root / name).write_bytes((photos / name).read_bytes())
-        # Classes in turn, so that every class has images in both splits (the layout refuses one without).
-        for split, count in (("train", max(len(classes), entries)), ("val", max(len(classes), entries // 20))):
-            for index in range(count):
-                source = sources[index % len(sources)]
-                target = root / split / source.parent.name / f"{index:06d}-{source.name}"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not target.is_symlink():
-                    target.symlink_to(source.resolve())
-        (root / ".complete").write_text("")
-        return root
-
-    def _demo(self) -> Path:
-        from alexnet_cli.data.prepare.demo import DemoSpec, write_demo_source
-        from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet
-
-        spec = DemoSpec(classes=4, train_per_class=8, val_per_class=2, seed=1) if self.smoke else DemoSpec()
-        prepared = self.work / "demo"
-        if not (prepared / "dataset.json").is_file():
-            source = write_demo_source(self.work / "demo-source", spec)
-            prepare_imagenet(PrepareOptions(source, prepared, workers=os.cpu_count() or 1))
-        return prepared
-
-
-class Recorder:
-    """A step's results, written to disk after every change (atomically): what the parent reads back."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.data = path, {"rows": [], "figures": {}}
-
-    def row(self, row: dict) -> None:
-        self.data["rows"].append(row)
-        self.save()
-
-    def set(self, **values) -> None:
-        self.data.update(values)
-        self.save()
-
-    def figure(self, key: str, value: float, higher_is_better: bool = True) -> None:
-        """A number the next run is compared against."""
-        self.data["figures"][key] = {"value": value, "higher_is_better": higher_is_better}
-        self.save()
-
-    def save(self) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text(json.dumps(self.data, indent=1, default=str))
-        temporary.replace(self.path)
 
 
 def run_in_child(name: str, context: Context, rows_file: Path) -> None:
@@ -204,19 +120,17 @@ def lrn(ctx: Context, rec: Recorder, compiled: bool = False) -> None:
 def _compiled_closed_form(ctx: Context, closed_form_lrn):
     """A fresh compile of the closed form (dynamo reset first: no earlier variant's cache entries count toward
     its recompile limit), and a function telling how many graphs and breaks it compiled to."""
-    from torch._dynamo.utils import counters
+    from alexnet_cli.bench.speed import compile_counts, fresh_compile
 
-    torch._dynamo.reset()
-    counters.clear()
+    fresh_compile()
     backend = "aot_eager" if ctx.smoke else "inductor"
     compiled = torch.compile(closed_form_lrn, backend=backend, fullgraph=True, dynamic=False)
-    return compiled, lambda: _compile_counts(counters)
 
+    def counts() -> dict:
+        graphs, breaks = compile_counts()
+        return {"graphs": graphs, "graph_breaks": breaks, "ran_eagerly": graphs == 0}
 
-def _compile_counts(counters) -> dict:
-    graphs = counters["stats"].get("unique_graphs", 0)
-    breaks = sum(counters["graph_break"].values())
-    return {"graphs": graphs, "graph_breaks": breaks, "ran_eagerly": graphs == 0}
+    return compiled, counts
 
 
 def train_loop(ctx: Context, rec: Recorder, *switches: str, label: str = "train-loop",
@@ -224,7 +138,7 @@ def train_loop(ctx: Context, rec: Recorder, *switches: str, label: str = "train-
     from alexnet_cli.bench.train_loop import benchmark_train
 
     steps, warmup = (2, 1) if ctx.smoke else (40, 10)
-    rec.set(switches=list(switches), data=_data_label(ctx))
+    rec.set(switches=list(switches), data=data_label(ctx))
     result = benchmark_train(ctx.recipe(*switches), ctx.dataset(), steps=steps, warmup=warmup,
                              compare_synthetic=synthetic, count_syncs=not ctx.smoke)
     rec.set(**asdict(result))
@@ -258,8 +172,8 @@ def dali(ctx: Context, rec: Recorder) -> None:
 
     loads = [0.65] if ctx.smoke else [0.0, 0.65, 1.0]
     batches = 2 if ctx.smoke else 40
-    rec.set(bound="upper bound: the pipeline alone, no training beside it", data=_data_label(ctx))
-    engines = _environment(ctx).get("jpeg_engines", False)
+    rec.set(bound="upper bound: the pipeline alone, no training beside it", data=data_label(ctx))
+    engines = earlier_environment(ctx).get("jpeg_engines", False)
     idle = []
     for load in loads:
         recipe = ctx.recipe(f"data.hw_decoder_load={load}")
@@ -284,13 +198,15 @@ def dali(ctx: Context, rec: Recorder) -> None:
         loader.close()
         rec.row(row)
         rec.figure(f"dali img/s at hw_decoder_load {load} (upper bound)", row["img_s"])
-        if engines and load > 0 and row.get("jpeg_util_mean") is not None and row["jpeg_util_mean"] == 0:
+        if engines and load > 0 and not row.get("jpeg_util_mean"):  # 0 %, or no reading at all
             idle.append(load)
     if idle:
         sm = [row.get("sm_util_mean") for row in rec.data["rows"]]
-        raise RuntimeError(f"hw_decoder_load {', '.join(map(str, idle))}: NVML read 0 % JPEG-engine use on "
-                           f"{_environment(ctx).get('card')}, which has the engines (SM use {sm} %): the hardware "
-                           "decoder is not engaged")
+        read = [row.get("jpeg_util_mean", row.get("utilisation")) for row in rec.data["rows"]]
+        card = earlier_environment(ctx).get("card")
+        raise RuntimeError(f"hw_decoder_load {', '.join(map(str, idle))}: the JPEG engines of {card} read {read} "
+                           f"(SM use {sm} %): the hardware decoder is not engaged, or its use cannot be read here; "
+                           "either way it is not verified")
 
 
 def profile(ctx: Context, rec: Recorder) -> None:
@@ -391,7 +307,7 @@ def train_eval(ctx: Context, rec: Recorder) -> None:
     run_dir = ctx.work / f"run-{os.getpid()}"
     trained = run(ctx.recipe(*overrides), ctx.dataset(), out=run_dir, quiet=True)
     rec.set(train_img_s=trained.images_per_second, data_wait=trained.data_wait_fraction, steps=trained.global_step,
-            data=_data_label(ctx))
+            data=data_label(ctx))
     evaluated = evaluate(ctx.dataset(), checkpoint=trained.last_checkpoint, ten_crop=True,
                          batch_size=4 if ctx.smoke else 128, device=ctx.device, num_threads=4)
     rec.set(eval_images=evaluated.images, eval_img_s=evaluated.images_per_second)
@@ -432,77 +348,6 @@ STEP_FUNCTIONS = {
 # --- helpers ----------------------------------------------------------------------------------------------------
 
 
-def _data_label(ctx: Context) -> str:
-    return f"real photos ({ctx.photos})" if ctx.photos else "the demo's drawn shapes, not photos"
-
-
-def _environment(ctx: Context) -> dict:
-    report = ctx.out / "gpu-check.json"
-    return json.loads(report.read_text()).get("environment", {}) if report.is_file() else {}
-
-
-class NvmlSampler:
-    """GPU and JPEG-engine utilisation sampled at 10 Hz while DALI runs: NVML on a thread of this process, or
-    nvidia-smi at 100 ms where no NVML binding (pynvml) is installed."""
-
-    QUERY = ["nvidia-smi", "--query-gpu=utilization.gpu,utilization.jpeg", "--format=csv,noheader,nounits",
-             "-lms", "100"]
-
-    def __init__(self, hz: float = 10.0) -> None:
-        self.period, self.samples, self._stop = 1.0 / hz, [], threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._smi: subprocess.Popen | None = None
-        self.source = "nvml"
-
-    def start(self) -> None:
-        try:
-            import pynvml  # noqa: F401
-        except ImportError:
-            self.source = "nvidia-smi"
-            try:
-                self._smi = subprocess.Popen(self.QUERY, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                             text=True)
-            except OSError as exc:  # neither: img/s at load 0 vs 1 still tells the engines' share
-                self.source = f"nothing ({exc})"
-            return
-        self._thread.start()
-
-    def _run(self) -> None:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-        while not self._stop.is_set():
-            sample = {"sm": pynvml.nvmlDeviceGetUtilizationRates(handle).gpu}
-            try:
-                sample["jpeg"] = pynvml.nvmlDeviceGetJpgUtilization(handle)[0]
-            except Exception:
-                sample["jpeg"] = None
-            self.samples.append(sample)
-            time.sleep(self.period)
-
-    def stop(self) -> dict:
-        if self.source.startswith("nothing"):
-            pass
-        elif self._smi is not None:
-            self._smi.terminate()
-            output, _ = self._smi.communicate(timeout=5)
-            for line in output.splitlines():
-                fields = [field.strip() for field in line.split(",")]
-                if len(fields) == 2 and fields[0].isdigit():
-                    self.samples.append({"sm": int(fields[0]),
-                                         "jpeg": int(fields[1]) if fields[1].isdigit() else None})
-        else:
-            self._stop.set()
-            self._thread.join(timeout=2)
-        if not self.samples:
-            return {"utilisation": f"no samples from {self.source}"}
-        jpeg = [s["jpeg"] for s in self.samples if s["jpeg"] is not None]
-        return {"utilisation_source": self.source, "samples": len(self.samples),
-                "sm_util_mean": statistics.mean(s["sm"] for s in self.samples),
-                "jpeg_util_mean": statistics.mean(jpeg) if jpeg else None}
-
-
 def _label_forward(module, label: str) -> None:
     """Wrap ``module``'s forward in a profiler range named ``label`` (forward hooks: the model is untouched)."""
     from torch.autograd.profiler import record_function
@@ -516,15 +361,6 @@ def _label_forward(module, label: str) -> None:
 
     module.register_forward_pre_hook(enter)
     module.register_forward_hook(leave)
-
-
-def _classes_in_turn(files: list[Path]) -> list[Path]:
-    """One file of each class, then the second of each, ...: any prefix as long as the class count covers all."""
-    by_class: dict[str, list[Path]] = {}
-    for path in files:
-        by_class.setdefault(path.parent.name, []).append(path)
-    columns = itertools.zip_longest(*by_class.values())
-    return [path for column in columns for path in column if path is not None]
 
 
 def _lrn_float64(x, alpha, beta, k, size=5, groups=2):

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from conftest import one_line_error
@@ -31,6 +32,8 @@ def test_the_gpu_check_runs_every_step_of_both_calls_on_the_cpu_and_reports_each
     report = json.loads((out / "gpu-check.json").read_text())
     assert [(s["step"], s["status"]) for s in report["steps"]] == [(name, "ok") for name in CALL_1 + CALL_2]
     assert report["data"] == f"real photos: {prepared}"
+    work = Path(tempfile.gettempdir()) / f"alexnet-gpu-check-smoke-{os.getuid()}" / "entries-smoke"
+    assert (work / ".complete").read_text() == str(prepared.resolve())  # trained on them, not an earlier set
     lrn = {(r["layer"], r["layout"], r["impl"]): r for r in report["lrn"]["rows"] + report["lrn-compiled"]["rows"]}
     cases = [("nchw", "reference"), ("nchw", "closed-form"), ("nchw", "triton"), ("nhwc", "closed-form"),
              ("nchw", "closed-form compiled"), ("nhwc", "closed-form compiled")]

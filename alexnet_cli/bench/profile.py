@@ -1,11 +1,12 @@
 """A training step's time by what it is spent on, from a ``torch.profiler`` event list (the GPU check's profile).
 
-On a GPU each kernel is one device event, linked to the CPU event that launched it (``cudaLaunchKernel`` and
-the like) by its correlation id; that launch sits under the aten op, the autograd node and any labelled range
-around it. Only device events are counted, each once, under the category of the first op around its launch
-that names one: their sum is the device's busy time. (Summing ``self_device_time_total`` over every event, as
-this check did first, counts each kernel twice: once for itself and once for the CPU op that launched it.)
-On a CPU there are no device events; each op's own CPU time is counted instead.
+On a GPU each kernel is one device event; the profiler links it to the op that launched it (its
+``linked_correlation_id`` is that op's id) and lists it among that op's ``kernels``. The table counts each
+kernel once, under the category of the first event around its op that names one (the LRN's labelled range,
+the op itself, its autograd node); device events linked to no op count as "other", so the categories add up
+to every kernel's time, the device's busy time. (Summing ``self_device_time_total`` over every event, as this
+check did first, counts each kernel twice: once for itself and once for the op that launched it.) On a CPU
+there are no device events; each op's own CPU time is counted instead.
 """
 
 from collections.abc import Iterable
@@ -41,17 +42,17 @@ def category_of(event) -> str:
 
 
 def device_ms_by_category(events: Iterable, steps: int) -> dict[str, float]:
-    """Milliseconds per step of device time by category, every device event counted once."""
+    """Milliseconds per step of device time by category, every kernel counted once."""
     events = list(events)
-    launches = {event.id: event for event in events if event.device_type == DeviceType.CPU}
     spent: dict[str, float] = {}
     for event in events:
-        if event.device_type != DeviceType.CUDA:
-            continue
-        launch = launches.get(event.linked_correlation_id)
-        category = category_of(launch) if launch is not None else "other"
-        duration_us = event.time_range.end - event.time_range.start
-        spent[category] = spent.get(category, 0.0) + duration_us / steps / 1e3
+        launched_us = sum(kernel.duration for kernel in event.kernels) if event.device_type == DeviceType.CPU else 0
+        if launched_us:
+            category = category_of(event)
+            spent[category] = spent.get(category, 0.0) + launched_us / steps / 1e3
+    unlinked = kernel_ms_total(events, steps) - sum(spent.values())
+    if unlinked > 1e-9:  # a copy or kernel the profiler tied to no op
+        spent["other"] = spent.get("other", 0.0) + unlinked
     return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
 

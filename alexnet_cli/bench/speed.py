@@ -230,12 +230,7 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     if variant.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     if variant.compile_mode:
-        from torch._dynamo.utils import counters
-
-        # Forget earlier variants' graphs: every nn.Module.compile shares _call_impl's code cache, and past
-        # its recompile limit dynamo would silently run this one eagerly (the graphs counted below would say).
-        torch._dynamo.reset()
-        counters.clear()
+        fresh_compile()
         compile_in_place(model, CompileOptions(variant.compile_mode, compile_backend))
     optimizer = sgd(model, OptimConfig(), OptimConfig().lr)  # train's own update, the paper's constants
     precision_context = autocast(variant.precision, target)
@@ -263,7 +258,7 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
             started = time.perf_counter()
             forward(), train_step(), synchronize(target)
             compile_seconds = time.perf_counter() - started
-            graphs, breaks = counters["stats"].get("unique_graphs", 0), sum(counters["graph_break"].values())
+            graphs, breaks = compile_counts()
         forward_times = _time(forward, warmup, batches, target, task)
         train_times = _time(train_step, warmup, batches, target, task)
     if device == "gpu":
@@ -274,6 +269,22 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     return ModelBenchmark(arch, variant.name, batch_size, device, fwd * 1e3, _std(forward_times) * 1e3, trn * 1e3,
                           _std(train_times) * 1e3, batch_size / fwd, batch_size / trn, peak,
                           cudnn_benchmark and device == "gpu", compile_seconds, graphs, breaks)
+
+
+def fresh_compile() -> None:
+    """Forget earlier compiles before a new variant's: every nn.Module.compile shares _call_impl's code cache, and
+    past dynamo's recompile limit it would silently run the new one eagerly (``compile_counts`` would say so)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+
+def compile_counts() -> tuple[int, int]:
+    """(graphs dynamo captured, graph breaks) since ``fresh_compile``: 0 graphs is a run that went eager."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"].get("unique_graphs", 0), sum(counters["graph_break"].values())
 
 
 def autocast(precision: str, device: torch.device):

@@ -7,7 +7,6 @@ the device synchronised at both ends. Data wait is the time the loop blocked on 
 loader between steps (NVIDIA's DeepLearningExamples report it the same way).
 """
 
-import contextlib
 import tempfile
 import time
 import warnings
@@ -26,6 +25,7 @@ from alexnet_cli.models.execution import compile_in_place
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
 from alexnet_cli.training.callbacks import StepGaps
+from alexnet_cli.training.cuda_stream import own_stream
 from alexnet_cli.training.trainer import recipe_layout
 
 
@@ -330,8 +330,7 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progre
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     precision_context = autocast(precision, device)
     # On a stream of its own, as alexnet train runs (training/cuda_stream.py): DALI's batches come ordered on it.
-    own_stream = torch.cuda.stream(torch.cuda.Stream(device)) if device.type == "cuda" else contextlib.nullcontext()
-    with progress.task("plain PyTorch loop", total * recipe.data.batch_size) as task, own_stream:
+    with progress.task("plain PyTorch loop", total * recipe.data.batch_size) as task, own_stream(device):
         while window.done < total:
             for images, labels in loader:
                 window.step_started()

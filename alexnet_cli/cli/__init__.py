@@ -64,15 +64,17 @@ def main() -> None:
         errors.print("[bold red]interrupted[/]")
         code = 130
     except Exception as exc:
-        # Typer vendors Click, whose UsageError it does not export: known by its class's name
-        if not any(kind.__name__ == "UsageError" for kind in type(exc).__mro__):
+        # Typer vendors Click, whose exceptions it does not export: a ClickException is known by its class's name
+        kinds = {kind.__name__ for kind in type(exc).__mro__}
+        if "ClickException" not in kinds:
             raise
         if type(exc).__name__ == "NoArgsIsHelpError":  # the help, which Typer has printed already
             sys.exit(2)
         where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "alexnet"
         message = " ".join(exc.format_message().split())
-        errors.print(f"[bold red]error:[/] {shown(message)} (see '{where} --help')", highlight=False, soft_wrap=True)
-        code = 2
+        see = f" (see '{where} --help')" if "UsageError" in kinds else ""
+        errors.print(f"[bold red]error:[/] {shown(message)}{see}", highlight=False, soft_wrap=True)
+        code = exc.exit_code
     sys.exit(code if isinstance(code, int) else 0)
 
 

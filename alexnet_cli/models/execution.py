@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_cli.models.lrn import LrnImpl
+from alexnet_cli.models.lrn import LrnImpl, is_channels_last
 from alexnet_cli.models.paper import LocalResponseNorm
 
 
@@ -64,8 +64,7 @@ def prepare_lrn(model: nn.Module, device: torch.device) -> list[str]:
     """Decide, on ``device``, what each LRN layer's ``impl`` runs (``models/lrn.choose_impl``), checking Triton
     there if it is chosen: eagerly, before ``torch.compile`` or a CUDA graph could capture the check. Returns the
     lines to say where the choice differs from what was asked (each once)."""
-    channels_last = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
-                        for p in model.parameters())
+    channels_last = any(is_channels_last(p) for p in model.parameters())
     notes = [module.choose(device, channels_last).note
              for module in model.modules() if isinstance(module, LocalResponseNorm)]
     return list(dict.fromkeys(note for note in notes if note))

@@ -136,21 +136,32 @@ def triton_failure(device: torch.device) -> str | None:
     return _TRITON_CHECKED[key]
 
 
+# The check's LRN: the paper's constants (models/paper.py, which imports this module) over two towers' maps.
+_CHECK = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0, "groups": 2}
+
+
 def _check_triton(device: torch.device) -> str | None:
     try:
         from alexnet_cli.models.lrn_triton import triton_lrn
     except Exception as exc:  # noqa: BLE001 - no Triton, or one that cannot build for this torch
         return f"cannot import it: {_first_line(exc)}"
+    # With gradients and without autocast whatever the caller runs under (an eval's inference mode, a
+    # benchmark's no_grad): the check must not fail for the caller's reasons, its result is kept.
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        return _compare_with_closed_form(triton_lrn, device)
+
+
+def _compare_with_closed_form(triton_lrn, device: torch.device) -> str | None:
     generator = torch.Generator().manual_seed(0)
     x = (torch.randn(2, 8, 5, 6, generator=generator) * 30).relu().to(device)
     grad = torch.randn(x.shape, generator=generator).to(device)
     try:
         for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2.0**-7)):
             got, want = (x.to(dtype).clone().requires_grad_() for _ in range(2))
-            y = triton_lrn(got, 5, 1e-4, 0.75, 2.0, 2)
+            y = triton_lrn(got, **_CHECK)
             y.backward(grad.to(dtype))
-            closed_form_lrn(want, 5, 1e-4, 0.75, 2.0, 2).backward(grad.to(dtype))
-            expected = closed_form_lrn(want.detach(), 5, 1e-4, 0.75, 2.0, 2)
+            closed_form_lrn(want, **_CHECK).backward(grad.to(dtype))
+            expected = closed_form_lrn(want.detach(), **_CHECK)
             for name, a, b in (("forward", y, expected), ("backward", got.grad, want.grad)):
                 error = ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-30)).item()
                 if not error <= tolerance:
@@ -177,8 +188,3 @@ def kernel_function(kernel: LrnKernel):
 
         return triton_lrn
     return closed_form_lrn if kernel == "closed-form" else reference_lrn
-
-
-def lrn_function(impl: LrnImpl, x: torch.Tensor):
-    """The implementation that ``impl`` resolves to for ``x`` (its device and layout; ``choose_impl``)."""
-    return kernel_function(choose_impl(impl, x.device, channels_last=is_channels_last(x)).kernel)

@@ -8,6 +8,7 @@ maps); and each GPU normalised (LRN) its own maps. With biases that is 60,965,22
 parameters for 1000 classes.
 """
 
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -58,7 +59,12 @@ class LocalResponseNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layout = is_channels_last(x)
-        kernel = self.chosen.get((x.device.type, x.device.index, layout)) or self.choose(x.device, layout).kernel
+        kernel = self.chosen.get((x.device.type, x.device.index, layout))
+        if kernel is None:  # not prepared (evaluation, a script): chosen here, and what differs said once
+            choice = self.choose(x.device, layout)
+            if choice.note:
+                warnings.warn(choice.note, stacklevel=2)
+            kernel = choice.kernel
         function = kernel_function(kernel)
         if x.device.type == "meta":  # the traffic count's tensors, which have no autocast to turn off
             return function(x, self.size, self.alpha, self.beta, self.k, self.groups)

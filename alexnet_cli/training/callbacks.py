@@ -8,6 +8,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from alexnet_cli.atomic import write_text_atomic
+from alexnet_cli.training.run_dir import write_run_facts
 
 
 class StepGaps:
@@ -241,7 +242,8 @@ class SparseMetricsProgressBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         """"Epoch 1/8" for the first of eight, as the run's summary and the report count them (Lightning's own
-        bar says "Epoch 0/7")."""
+        bar says "Epoch 0/7"). Lightning's protected hook, the only place the bar's description is made:
+        tests/training/test_callbacks.py fails if a Lightning release renames it."""
         description = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs
                                                       and self.trainer.max_epochs > 0 else "")
         return f"{description:{len(self.validation_description)}}"
@@ -290,8 +292,6 @@ class RunRecord(L.Callback):
         self.run_dir, self.facts, self.started = Path(run_dir), facts, False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from alexnet_cli.training.run_dir import write_run_facts
-
         self.started = True
         if trainer.is_global_zero:
             write_run_facts(self.run_dir, self.facts)

@@ -8,26 +8,51 @@ handle no one can misread. It is a non-blocking stream from PyTorch's pool, so i
 that other libraries queue on the legacy default stream either.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import lightning as L
 import torch
 
 
+class OwnStream:
+    """A fresh stream of ``device`` made current, ordered after everything queued on the stream it replaces (the
+    weights' copy to the device, the optimizer's set-up), and that stream ordered after it when it ends."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._before = torch.cuda.current_stream(device)
+        self.stream = torch.cuda.Stream(device)
+        self.stream.wait_stream(self._before)
+        torch.cuda.set_stream(self.stream)
+
+    def end(self) -> None:
+        self._before.wait_stream(self.stream)
+        torch.cuda.set_stream(self._before)
+
+
+@contextlib.contextmanager
+def own_stream(device: torch.device) -> Iterator[None]:
+    """``OwnStream`` for a block (a benchmark's plain loop); nothing off CUDA."""
+    if device.type != "cuda":
+        yield
+        return
+    stream = OwnStream(device)
+    try:
+        yield
+    finally:
+        stream.end()
+
+
 class TrainingStream(L.Callback):
-    """Run fit (training and validation) on a fresh CUDA stream of the training device, ordered after everything
-    queued before it (the weights' copy to the device, a resumed state) and before everything after it."""
+    """Run fit on ``OwnStream``: from the start of fit (before a resumed optimizer state is restored, which then
+    lands on this stream too) to its end, training and validation alike."""
 
     def __init__(self) -> None:
-        self._stream: torch.cuda.Stream | None = None
-        self._before: torch.cuda.Stream | None = None
+        self._own: OwnStream | None = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        device = pl_module.device
-        if device.type != "cuda":
-            return
-        self._before = torch.cuda.current_stream(device)
-        self._stream = torch.cuda.Stream(device)
-        self._stream.wait_stream(self._before)
-        torch.cuda.set_stream(self._stream)
+        if pl_module.device.type == "cuda":
+            self._own = OwnStream(pl_module.device)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._restore()
@@ -36,8 +61,6 @@ class TrainingStream(L.Callback):
         self._restore()
 
     def _restore(self) -> None:
-        if self._stream is None:
-            return
-        self._before.wait_stream(self._stream)
-        torch.cuda.set_stream(self._before)
-        self._stream = self._before = None
+        if self._own is not None:
+            self._own.end()
+            self._own = None

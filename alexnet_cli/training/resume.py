@@ -18,8 +18,8 @@ def resolve_resume(resume: Path) -> tuple[Path, Path | None]:
         return checkpoint.resolve(), resume
     if not resume.is_file():
         raise AlexnetError(f"--resume {resume}: no such checkpoint or run directory")
-    in_run = resume.parent.name == "checkpoints"
-    return resume.resolve(), resume.parent.parent if in_run else None
+    checkpoint = resume.resolve()  # "last.ckpt" typed inside RUN/checkpoints is in the run too
+    return checkpoint, checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
 
 
 def recipe_of_run(resume: Path, overrides: list[str] | None) -> Recipe:

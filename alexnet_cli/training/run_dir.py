@@ -86,15 +86,13 @@ def drop_metrics_past(run_dir: Path, step: int) -> int:
 
 def copy_metrics_before(source_dir: Path | None, run_dir: Path, checkpoint: Path) -> None:
     """A run continued in a new folder (--resume A --out B): B's metrics.csv starts with A's rows of the steps
-    the checkpoint had trained, so that B's curves are the whole run's. A metrics.csv already in B is kept."""
+    the checkpoint had trained, so that B's curves are the whole run's. A metrics.csv already in B (an earlier
+    try at this resume) is kept; in both, the rows past the checkpoint's step go (the run logs them again)."""
     from alexnet_cli.models.checkpoints import read_file
 
-    if source_dir is None:
-        return
-    source, target = source_dir / "metrics.csv", run_dir / "metrics.csv"
-    if target.exists() or not source.is_file():
-        return
-    write_text_atomic(target, source.read_text())
+    source, target = (source_dir / "metrics.csv" if source_dir else None), run_dir / "metrics.csv"
+    if not target.exists() and source is not None and source.is_file():
+        write_text_atomic(target, source.read_text())
     drop_metrics_past(run_dir, int(read_file(checkpoint, mmap=True).get("global_step", 0)))
 
 

@@ -3,6 +3,7 @@
 import lightning as L
 
 from alexnet_cli.data.datamodule import DaliDataModule
+from alexnet_cli.data.workers import Workers, workers_for
 from alexnet_cli.recipes import DataConfig
 
 
@@ -36,8 +37,6 @@ def test_the_training_loader_draws_with_the_recipes_switches_and_the_datasets_ba
 
 
 def test_auto_workers_divide_the_cores_this_process_may_use_between_the_ranks_here():
-    from alexnet_cli.data.workers import Workers, workers_for
-
     auto = DataConfig()
     assert (auto.num_threads, auto.py_workers) == ("auto", "auto")
     assert workers_for(auto, 1, cores=16) == Workers(threads=12, readers=3)  # one core for the training thread
@@ -51,14 +50,11 @@ def test_auto_workers_divide_the_cores_this_process_may_use_between_the_ranks_he
 
 
 def test_a_lightning_loader_queues_one_batch_more_and_shares_the_cores_with_the_trainers_ranks(prepared):
-    import os
-
     config = DataConfig(device="cpu", batch_size=2, prefetch=3)
     module = DaliDataModule(prepared, config, crop=64)
     module.trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False,
                                enable_checkpointing=False, enable_progress_bar=False)
-    cores = len(os.sched_getaffinity(0))
-    assert module.workers.threads == max(1, cores // 2 - (1 if cores // 2 > 2 else 0) - module.workers.readers)
+    assert module.workers == workers_for(config, ranks_here=2)  # the Trainer's two ranks share this machine
     train, evaluation = module.train_dataloader(), module.loader("val", "val")
     try:
         next(iter(train))

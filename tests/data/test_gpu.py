@@ -66,25 +66,26 @@ def test_stream_ordered_batches_stay_intact_while_the_gpu_is_busy(prepared):
 
 
 def test_on_a_training_stream_of_its_own_batches_are_ordered_and_the_host_never_waits(prepared):
-    """training/cuda_stream.py's hand-off: before each batch is asked for, a ~0.5 s kernel is queued on the
-    training stream; the batch is then copied on that stream and let go at once (DALI may reuse its buffers).
-    ``run()`` must return while the kernel still runs (no host synchronisation), and every copy must equal the
-    CPU pipeline's batch: a buffer reused before the stream read it would show another batch's pixels."""
+    """training/cuda_stream.py's hand-off, asked as Lightning asks: batch i+1 is fetched before batch i is used.
+    Before each fetch a ~0.5 s kernel is queued on the training stream; batch i is then copied on that stream and
+    let go (DALI may reuse its buffers). ``run()`` must return while the kernel still runs (no host
+    synchronisation), and every copy must equal the CPU pipeline's batch: a buffer reused before the stream read
+    it would show another batch's pixels."""
     gpu, _ = make_loader(prepared, "train", batch_size=8, pca_std=0.1, device="gpu", exact_decode=True)
     cpu, _ = make_loader(prepared, "train", batch_size=8, pca_std=0.1, device="cpu")
     copies, host_waited = [], []
     with torch.cuda.stream(torch.cuda.Stream()):
         batches = iter(gpu)
-        images, labels = next(batches)  # the pipeline's start-up
+        current = next(batches)  # the pipeline's start-up
         for _ in range(len(gpu) - 1):
-            copies.append((images.clone(), labels.clone()))
-            del images, labels
             torch.cuda._sleep(1_000_000_000)  # ~0.5 s of one spinning kernel, queued ahead of the next batch
             sleeping = torch.cuda.Event()
             sleeping.record()
-            images, labels = next(batches)  # DALI binds it to this stream
+            ahead = next(batches)  # DALI binds it to this stream
             host_waited.append(sleeping.query())  # True only if run() sat out the kernel
-        copies.append((images.clone(), labels.clone()))
+            copies.append((current[0].clone(), current[1].clone()))  # batch i used after i+1 was fetched
+            current = ahead
+        copies.append((current[0].clone(), current[1].clone()))
     torch.cuda.synchronize()
     assert len(copies) == len(gpu) >= 3 and not any(host_waited), host_waited
     for step, (copy, want) in enumerate(zip(copies, cpu)):
@@ -130,14 +131,20 @@ def test_a_nonfinite_step_leaves_weights_and_momentum_unchanged_on_the_gpu():
     assert torch.equal(optimizer.state[weight]["momentum_buffer"], torch.zeros(5, device="cuda"))
 
 
-def test_fit_runs_on_a_stream_of_its_own_and_gives_the_default_back():
+def test_fit_runs_on_a_stream_of_its_own_ordered_after_what_came_before_and_gives_the_default_back():
     from types import SimpleNamespace
 
     from alexnet_cli.training.cuda_stream import TrainingStream
 
     callback, module = TrainingStream(), SimpleNamespace(device=torch.device("cuda", 0))
     default = torch.cuda.current_stream()
+    weights = torch.zeros(1000, device="cuda")
+    torch.cuda._sleep(1_000_000_000)  # ~0.5 s, then the "weights" arrive on the default stream
+    weights.fill_(1.0)
     callback.on_fit_start(None, module)
     assert torch.cuda.current_stream() != default and torch.cuda.current_stream().cuda_stream != 0
+    seen = weights.clone()  # on the training stream: must wait for the fill queued before fit started
     callback.on_fit_end(None, module)
     assert torch.cuda.current_stream() == default
+    torch.cuda.synchronize()
+    assert bool((seen == 1.0).all())

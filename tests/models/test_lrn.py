@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from alexnet_cli.models import lrn as lrn_module
-from alexnet_cli.models.lrn import choose_impl, closed_form_lrn, lrn_function, reference_lrn
+from alexnet_cli.models.lrn import choose_impl, closed_form_lrn, kernel_function, reference_lrn
 from alexnet_cli.models.paper import LRN_ALPHA, LRN_BETA, LRN_K, LocalResponseNorm
 
 try:
@@ -130,7 +130,7 @@ def test_with_triton_interpret_a_module_asked_for_triton_runs_the_triton_op(monk
     the closed form that stands in for them elsewhere."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     x = (torch.randn(2, 10, 5, 4, generator=torch.Generator().manual_seed(7)) * 30).relu()
-    assert lrn_function("triton", x) is IMPLS["triton"]
+    assert kernel_function(choose_impl("triton", x.device).kernel) is IMPLS["triton"]
     ran = []
     with torch.profiler.profile() as profile:
         LocalResponseNorm(5, groups=2, impl="triton")(x)
@@ -143,7 +143,9 @@ def test_the_triton_check_passes_here_and_fails_on_kernels_that_differ(monkeypat
     from alexnet_cli.models import lrn_triton
 
     assert lrn_module._check_triton(torch.device("cpu")) is None  # the interpreter runs the kernels
-    monkeypatch.setattr(lrn_triton, "triton_lrn", lambda x, *constants: closed_form_lrn(x, *constants) * 1.01)
+    with torch.inference_mode():  # an evaluation's mode: the check keeps its own
+        assert lrn_module._check_triton(torch.device("cpu")) is None
+    monkeypatch.setattr(lrn_triton, "triton_lrn", lambda x, **constants: closed_form_lrn(x, **constants) * 1.01)
     failure = lrn_module._check_triton(torch.device("cpu"))
     assert failure is not None and "forward differs from the closed form's" in failure
 
@@ -221,7 +223,6 @@ def test_bf16_rounding_is_to_nearest_even_with_nans_kept_as_nans():
     assert torch.equal(y[finite].view(torch.int16), expected[finite].view(torch.int16))
     assert y[5] == float("inf") and y.view(torch.int16)[7] == 0x3F82 and y.view(torch.int16)[6] == 0x3F80
     assert plain.view(torch.int16)[7] == 0x3F81  # truncated: what the kernels would store without the rounding
-
 
 
 if triton is not None:

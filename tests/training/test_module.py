@@ -2,8 +2,10 @@
 
 import lightning as L
 import pytest
+import torch
 
 from alexnet_cli.models import build_model
+from alexnet_cli.models.execution import set_lrn_impl
 from alexnet_cli.parallel.layouts import LAYOUTS
 from alexnet_cli.recipes import OptimConfig
 from alexnet_cli.training.module import AlexNetModule
@@ -27,14 +29,9 @@ def test_outside_a_run_the_module_is_one_data_parallel_rank():
     assert _module(batch_size=64).learning_rate() == pytest.approx(0.01 * 64 / 128)
 
 
-
 def test_a_run_asking_for_triton_off_a_gpu_says_once_that_the_closed_form_runs(monkeypatch):
     """The choice is made when fit starts, on the device it trains on, and said in one line: here the CPU, where
     Triton's kernels cannot run (outside its interpreter), so the closed form does and the run goes on."""
-    import torch
-
-    from alexnet_cli.models.execution import set_lrn_impl
-
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     said = []
     model = build_model("paper", 10, fc_width=16)

@@ -1,6 +1,7 @@
 """``prepare_run``: what ``train`` and its dry run refuse, asked of the layout, before anything is written."""
 
 import pytest
+import torch
 from conftest import NARROW_FC, THREE_STEP_RUN, invoke_alexnet, one_line_error
 
 from alexnet_cli.errors import AlexnetError
@@ -41,7 +42,15 @@ def test_the_datamodule_is_given_the_layouts_collective_forward(prepared, tmp_pa
     assert trick.datamodule.shard() == ddp.datamodule.shard() == (0, 1)  # outside a run: one process
 
 
-def test_setup_asks_the_layout_about_the_device_count_only_where_it_can_be_counted(prepared, tmp_path):
+@pytest.fixture
+def no_gpus_here(monkeypatch):
+    """A machine without GPUs, also where the tests run on one: -1 and "auto" cannot be counted there."""
+    from alexnet_cli.training import trainer
+
+    monkeypatch.setattr(trainer, "torch_cuda_devices", lambda: 0)
+
+
+def test_setup_asks_the_layout_about_the_device_count_only_where_it_can_be_counted(prepared, tmp_path, no_gpus_here):
     cpu = ["trainer.accelerator=cpu", "data.device=cpu", "data.batch_size=4"]
     with pytest.raises(AlexnetError, match="trainer.strategy=two-gpu on 4 device"):
         prepare_run(load_recipe("two-gpu", [*cpu, "trainer.devices=4"]), prepared, out=tmp_path / "a")
@@ -77,7 +86,7 @@ def test_a_run_refuses_an_unknown_strategy_before_it_writes_anything(prepared, t
     assert not (tmp_path / "run").exists()
 
 
-def test_the_dry_run_names_a_gpu_count_it_cannot_know_here(prepared, tmp_path):
+def test_the_dry_run_names_a_gpu_count_it_cannot_know_here(prepared, tmp_path, no_gpus_here):
     result = invoke_alexnet("train", "--recipe", "single-gpu", "--data", prepared, "--out", tmp_path / "run",
                             "--dry-run", "--set", "trainer.devices=auto", "--set", "data.normalize=channel",
                             "--set", "data.batch_size=4")
@@ -86,8 +95,6 @@ def test_the_dry_run_names_a_gpu_count_it_cannot_know_here(prepared, tmp_path):
 
 
 def test_a_resume_of_a_checkpoint_with_an_edited_step_is_refused_by_the_dry_run(prepared, trained_run, tmp_path):
-    import torch
-
     out, _ = trained_run
     checkpoint = out / "checkpoints" / "last.ckpt"
     state = torch.load(checkpoint, weights_only=True)

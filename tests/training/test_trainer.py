@@ -29,7 +29,11 @@ def test_lightnings_own_strategies_pass_through_by_name(tmp_path, recipe, overri
     ("cpu", 2, 1, 2), ("cpu", 4, 3, 12), ("cpu", "auto", 1, 1),  # Lightning's "auto" on the CPU: one process
     ("gpu", -1, 2, 2), ("gpu", "auto", 1, 1),  # every GPU, none here to count: one per node
     ("gpu", "[0, 1]", 2, 4)])  # a list counts its ids
-def test_device_count_is_over_every_node_and_counts_an_unknown_count_as_one(accelerator, devices, nodes, counted):
+def test_device_count_is_over_every_node_and_counts_an_unknown_count_as_one(accelerator, devices, nodes, counted,
+                                                                          monkeypatch):
+    from alexnet_cli.training import trainer
+
+    monkeypatch.setattr(trainer, "torch_cuda_devices", lambda: 0)  # no GPU to count, also on a GPU machine
     recipe = load_recipe("ddp", [f"trainer.accelerator={accelerator}", f"trainer.devices={devices}",
                                  f"trainer.num_nodes={nodes}"])
     assert device_count(recipe) == counted
