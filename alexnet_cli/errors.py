@@ -20,3 +20,10 @@ class TrainingStopped(AlexnetError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one line: its type and its message's first line (cut at ``limit``), for messages that
+    quote another library's error."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:limit]}" if text else type(exc).__name__

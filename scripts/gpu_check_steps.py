@@ -19,6 +19,8 @@ import torch
 from gpu_check_context import Context, Recorder, data_label, earlier_environment
 from gpu_check_nvml import NvmlSampler
 
+from alexnet_cli.errors import first_line
+
 ROOT = Path(__file__).resolve().parent.parent
 LRN_SHAPES = {"norm1": (128, 96, 55, 55), "norm2": (128, 256, 27, 27)}  # after conv1 and conv2, batch 128
 SMOKE_LRN_SHAPES = {"norm1": (2, 8, 9, 9), "norm2": (2, 16, 5, 5)}
@@ -31,8 +33,7 @@ def run_in_child(name: str, context: Context, rows_file: Path) -> None:
     try:
         STEP_FUNCTIONS[name](context, recorder)
     except Exception as exc:
-        text = str(exc).strip()
-        recorder.set(error=f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
+        recorder.set(error=first_line(exc))
         raise
 
 

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from alexnet_cli.errors import first_line
 from alexnet_cli.recipes import LrnImpl
 
 
@@ -144,7 +145,7 @@ def _check_triton(device: torch.device) -> str | None:
     try:
         from alexnet_cli.models.lrn_triton import triton_lrn
     except Exception as exc:  # noqa: BLE001 - no Triton, or one that cannot build for this torch
-        return f"cannot import it: {_first_line(exc)}"
+        return f"cannot import it: {first_line(exc)}"
     # With gradients and without autocast whatever the caller runs under (an eval's inference mode, a
     # benchmark's no_grad): the check must not fail for the caller's reasons, its result is kept.
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
@@ -167,13 +168,8 @@ def _compare_with_closed_form(triton_lrn, device: torch.device) -> str | None:
                 if not error <= tolerance:
                     return f"its {dtype} {name} differs from the closed form's by {error:.1e}"
     except Exception as exc:  # noqa: BLE001 - a kernel that fails to compile or launch here
-        return _first_line(exc)
+        return first_line(exc)
     return None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

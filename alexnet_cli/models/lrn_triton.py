@@ -118,9 +118,11 @@ def _geometry(x: torch.Tensor, groups: int) -> tuple:
 def _dense(x: torch.Tensor) -> torch.Tensor:
     """``x`` if it is NCHW- or channels-last-contiguous, else a contiguous copy: every buffer the kernels
     write is ``empty_like(x)`` and is indexed with x's strides, which only a dense layout guarantees."""
-    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-        return x
-    return x.contiguous()
+    return x if _is_dense(x) else x.contiguous()
+
+
+def _is_dense(x: torch.Tensor) -> bool:
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
 
 
 @torch.library.custom_op("alexnet_cli::lrn", mutates_args=())
@@ -173,8 +175,7 @@ lrn.register_autograd(_backward, setup_context=_setup_context)
 
 def _copy_bytes(x: torch.Tensor) -> int:
     """What ``_dense`` moves: nothing for a dense ``x``, a read and a write of it otherwise."""
-    dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
-    return 0 if dense else x.numel() * x.element_size()
+    return 0 if _is_dense(x) else x.numel() * x.element_size()
 
 
 @register_op_bytes("alexnet_cli::lrn")
