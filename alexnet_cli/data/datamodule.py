@@ -6,9 +6,10 @@ from pathlib import Path
 
 import lightning as L
 
-from alexnet_cli.data.layout import ClassInfo, SplitFiles, list_split, read_classes, read_dataset_info
+from alexnet_cli.data.dataset_files import ClassInfo, SplitFiles, list_split, read_classes, read_dataset_info
 from alexnet_cli.data.loader import DaliLoader
 from alexnet_cli.data.normalization import Normalization
+from alexnet_cli.data.pipeline_options import PipelineOptions
 from alexnet_cli.data.sampling import Augmentation, ShardPlan, equal_steps_batch_size
 from alexnet_cli.data.stats import DatasetStats, load_stats
 from alexnet_cli.data.workers import Workers, workers_for
@@ -29,7 +30,7 @@ def trainer_rank(trainer: "L.Trainer | None") -> tuple[int, int]:
 
 
 class DaliDataModule(L.LightningDataModule):
-    """Reads ``root`` (see ``layout``) with the pipelines of ``pipelines``.
+    """Reads ``root`` (see ``dataset_files``) with the pipelines of ``pipelines``.
 
     The shard is the data-parallel rank, which the run's layout tells (``shard_of``, given by the
     training setup): the Trainer's global rank under DDP (also the default, for a module handed to a
@@ -127,14 +128,11 @@ class DaliDataModule(L.LightningDataModule):
         if train:
             augmentation = Augmentation.from_config(self.config, crop=self.crop, image_size=self.stored_square_size,
                                                     eigval=self.stats.eigval, eigvec=self.stats.eigvec, seed=self.seed)
-        workers = self.workers
-        return DaliLoader(kind, files.files, files.labels, plan, normalization=self.normalization,
-                          augmentation=augmentation, crop=self.crop, resize_size=self.resize_size,
-                          device=self.config.device,
-                          device_id=device_id if device_id is not None else self._device_id(),
-                          num_threads=workers.threads, py_workers=workers.readers,
-                          prefetch=self.config.prefetch + lookahead, seed=self.seed, roi_decode=self.config.roi_decode,
-                          exact_decode=self.config.exact_decode, hw_decoder_load=self.config.hw_decoder_load,
+        options = PipelineOptions.from_config(
+            self.config, device_id=device_id if device_id is not None else self._device_id(), crop=self.crop,
+            resize_size=self.resize_size, normalization=self.normalization, augmentation=augmentation,
+            workers=self.workers, seed=self.seed, lookahead=lookahead)
+        return DaliLoader(kind, files, plan, options,
                           steps_per_epoch=self._batch_limit(kind, plan.steps_per_epoch) if shard is None else None)
 
     def _batch_limit(self, kind: str, steps: int) -> int | None:

@@ -9,24 +9,23 @@ by someone other than the loader. Both outputs reach PyTorch without a copy (DLP
 the device the pipeline ran on, which is checked at the hand-off.
 """
 
+import gc
 import os
 import time
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
+from nvidia.dali.backend import TensorListGPU
 
 from alexnet_cli.data import feed as F
-from alexnet_cli.data.normalization import Normalization
-from alexnet_cli.data.pipelines import build_pipeline
+from alexnet_cli.data.dataset_files import SplitFiles
+from alexnet_cli.data.pipeline_options import PipelineOptions
+from alexnet_cli.data.pipelines import Kind, build_pipeline
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 from alexnet_cli.devices import torch_device
 from alexnet_cli.errors import AlexnetError
-
-Kind = Literal["train", "val", "ten_crop"]
 
 
 class DaliLoader:
@@ -39,20 +38,11 @@ class DaliLoader:
     pixels (the batch keeps its shape) but gets the label ``feed.SKIPPED``, which every metric ignores.
     """
 
-    def __init__(self, kind: Kind, files: list[Path], labels: list[int], plan: ShardPlan, *,
-                 normalization: Normalization, augmentation: Augmentation | None, crop: int,
-                 resize_size: int | None, device: Literal["cpu", "gpu"], device_id: int | None,
-                 num_threads: int, prefetch: int, seed: int, py_workers: int = 1,
-                 steps_per_epoch: int | None = None, roi_decode: bool = True, exact_decode: bool = False,
-                 hw_decoder_load: float = 0.65) -> None:
-        self.kind, self.files, self.labels, self.plan = kind, [str(f) for f in files], labels, plan
-        self.normalization, self.augmentation = normalization, augmentation
-        self.crop, self.resize_size = crop, resize_size
-        self.device, self.device_id = device, device_id
-        self.num_threads, self.py_workers, self.prefetch, self.seed = num_threads, py_workers, prefetch, seed
-        self.roi_decode, self.exact_decode, self.hw_decoder_load = roi_decode, exact_decode, hw_decoder_load
+    def __init__(self, kind: Kind, split: SplitFiles, plan: ShardPlan, options: PipelineOptions, *,
+                 steps_per_epoch: int | None = None) -> None:
+        self.kind, self.files, self.plan, self.options = kind, split.files, plan, options
         self.steps = plan.steps_per_epoch if steps_per_epoch is None else min(steps_per_epoch, plan.steps_per_epoch)
-        self.torch_device = torch_device(device, device_id or 0)
+        self.torch_device = torch_device(options.device, options.device_id or 0)
         self.epoch, self.step = 0, 0  # the next batch to return
         self.damaged: set[str] = set()  # files stood in for (training) or skipped (evaluation), each reported once
         self.pipelines_built = 0
@@ -64,10 +54,27 @@ class DaliLoader:
         self._pipe_source: F.BatchFeed | None = None  # what the pipeline's workers were given
         self._due: tuple[int, int] | None = None  # (epoch, step) of the pipeline's next batch
         self._root, self._paths = _compact(self.files)
-        self._label_array = np.asarray(labels, dtype=np.int64)
+        self._label_array = np.asarray(split.labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return self.steps
+
+    # The options callers look at (the benchmark's twin draws like the pipeline; tests check the queue).
+    @property
+    def augmentation(self) -> Augmentation | None:
+        return self.options.augmentation
+
+    @property
+    def prefetch(self) -> int:
+        return self.options.prefetch
+
+    @property
+    def num_threads(self) -> int:
+        return self.options.num_threads
+
+    @property
+    def py_workers(self) -> int:
+        return self.options.py_workers
 
     def close(self) -> None:
         """Stop DALI's threads and worker processes now. A process forked later must not inherit a live
@@ -75,8 +82,6 @@ class DaliLoader:
         if self._pipe is not None:
             pipe, self._pipe, self._due = self._pipe, None, None
             del pipe
-            import gc
-
             gc.collect()
 
     def seek(self, epoch: int, step: int = 0) -> None:
@@ -124,28 +129,25 @@ class DaliLoader:
     def _start_at(self, epoch: int, step: int) -> None:
         """A new pipeline whose first batch is (epoch, step)."""
         self.close()
-        norm = self.normalization
+        norm = self.options.normalization
         per_pixel = norm.mean_image is not None  # the graph subtracts it; the channel terms are 0 and 1
         source = F.BatchFeed(
             root=self._root, paths=self._paths, labels=self._label_array, plan=self.plan,
-            augmentation=self.augmentation,
+            augmentation=self.options.augmentation,
             channel_mean=np.zeros(3, np.float32) if per_pixel else np.asarray(norm.channel_mean, np.float32),
             channel_std=np.ones(3, np.float32) if per_pixel else np.asarray(norm.channel_std, np.float32),
             sizes=self._size_rule(), start_epoch=epoch, start_step=step, steps_per_epoch=len(self))
-        self._pipe = build_pipeline(
-            self.kind, source, device=self.device, batch_size=self.plan.batch_size, num_threads=self.num_threads,
-            py_workers=self.py_workers, device_id=self.device_id, crop=self.crop, resize_size=self.resize_size,
-            prefetch=self.prefetch, seed=self.seed, mean_image=norm.mean_image, roi_decode=self.roi_decode,
-            exact_decode=self.exact_decode, hw_decoder_load=self.hw_decoder_load)
+        self._pipe = build_pipeline(self.kind, source, self.options, batch_size=self.plan.batch_size)
         self._due = (epoch, step)
         self._pipe_source = source
         self.pipelines_built += 1
 
     def _size_rule(self) -> F.SizeRule:
-        if self.resize_size is not None:
+        options = self.options
+        if options.resize_size is not None:
             return F.SizeRule()  # the pipeline resizes: any size will do
-        stored = self.augmentation.image_size if self.augmentation is not None else None
-        return F.SizeRule(square=stored, min_side=self.crop)
+        stored = options.augmentation.image_size if options.augmentation is not None else None
+        return F.SizeRule(square=stored, min_side=options.crop)
 
     def _run(self):
         # On a GPU the outputs come ordered on the stream training runs on: the host does not wait for
@@ -171,7 +173,7 @@ class DaliLoader:
                 width, height = int(row[F.WIDTH]), int(row[F.HEIGHT])
                 rule = self._size_rule()
                 wanted = (f"this dataset's images are {rule.square}×{rule.square} as 'alexnet prepare-imagenet' "
-                          "stores them" if rule.square else f"the crop is {self.crop} pixels")
+                          "stores them" if rule.square else f"the crop is {self.options.crop} pixels")
                 problem = f"{path} is {width}×{height} pixels, but {wanted}"
             if path not in self.damaged:
                 self.damaged.add(path)
@@ -186,8 +188,6 @@ def hand_off(output, device: torch.device) -> torch.Tensor:
     """A DALI output as a torch tensor on ``device``, without a copy (DLPack, ordered on the current
     CUDA stream). Refuses an output that is not already on ``device``: a host buffer treated as
     device memory (or the reverse) would crash or corrupt the first GPU batch."""
-    from nvidia.dali.backend import TensorListGPU
-
     on_gpu = isinstance(output, TensorListGPU)
     if on_gpu != (device.type == "cuda"):
         where = "GPU" if on_gpu else "CPU"

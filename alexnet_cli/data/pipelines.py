@@ -12,7 +12,7 @@ and ``feed.EvalBatch``; the graphs read them by those names.
 
 Outputs: images (on ``device``), labels (on ``device``) and the feed's per-sample
 ``BATCH_INFO`` rows (always on the CPU; the loader reads them).
-With a per-pixel ``mean_image`` (§2) the graph crops and mirrors the mean exactly
+With a per-pixel mean image (``Normalization.mean_image``, §2) the graph crops and mirrors the mean exactly
 like each image and subtracts it, on ``device``.
 """
 
@@ -23,18 +23,20 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
 from alexnet_cli.data.feed import EvalBatch, TrainBatch
+from alexnet_cli.data.pipeline_options import Device, PipelineOptions
 
-Device = Literal["cpu", "gpu"]
+Kind = Literal["train", "val", "ten_crop"]
 
 
-def _decoder(device: Device, exact: bool, hw_decoder_load: float) -> dict:
+def _decoder(options: PipelineOptions) -> dict:
     """Decode on the GPU (nvJPEG, "mixed") or the CPU (libjpeg-turbo). nvJPEG's own chroma upsampling
     differs from libjpeg-turbo's at colour edges (measured on an H100: mean ~0.5, max ~77 levels of
-    255); ``exact`` makes it upsample like libjpeg-turbo (max 2 levels), 3.3× slower there.
+    255); ``exact_decode`` makes it upsample like libjpeg-turbo (max 2 levels), 3.3× slower there.
     ``hw_decoder_load``: the share of each batch sent to the GPU's hardware JPEG engines (A100, H100,
     H200), the rest to nvJPEG's CUDA decoder, which competes with training for the SMs."""
-    if device == "gpu":
-        return {"device": "mixed", "jpeg_fancy_upsampling": exact, "hw_decoder_load": hw_decoder_load}
+    if options.device == "gpu":
+        return {"device": "mixed", "jpeg_fancy_upsampling": options.exact_decode,
+                "hw_decoder_load": options.hw_decoder_load}
     return {"device": "cpu"}
 
 
@@ -85,23 +87,21 @@ def _mean_crop(mean_image: np.ndarray, device: Device, crop: int, x, y, mirror):
 
 
 @pipeline_def(enable_conditionals=False)
-def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None, py_workers: int,
-                   mean_image: np.ndarray | None, roi_decode: bool, exact_decode: bool, hw_decoder_load: float):
+def train_pipeline(source, options: PipelineOptions):
     """Random ``crop``×``crop`` crop, random mirror, mean subtraction and PCA colour shift (§4.1).
 
     ``source`` yields a ``TrainBatch`` per batch: the choices come drawn, the graph applies them.
     """
-    batch = _feed(source, TrainBatch, py_workers)
-    if resize_size is None and roi_decode:
+    device, crop, mean_image = options.device, options.crop, options.normalization.mean_image
+    batch = _feed(source, TrainBatch, options.py_workers)
+    if options.resize_size is None and options.roi_decode:
         # The stored image is already at the resize size: decode just the crop (ROI decoding).
-        images = fn.decoders.image_crop(batch.jpegs, **_decoder(device, exact_decode, hw_decoder_load),
-                                        output_type=types.RGB, crop=(crop, crop), crop_pos_x=batch.pos_x,
-                                        crop_pos_y=batch.pos_y)
+        images = fn.decoders.image_crop(batch.jpegs, **_decoder(options), output_type=types.RGB, crop=(crop, crop),
+                                        crop_pos_x=batch.pos_x, crop_pos_y=batch.pos_y)
         crop_args = {}
     else:
-        images = fn.decoders.image(batch.jpegs, **_decoder(device, exact_decode, hw_decoder_load),
-                                   output_type=types.RGB)
-        images = _maybe_resize(images, device, resize_size)
+        images = fn.decoders.image(batch.jpegs, **_decoder(options), output_type=types.RGB)
+        images = _maybe_resize(images, device, options.resize_size)
         crop_args = {"crop": (crop, crop), "crop_pos_x": batch.pos_x, "crop_pos_y": batch.pos_y}
     images = fn.crop_mirror_normalize(images, device=device, dtype=types.FLOAT, output_layout="CHW",
                                       mean=batch.mean, std=batch.std, mirror=batch.mirror, **crop_args)
@@ -111,13 +111,13 @@ def train_pipeline(source, *, device: Device, crop: int, resize_size: int | None
 
 
 @pipeline_def(enable_conditionals=False)
-def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None, ten_crop: bool, py_workers: int,
-                  mean_image: np.ndarray | None, exact_decode: bool, hw_decoder_load: float):
+def eval_pipeline(source, options: PipelineOptions, *, ten_crop: bool):
     """Centre crop, or the paper's ten crops stacked as ``[10, 3, crop, crop]`` per image in
     torchvision's ``TenCrop`` order: top-left, top-right, bottom-left, bottom-right, centre, then the same mirrored."""
-    batch = _feed(source, EvalBatch, py_workers)
-    images = fn.decoders.image(batch.jpegs, **_decoder(device, exact_decode, hw_decoder_load), output_type=types.RGB)
-    images = _maybe_resize(images, device, resize_size)
+    device, crop, mean_image = options.device, options.crop, options.normalization.mean_image
+    batch = _feed(source, EvalBatch, options.py_workers)
+    images = fn.decoders.image(batch.jpegs, **_decoder(options), output_type=types.RGB)
+    images = _maybe_resize(images, device, options.resize_size)
     centre_x, centre_y = _centre_position(images, crop)
     positions = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (centre_x, centre_y)]
     if not ten_crop:
@@ -138,30 +138,20 @@ def eval_pipeline(source, *, device: Device, crop: int, resize_size: int | None,
     return (fn.stack(*crops) if ten_crop else crops[0]), _labels_on(batch.labels, device), batch.batch_info
 
 
-def build_pipeline(kind: Literal["train", "val", "ten_crop"], source, *, device: Device, batch_size: int,
-                   num_threads: int, py_workers: int, device_id: int | None, crop: int, resize_size: int | None,
-                   prefetch: int, seed: int, mean_image: np.ndarray | None = None,
-                   roi_decode: bool = True, exact_decode: bool = False, hw_decoder_load: float = 0.65) -> Pipeline:
-    """Build one of the pipelines; ``device_id=None`` for CPU-only machines.
+def build_pipeline(kind: Kind, source, options: PipelineOptions, *, batch_size: int) -> Pipeline:
+    """Build one of the pipelines, fed by ``source`` (a ``feed.BatchFeed``), ``batch_size`` samples a batch.
 
-    ``num_threads``: DALI's own threads (CPU decoding and augmentation); ``py_workers``: processes
-    that read the files (0: the training thread reads them, as DALI's sequential source does).
-    ``roi_decode``: decode only the training crop when the images are stored at the resize size;
-    otherwise (or with False) decode the whole image and crop it afterwards. ``exact_decode``: on
-    the GPU, upsample chroma exactly like the CPU decoder (see ``_decoder``). ``hw_decoder_load``: see
-    ``_decoder`` (GPU only).
+    With ``options.py_workers`` 0 the training thread reads the files, as DALI's sequential source does.
+    Without ``roi_decode`` (or when the pipeline resizes) training decodes the whole image and crops it afterwards.
     """
-    common = dict(batch_size=batch_size, num_threads=num_threads, seed=seed, prefetch_queue_depth=prefetch,
-                  device_id=device_id if device == "gpu" else None, py_start_method="spawn",
-                  py_num_workers=max(1, py_workers))
+    common = dict(batch_size=batch_size, num_threads=options.num_threads, seed=options.seed,
+                  prefetch_queue_depth=options.prefetch,
+                  device_id=options.device_id if options.device == "gpu" else None, py_start_method="spawn",
+                  py_num_workers=max(1, options.py_workers))
     if kind == "train":
-        pipe = train_pipeline(source, device=device, crop=crop, resize_size=resize_size, py_workers=py_workers,
-                              mean_image=mean_image, roi_decode=roi_decode, exact_decode=exact_decode,
-                              hw_decoder_load=hw_decoder_load, **common)
+        pipe = train_pipeline(source, options, **common)
     else:
-        pipe = eval_pipeline(source, device=device, crop=crop, resize_size=resize_size, ten_crop=kind == "ten_crop",
-                             py_workers=py_workers, mean_image=mean_image, exact_decode=exact_decode,
-                             hw_decoder_load=hw_decoder_load, **common)
+        pipe = eval_pipeline(source, options, ten_crop=kind == "ten_crop", **common)
     pipe.build()
     return pipe
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_cli.atomic import write_atomic
+from alexnet_cli.data.dataset_files import read_dataset_info
 from alexnet_cli.errors import AlexnetError
 
 # ImageNet's published values, used when a dataset has no stats.npz:
@@ -126,8 +127,6 @@ class StatsAccumulator:
 def load_stats(root: Path) -> DatasetStats:
     """The dataset's own statistics (``stats.npz``, written by prepare-imagenet); a one-line error
     naming it if it is missing, damaged or implausible: training normalises and colour-augments with them."""
-    from alexnet_cli.data.layout import read_dataset_info
-
     path = Path(root) / "stats.npz"
     stats = DatasetStats.load(path)
     check_stats(stats, path, read_dataset_info(Path(root)))

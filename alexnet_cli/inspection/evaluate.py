@@ -8,8 +8,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from alexnet_cli.data.dataset_files import read_classes
 from alexnet_cli.data.feed import SKIPPED
-from alexnet_cli.data.layout import read_classes
 from alexnet_cli.devices import dali_device_id, torch_device
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.inspection.paper_claims import VAL_TOP1_ERROR, VAL_TOP5_ERROR
@@ -223,7 +223,7 @@ def _shard_totals(job: _EvalJob, rank: int, world: int) -> dict:
 
 def _split_files(data: Path, split: str) -> list[str]:
     """The split's files in the loader's order (class order, then name)."""
-    from alexnet_cli.data.layout import list_split
+    from alexnet_cli.data.dataset_files import list_split
 
     return list_split(Path(data), split, read_classes(Path(data))).files
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from alexnet_cli.data.layout import ClassInfo
+from alexnet_cli.data.dataset_files import ClassInfo
 from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.stats import IMAGENET_MEAN, IMAGENET_STD
 from alexnet_cli.errors import AlexnetError

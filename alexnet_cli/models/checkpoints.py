@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alexnet_cli.data.layout import ClassInfo
+from alexnet_cli.data.dataset_files import ClassInfo
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.build import build_network
 from alexnet_cli.models.checkpoint_meta import META_KEY, CheckpointMeta

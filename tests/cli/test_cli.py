@@ -330,7 +330,7 @@ def test_predict_classifies_every_usable_image_and_lists_the_unusable_ones(train
 @pytest.fixture
 def trained_checkpoint_free_model(prepared, tmp_path):
     """A checkpoint of the tool's format without training: one step at lr 1e-9 would cost 15 s more."""
-    from alexnet_cli.data.layout import read_classes
+    from alexnet_cli.data.dataset_files import read_classes
     from alexnet_cli.models import build_model
 
     classes = [vars(c) for c in read_classes(prepared)]

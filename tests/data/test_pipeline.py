@@ -10,11 +10,13 @@ from conftest import invoke_alexnet
 from PIL import Image
 
 from alexnet_cli.data.datamodule import DaliDataModule
-from alexnet_cli.data.layout import list_split, read_classes
+from alexnet_cli.data.dataset_files import list_split, read_classes
 from alexnet_cli.data.loader import DaliLoader
 from alexnet_cli.data.normalization import Normalization
+from alexnet_cli.data.pipeline_options import PipelineOptions
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 from alexnet_cli.data.stats import load_stats
+from alexnet_cli.data.workers import Workers
 from alexnet_cli.recipes import DataConfig
 
 RAW = Normalization(np.zeros(3), np.ones(3))  # outputs are plain 0–255 pixels
@@ -35,10 +37,11 @@ def make_loader(root, kind, *, batch_size=4, shard=(0, 1), normalization=RAW, pc
     if kind == "train":
         augmentation = Augmentation(crop=CROP, image_size=256, mirror=mirror, pca_std=pca_std, eigval=stats.eigval,
                                     eigvec=stats.eigvec, seed=seed)
-    return DaliLoader(kind, files.files, files.labels, plan, normalization=normalization,
-                      augmentation=augmentation, crop=CROP, resize_size=None, device=device,
-                      device_id=0 if device == "gpu" else None, num_threads=2, py_workers=py_workers, prefetch=2,
-                      seed=seed, steps_per_epoch=steps_per_epoch, exact_decode=exact_decode), files
+    options = PipelineOptions.from_config(DataConfig(device=device, prefetch=2, exact_decode=exact_decode),
+                                          device_id=0 if device == "gpu" else None, crop=CROP, resize_size=None,
+                                          normalization=normalization, augmentation=augmentation,
+                                          workers=Workers(threads=2, readers=py_workers), seed=seed, lookahead=0)
+    return DaliLoader(kind, files, plan, options, steps_per_epoch=steps_per_epoch), files
 
 
 def close_to(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -215,7 +215,7 @@ def test_steps_between_a_nan_and_the_stop_never_apply_it(prepared, tmp_path):
     ("optim.schedule=step", "optim.schedule='cosine'; the recipe says 'step'"),
     ("model.fc_width=null", "model.fc_width=64; the recipe says None (4096), which a resumed run cannot change")])
 def test_resume_refuses_what_cannot_change(prepared, uninterrupted_run, change, words):
-    from alexnet_cli.data.layout import read_classes
+    from alexnet_cli.data.dataset_files import read_classes
     from alexnet_cli.errors import AlexnetError
     from alexnet_cli.recipes import load_recipe
     from alexnet_cli.training.resume import check_resumable
@@ -229,7 +229,7 @@ def test_a_run_saved_with_the_archs_own_width_resumes_only_at_that_width(tmp_pat
     """model.fc_width: null is the arch's own (4096 for paper): resuming it at 128 would not load its weights."""
     import numpy as np
 
-    from alexnet_cli.data.layout import ClassInfo
+    from alexnet_cli.data.dataset_files import ClassInfo
     from alexnet_cli.data.normalization import Normalization
     from alexnet_cli.errors import AlexnetError
     from alexnet_cli.models.checkpoint_meta import CheckpointMeta
@@ -360,7 +360,7 @@ def test_a_run_saved_when_the_towers_layouts_were_called_towers_resumes_under_th
         tmp_path, saved, devices, now):
     import numpy as np
 
-    from alexnet_cli.data.layout import ClassInfo
+    from alexnet_cli.data.dataset_files import ClassInfo
     from alexnet_cli.data.normalization import Normalization
     from alexnet_cli.models.checkpoint_meta import CheckpointMeta
     from alexnet_cli.recipes import load_recipe

@@ -10,6 +10,7 @@ very code path that prepares real ImageNet.
 """
 
 import colorsys
+import gzip
 import io
 import math
 import tarfile
@@ -191,8 +192,6 @@ def _check_replaceable(path: Path, data: bytes) -> None:
 
 def _same_devkit(existing: bytes, ours: bytes) -> bool:
     """Equal, or equal but for meta.mat's header text, where earlier demos wrote the time of writing."""
-    import gzip
-
     try:
         old, new = gzip.decompress(existing), gzip.decompress(ours)
     except (OSError, EOFError):
@@ -205,8 +204,6 @@ def _same_devkit(existing: bytes, ours: bytes) -> bool:
 
 
 def _gzip(data: bytes) -> bytes:
-    import gzip
-
     return gzip.compress(data, mtime=0)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 
 from alexnet_cli.errors import AlexnetError
 
@@ -106,8 +107,6 @@ def read_devkit(path: Path) -> Devkit:
 
 def parse_meta_mat(data: bytes, where: str) -> tuple[dict[int, str], dict[str, str]]:
     """The leaf synsets of ``meta.mat`` (num_children == 0): ILSVRC2012_ID → WNID, WNID → words."""
-    import scipy.io
-
     try:
         synsets = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True)["synsets"]
         id_to_wnid, words = {}, {}
@@ -124,8 +123,6 @@ def parse_meta_mat(data: bytes, where: str) -> tuple[dict[int, str], dict[str, s
 
 def write_meta_mat(entries: list[tuple[int, str, str]]) -> bytes:
     """A ``meta.mat`` of leaf synsets (ILSVRC2012_ID, WNID, words), as the demo's devkit needs."""
-    import scipy.io
-
     dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"),
              ("num_children", "O"), ("children", "O"), ("wordnet_height", "O"), ("num_train_images", "O")]
     table = np.zeros((len(entries), 1), dtype=dtype)

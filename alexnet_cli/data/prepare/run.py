@@ -1,4 +1,4 @@
-"""``alexnet prepare-imagenet``: source files → the prepared layout (see ``layout``), resumably.
+"""``alexnet prepare-imagenet``: source files → the prepared layout (see ``dataset_files``), resumably.
 
 Every unit of work (a class, or a chunk of the flat val set) writes into
 ``OUT/.work/tmp/<unit>/`` and is moved into place by renames; only then is its
@@ -7,12 +7,14 @@ marker ``OUT/.work/done/<unit>.json`` written. A run killed at any moment
 former and clears the latter. ``dataset.json`` is written last: it marks OUT done.
 """
 
+import ctypes
 import errno
 import hashlib
 import json
 import os
 import resource
 import shutil
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_cli.atomic import out_of_space, write_atomic, write_text_atomic
-from alexnet_cli.data.layout import write_classes
+from alexnet_cli.data.dataset_files import write_classes
 from alexnet_cli.data.prepare import official
 from alexnet_cli.data.prepare.convert import BYTES_PER_IMAGE_AT_256, JPEG_QUALITY, BadImage, ResizeMode, convert_image
 from alexnet_cli.data.prepare.sources import SourcePlan, WorkUnit, plan_source
@@ -266,9 +268,6 @@ def _after_unit(result: dict, options: PrepareOptions, task) -> None:
 def _die_with_parent() -> None:
     """Workers get SIGKILL when the parent dies, so a killed run leaves no writer behind."""
     try:
-        import ctypes
-        import signal
-
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass

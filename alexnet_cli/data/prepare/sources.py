@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from alexnet_cli.data.layout import IMAGE_SUFFIXES, ClassInfo
+from alexnet_cli.data.dataset_files import IMAGE_SUFFIXES, ClassInfo
 from alexnet_cli.data.prepare import official
 from alexnet_cli.errors import AlexnetError
 

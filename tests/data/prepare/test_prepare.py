@@ -18,7 +18,7 @@ import pytest
 from conftest import TINY, invoke_alexnet
 from PIL import Image
 
-from alexnet_cli.data.layout import list_split, read_classes
+from alexnet_cli.data.dataset_files import list_split, read_classes
 from alexnet_cli.data.prepare import official
 from alexnet_cli.data.prepare.demo import DemoSpec, _tar_bytes, demo_wnid, write_demo_source
 from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet

@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import AlexnetError
 
-SPLITS = ("train", "val")
 IMAGE_SUFFIXES = {".jpeg", ".jpg"}
 
 
@@ -57,8 +57,6 @@ def read_classes(root: Path) -> list[ClassInfo]:
 
 
 def write_classes(root: Path, classes: list[ClassInfo]) -> None:
-    from alexnet_cli.atomic import write_text_atomic
-
     payload = [{"index": c.index, "wnid": c.wnid, "words": c.words} for c in classes]
     write_text_atomic(root / "classes.json", json.dumps(payload, indent=1) + "\n")
 
