@@ -97,6 +97,48 @@ class CheckpointConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """``lightning.Trainer``'s arguments: those the tool reads, typed, as the recipe wrote them (checked by
+    ``_check_ranges``); the others in ``passed_on``, untouched. Lightning gets only the keys the recipe wrote
+    (``written``), so that its own defaults apply to the rest as they always did; the defaults below are what
+    the tool assumes of a key left out (``devices``: one, where Lightning's own "auto" takes every GPU)."""
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1  # a count, -1 or "auto" (every GPU), or a list of GPU ids
+    num_nodes: int = 1
+    strategy: str | None = None  # a layout (parallel/layouts.py); None: "auto"
+    precision: str | int = "32-true"
+    max_epochs: int | None = None
+    max_steps: int = -1  # -1: no limit
+    log_every_n_steps: int = 50  # also how often the tool's callbacks read device values (one sync)
+    logger: str | None = "csv"  # csv, tensorboard or wandb (beside csv)
+    limit_val_batches: int | float = 1.0  # 0: no validation
+    benchmark: bool | None = None  # cudnn.benchmark
+    passed_on: dict[str, Any] = field(default_factory=dict)  # every other lightning.Trainer argument
+    written: tuple[str, ...] = ()  # the keys the recipe gave, in its order
+
+    @property
+    def precision_name(self) -> str:
+        return str(self.precision)
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy or "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as the recipe wrote it (what recipe.yaml and a checkpoint's recipe hold)."""
+        return {key: self.passed_on[key] if key in self.passed_on else getattr(self, key) for key in self.written}
+
+    def lightning_arguments(self) -> dict[str, Any]:
+        """What goes to ``lightning.Trainer`` as written: every key but the tool's own ``logger`` name."""
+        return {key: value for key, value in self.to_dict().items() if key != "logger"}
+
+
+# The keys TrainerConfig types: the ones the tool reads.
+_TYPED_TRAINER_KEYS = tuple(f.name for f in dataclasses.fields(TrainerConfig) if f.name not in ("passed_on", "written"))
+
+
+@dataclass
 class Recipe:
     name: str = "custom"
     description: str = ""
@@ -105,10 +147,13 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)  # lightning.Trainer keyword arguments
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe as YAML writes it: each section's keys, the trainer's as the recipe wrote them."""
+        return {f.name: self.trainer.to_dict() if f.name == "trainer" else
+                dataclasses.asdict(value) if dataclasses.is_dataclass(value := getattr(self, f.name)) else value
+                for f in dataclasses.fields(self)}
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -298,7 +343,8 @@ def _check_ranges(recipe: Recipe, where) -> None:
             if isinstance(value, float) and not math.isfinite(value):
                 words = _RANGES.get(f"{section}.{key}", (None, "a finite number"))[1]
                 raise AlexnetError(f"{where(f'{section}.{key}')}: {value!r} is not a finite number: it must be {words}")
-    for key, value in recipe.trainer.items():
+    trainer = recipe.trainer.to_dict()
+    for key, value in trainer.items():
         if isinstance(value, float) and not math.isfinite(value):
             words = _TRAINER_RANGES.get(key, (None, "a finite number"))[1]
             raise AlexnetError(f"{where('trainer.' + key)}: {value!r} is not a finite number: it must be {words}")
@@ -308,8 +354,8 @@ def _check_ranges(recipe: Recipe, where) -> None:
         if not allowed(value):
             raise AlexnetError(f"{where(dotted)}: {value!r} is out of range: it must be {words}")
     for key, (allowed, words) in _TRAINER_RANGES.items():
-        value = recipe.trainer.get(key)
-        if key in recipe.trainer and (isinstance(value, bool) or not allowed(value)):
+        value = trainer.get(key)
+        if key in trainer and (isinstance(value, bool) or not allowed(value)):
             raise AlexnetError(f"{where('trainer.' + key)}: {value!r} is out of range: it must be {words}")
 
 
@@ -381,9 +427,10 @@ _SET_BY_THE_TOOL = {
 }
 
 
-def _trainer_section(values: Any, where) -> dict[str, Any]:
+def _trainer_section(values: Any, where) -> TrainerConfig:
+    """The section typed; its values are checked with the rest of the recipe (``_check_ranges``)."""
     if values is None:
-        return {}
+        return TrainerConfig()
     if not isinstance(values, dict):
         raise AlexnetError(f"{where('trainer')} must be a mapping of lightning.Trainer arguments")
     for key in values:
@@ -392,7 +439,9 @@ def _trainer_section(values: Any, where) -> dict[str, Any]:
     for key in values:
         if key not in TRAINER_ARGUMENTS:
             raise AlexnetError(f"{where('trainer.' + key)}: not a lightning.Trainer argument")
-    return dict(values)
+    typed = {key: value for key, value in values.items() if key in _TYPED_TRAINER_KEYS}
+    passed_on = {key: value for key, value in values.items() if key not in _TYPED_TRAINER_KEYS}
+    return TrainerConfig(**typed, passed_on=passed_on, written=tuple(values))
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -169,7 +169,7 @@ def dali(ctx: Context, rec: Recorder) -> None:
     hw_decoder_load 0, 0.65 and 1, NVML sampling the JPEG engines. On a card that has them, a load above 0 that
     leaves them idle fails the step: the hardware decoder is not engaged."""
     from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.training.setup import crop_size
+    from alexnet_cli.training.plan import crop_size
 
     loads = [0.65] if ctx.smoke else [0.0, 0.65, 1.0]
     batches = 2 if ctx.smoke else 40

@@ -7,9 +7,9 @@ import torch
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models import build_model
-from alexnet_cli.recipes import available_recipes, load_recipe
+from alexnet_cli.recipes import available_recipes, load_recipe, recipe_from_dict
 from alexnet_cli.training.module import AlexNetModule
-from alexnet_cli.training.setup import crop_size
+from alexnet_cli.training.plan import crop_size, plan_run
 
 
 @pytest.mark.parametrize("name", sorted(available_recipes()))
@@ -42,7 +42,7 @@ def test_single_gpu_recipe_holds_the_papers_section_5_settings():
     assert recipe.data.batch_size == 128
     assert (recipe.optim.lr, recipe.optim.momentum, recipe.optim.weight_decay) == (0.01, 0.9, 0.0005)
     assert recipe.optim.schedule == "plateau" and recipe.optim.gamma == 0.1 and recipe.optim.decay_biases is False
-    assert recipe.trainer["max_epochs"] == 90 and recipe.trainer["precision"] == "bf16-mixed"
+    assert recipe.trainer.max_epochs == 90 and recipe.trainer.precision == "bf16-mixed"
 
 
 def test_the_plateau_schedule_divides_lr_by_10_at_the_first_epoch_without_a_new_best():
@@ -79,9 +79,9 @@ def test_gpu_recipes_let_cudnn_pick_its_fastest_kernels(name, tmp_path):
     from alexnet_cli.training.trainer import trainer_arguments
 
     recipe = load_recipe(name, ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto"])
-    assert recipe.trainer["benchmark"] is True
+    assert recipe.trainer.benchmark is True
     torch.backends.cudnn.benchmark = False
-    L.Trainer(**trainer_arguments(recipe, tmp_path, True, []))
+    L.Trainer(**trainer_arguments(plan_run(recipe), tmp_path, True, []))
     assert torch.backends.cudnn.benchmark  # what Lightning sets from the recipe's trainer.benchmark
 
 
@@ -94,7 +94,7 @@ def test_checkpoint_keys_choose_which_checkpoints_a_run_writes(tmp_path):
     def savers(recipe):  # as the Trainer holds them: Lightning adds its own saver where it finds none
         import lightning as L
 
-        callbacks = L.Trainer(**trainer_arguments(recipe, tmp_path, True, [])).callbacks
+        callbacks = L.Trainer(**trainer_arguments(plan_run(recipe), tmp_path, True, [])).callbacks
         return {(type(c).__name__, getattr(c, "filename", None) or c.path.name,
                  getattr(c, "_every_n_epochs", None)) for c in callbacks
                 if isinstance(c, (ModelCheckpoint, SaveWhenTrainingEnds))}
@@ -112,7 +112,7 @@ def test_overrides_are_parsed_as_yaml_values_and_validated():
     recipe = load_recipe("cpu-demo", ["optim.lr=0.02", "data.batch_size=8", "trainer.precision=32-true",
                                       "model.dropout=0", "seed=5"])
     assert recipe.optim.lr == 0.02 and recipe.data.batch_size == 8
-    assert recipe.trainer["precision"] == "32-true"
+    assert recipe.trainer.precision == "32-true"
     assert recipe.model.dropout == 0.0 and recipe.seed == 5
     # YAML 1.1 reads 1e-3 (no dot) as a string; a float key takes it as the number users mean
     assert load_recipe("cpu-demo", ["optim.lr=1e-3"]).optim.lr == 0.001
@@ -251,3 +251,28 @@ def test_listing_and_showing_recipes_imports_neither_torch_nor_lightning():
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_the_trainer_section_is_typed_and_written_back_as_the_recipe_wrote_it():
+    from alexnet_cli.recipes import TrainerConfig
+
+    written = {"precision": 16, "gradient_clip_val": 0.5, "devices": [0, 1], "accelerator": "gpu",
+               "max_steps": 7, "logger": "tensorboard"}
+    recipe = recipe_from_dict({"trainer": written})
+    trainer = recipe.trainer
+    assert isinstance(trainer, TrainerConfig)
+    assert (trainer.precision, trainer.precision_name, trainer.devices, trainer.max_steps) == (16, "16", [0, 1], 7)
+    assert (trainer.num_nodes, trainer.log_every_n_steps, trainer.strategy_name) == (1, 50, "auto")  # not written
+    assert trainer.passed_on == {"gradient_clip_val": 0.5}
+    assert list(recipe.to_dict()["trainer"].items()) == list(written.items())  # its keys, values and order
+    assert trainer.lightning_arguments() == {k: v for k, v in written.items() if k != "logger"}
+    assert recipe_from_dict(recipe.to_dict()).to_dict() == recipe.to_dict()  # a saved recipe.yaml loads as it was
+
+
+def test_every_trainer_key_the_tool_reads_is_a_lightning_trainer_argument():
+    import dataclasses
+
+    from alexnet_cli.recipes import TRAINER_ARGUMENTS, TrainerConfig
+
+    typed = {f.name for f in dataclasses.fields(TrainerConfig)} - {"passed_on", "written"}
+    assert typed <= TRAINER_ARGUMENTS

@@ -22,6 +22,7 @@ from alexnet_cli.models.lrn import LrnImpl
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import ModelConfig, OptimConfig
 from alexnet_cli.training.optimizer import sgd
+from alexnet_cli.training.plan import crop_size
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 
@@ -102,8 +103,6 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
     each run ``repeats`` times, alternating, medians reported. The baseline gets ``baseline_workers``
     DataLoader workers (default: the recipe's DALI threads)."""
     from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.training.setup import crop_size
-
     progress = progress or SilentProgress()
     config = recipe.data
     if config.device == "gpu":

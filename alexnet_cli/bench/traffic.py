@@ -41,13 +41,12 @@ from alexnet_cli.models.build import build_network
 from alexnet_cli.models.lrn import LrnKernel, gpu_kernel
 from alexnet_cli.models.paper import LocalResponseNorm
 from alexnet_cli.recipes import Recipe
+from alexnet_cli.training.plan import crop_size
 
 
 def count_step(recipe: Recipe, num_classes: int, *, batch_size: int, lrn: LrnKernel) -> StepCount:
     """One training step of ``recipe``'s network at ``batch_size``, its LRN layers run by ``lrn``."""
-    from alexnet_cli.training.setup import crop_size
-
-    precision = str(recipe.trainer.get("precision", "32-true"))
+    precision = recipe.trainer.precision_name
     with torch.device("meta"):
         model = build_network(replace(recipe.model, lrn_impl=lrn), num_classes)
     crop = crop_size(recipe)
@@ -101,8 +100,6 @@ _OUTSIDE_THE_NETWORK = ("loss", "non-finite check", "optimizer")
 def compiled_network_step(recipe: Recipe, num_classes: int, eager: StepCount, batch_size: int) -> StepCount:
     """``model.compile``: the network (its autocast casts included) counted by the boundaries of its compiled
     forward and backward graphs, the loss, the check and the update as ``eager`` counted them."""
-    from alexnet_cli.training.setup import crop_size
-
     with torch.device("meta"):
         model = build_network(replace(recipe.model, lrn_impl=eager.lrn), num_classes)
     crop = crop_size(recipe)
@@ -112,7 +109,7 @@ def compiled_network_step(recipe: Recipe, num_classes: int, eager: StepCount, ba
     def network(x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(model, dict(zip(params, weights)), (x,))
 
-    with CudaAutocast(autocast_dtype(str(recipe.trainer.get("precision", "32-true")))):
+    with CudaAutocast(autocast_dtype(recipe.trainer.precision_name)):
         read, written = aot_boundary_bytes(network, images, *params.values())
     kept = [op for op in eager.ops if op.category in _OUTSIDE_THE_NETWORK]
     compiled = OpCount("compiled network (graph boundaries)", "compiled network", read, written)
@@ -189,7 +186,7 @@ def traffic_report(recipe: Recipe, *, batch_size: int | None = None) -> TrafficR
                 name, step.by_category().get("LRN", {}).get("bytes", 0), step.total_bytes, step.total_flops, ms,
                 img_s, step.lower_bound, default=name == default_kernel and not recipe.model.compile))
     ms, img_s = roofline(default, batch)
-    return TrafficReport(recipe.name, recipe.model.arch, batch, str(recipe.trainer.get("precision", "32-true")),
+    return TrafficReport(recipe.name, recipe.model.arch, batch, recipe.trainer.precision_name,
                          recipe.model.channels_last, recipe.model.lrn_impl, runs, default.lower_bound,
                          default.total_bytes, default.total_flops, default.by_category(), ms, img_s,
                          implementations)

@@ -16,17 +16,24 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from alexnet_cli.bench.speed import autocast, synchronize
-from alexnet_cli.devices import accelerator_is_gpu, require_gpu, torch_device
+from alexnet_cli.data.datamodule import DaliDataModule
+from alexnet_cli.devices import require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.models.build import build_network, compile_options
+from alexnet_cli.models.build import build_network
 from alexnet_cli.models.execution import compile_in_place
+from alexnet_cli.parallel.layouts import layout_named
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
-from alexnet_cli.training.callbacks import StepGaps
+from alexnet_cli.training.callbacks import SaveWhenTrainingEnds, StepGaps, ThroughputMeter
 from alexnet_cli.training.cuda_stream import own_stream
-from alexnet_cli.training.trainer import recipe_layout
+from alexnet_cli.training.lightning_output import quiet_lightning
+from alexnet_cli.training.module import AlexNetModule
+from alexnet_cli.training.optimizer import sgd
+from alexnet_cli.training.plan import RunPlan, plan_run
+from alexnet_cli.training.trainer import trainer_arguments
 
 
 @dataclass
@@ -213,20 +220,16 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
     ``progress_bar``: the Lightning side shows (and pays for) the progress bar of ``alexnet train``.
     ``count_syncs``: on a GPU, also count the host syncs per timed step of each side.
     """
-    from alexnet_cli.training.setup import crop_size
-
     progress = progress or SilentProgress()
-    _check_single_process(recipe)
+    plan = _single_process_plan(recipe)
     if data is None and not synthetic:
         raise AlexnetError("give --data DATASET, or --synthetic for in-memory batches")
     if steps < 1 or warmup < 1 or repeats < 1:
         raise AlexnetError("--steps, --warmup and --repeats must be at least 1")
-    crop = crop_size(recipe)
-    device = _torch_device(recipe)
+    crop = plan.crop
+    device = _torch_device(plan)
     datamodule = None
     if data is not None:
-        from alexnet_cli.data.datamodule import DaliDataModule
-
         datamodule = DaliDataModule(Path(data), recipe.data, crop=crop, seed=recipe.seed)
     num_classes = recipe.model.num_classes or (datamodule.num_classes if datamodule else 1000)
     total = warmup + steps
@@ -242,11 +245,11 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
         plain_loader = loader(synthetic)
         window = _Window(warmup, steps, device, count_syncs)
         window.loader = plain_loader
-        plain_runs.append(_run_plain(recipe, num_classes, plain_loader, window, progress))
+        plain_runs.append(_run_plain(plan, num_classes, plain_loader, window, progress))
         _close(plain_loader)
 
     def run_lightning() -> None:
-        lightning_runs.append(_run_lightning(recipe, num_classes, lambda: loader(synthetic),
+        lightning_runs.append(_run_lightning(plan, num_classes, lambda: loader(synthetic),
                                              _Window(warmup, steps, device, count_syncs), progress_bar))
 
     for repeat in range(repeats):
@@ -255,7 +258,7 @@ def benchmark_train(recipe: Recipe, data: Path | None, *, steps: int = 20, warmu
         for side in ((run_plain, run_lightning) if repeat % 2 == 0 else (run_lightning, run_plain)):
             side()
         if not synthetic and compare_synthetic:
-            synthetic_runs.append(_run_lightning(recipe, num_classes, lambda: loader(True),
+            synthetic_runs.append(_run_lightning(plan, num_classes, lambda: loader(True),
                                                  _Window(warmup, steps, device), progress_bar))
     return _figures(recipe, str(device), steps, warmup, synthetic, repeats, plain_runs, lightning_runs,
                     synthetic_runs)
@@ -268,7 +271,7 @@ def _figures(recipe: Recipe, device: str, steps: int, warmup: int, synthetic: bo
     plain, lightning = _median_run(plain_runs), _median_run(lightning_runs)
     lightning_img_s, plain_img_s = steps * batch / lightning.seconds, steps * batch / plain.seconds
     result = TrainBenchmark(
-        recipe=recipe.name, batch_size=batch, device=device, precision=str(recipe.trainer.get("precision", "32")),
+        recipe=recipe.name, batch_size=batch, device=device, precision=recipe.trainer.precision_name,
         steps=steps, warmup=warmup, synthetic=synthetic, lightning_img_s=lightning_img_s, plain_img_s=plain_img_s,
         overhead_pct=100.0 * (plain_img_s - lightning_img_s) / plain_img_s,
         data_wait_frac=lightning.wait / lightning.seconds, plain_data_wait_frac=plain.wait / plain.seconds,
@@ -291,19 +294,19 @@ def _median_run(runs: list[_Window]) -> _Window:
     return sorted(runs, key=lambda run: run.seconds)[len(runs) // 2]
 
 
-def _check_single_process(recipe: Recipe) -> None:
-    devices = recipe.trainer.get("devices", 1)
-    if devices not in (1, "1", [0]) or not recipe_layout(recipe).one_process:
+def _single_process_plan(recipe: Recipe) -> RunPlan:
+    devices = recipe.trainer.devices
+    if devices not in (1, "1", [0]) or not layout_named(recipe.trainer.strategy, 1).one_process:
         raise AlexnetError(f"recipe {recipe.name!r} runs {devices} processes; benchmark train times one: use a "
                            "single-device recipe (single-gpu, cpu-demo) or --set trainer.devices=1 "
                            "--set trainer.strategy=auto")
+    return plan_run(recipe)
 
 
-def _torch_device(recipe: Recipe) -> torch.device:
-    accelerator = str(recipe.trainer.get("accelerator", "auto"))
-    if not accelerator_is_gpu(accelerator):
+def _torch_device(plan: RunPlan) -> torch.device:
+    if not plan.on_gpu:
         return torch_device("cpu")
-    require_gpu(f"recipe {recipe.name!r} (trainer.accelerator={accelerator})",
+    require_gpu(f"recipe {plan.recipe.name!r} (trainer.accelerator={plan.recipe.trainer.accelerator})",
                 "use --set trainer.accelerator=cpu --set data.device=cpu")
     return torch_device("gpu")
 
@@ -313,20 +316,18 @@ def _build(recipe: Recipe, num_classes: int):
     return build_network(recipe.model, num_classes)
 
 
-def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progress: Progress) -> _Window:
+def _run_plain(plan: RunPlan, num_classes: int, loader, window: _Window, progress: Progress) -> _Window:
     """The loop every PyTorch tutorial writes: nothing but forward, loss, backward, step (the same
     optimizer as ``alexnet train``'s, so that the two sides differ only in what Lightning and the
     module add)."""
-    from alexnet_cli.training.optimizer import sgd
-
+    recipe = plan.recipe
     device, total = window.device, window.warmup + window.steps
-    torch.backends.cudnn.benchmark = bool(recipe.trainer.get("benchmark", False))  # as the Trainer sets it
+    torch.backends.cudnn.benchmark = bool(recipe.trainer.benchmark)  # as the Trainer sets it
     model = _build(recipe, num_classes).to(device).train()
-    compiling = compile_options(recipe.model)
-    if compiling is not None:
-        compile_in_place(model, compiling)
+    if plan.compile is not None:
+        compile_in_place(model, plan.compile)
     optimizer = sgd(model, recipe.optim, recipe.optim.lr)
-    precision = str(recipe.trainer.get("precision", "32-true"))
+    precision = plan.precision
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     precision_context = autocast(precision, device)
     # On a stream of its own, as alexnet train runs (training/cuda_stream.py): DALI's batches come ordered on it.
@@ -349,27 +350,21 @@ def _run_plain(recipe: Recipe, num_classes: int, loader, window: _Window, progre
     return window
 
 
-def _run_lightning(recipe: Recipe, num_classes: int, make_loader, window: _Window, progress_bar: bool) -> _Window:
+def _run_lightning(plan: RunPlan, num_classes: int, make_loader, window: _Window, progress_bar: bool) -> _Window:
     """The module and Trainer settings of ``alexnet train``: metrics, logging, throughput meter, the NaN
     stop, and its progress bar if ``progress_bar``."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from alexnet_cli.training.callbacks import SaveWhenTrainingEnds, ThroughputMeter
-    from alexnet_cli.training.lightning_output import quiet_lightning
-    from alexnet_cli.training.module import AlexNetModule
-    from alexnet_cli.training.trainer import trainer_arguments
-
+    recipe = plan.recipe
     quiet_lightning(True)
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
     module = AlexNetModule(_build(recipe, num_classes), recipe.optim, num_classes=num_classes, meta={},
-                           batch_size=recipe.data.batch_size, compile=compile_options(recipe.model))
+                           batch_size=recipe.data.batch_size, compile=plan.compile)
     total = window.warmup + window.steps
     loader = make_loader()
     window.loader = loader
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as logs:
         # alexnet train's own Trainer arguments, less what would land in the timed window: checkpoint
         # writes and validation; the run is cut to the window's steps.
-        args = trainer_arguments(recipe, Path(logs), not progress_bar, [ThroughputMeter(), _WindowCallback(window)])
+        args = trainer_arguments(plan, Path(logs), not progress_bar, [ThroughputMeter(), _WindowCallback(window)])
         args["callbacks"] = [c for c in args["callbacks"]
                              if not isinstance(c, (ModelCheckpoint, SaveWhenTrainingEnds))]
         args.pop("limit_train_batches", None)

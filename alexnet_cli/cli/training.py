@@ -11,6 +11,7 @@ from alexnet_cli.terminal import shown
 
 if TYPE_CHECKING:
     from alexnet_cli.recipes import Recipe
+    from alexnet_cli.training.plan import RunPlan
 
 
 @user_errors
@@ -82,36 +83,37 @@ def _print_dry_run(recipe: "Recipe", data: Path, benchmark_json: Path | None, ou
     import yaml
 
     from alexnet_cli.models.execution import split_groups_note
-    from alexnet_cli.training.dryrun import plan_run
     from alexnet_cli.training.setup import prepare_run
 
     # refuses what 'alexnet train' would refuse
     setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
-    plan = plan_run(recipe, len(setup.datamodule.split("train")), benchmark_json=benchmark_json)
     console.print(shown(yaml.safe_dump(recipe.to_dict(), sort_keys=False)), highlight=False)
     table = Table(title=f"dry run: {shown(recipe.name)} on {shown(data)}", show_header=False)
     table.add_row("run directory", shown(setup.run_dir) + (f" (resuming {shown(setup.checkpoint)})"
                                                            if setup.checkpoint else "")
                   + (" (replacing the run it holds)" if setup.replaces_run else ""))
-    if plan.devices_known:
-        table.add_row("devices", f"{plan.devices} ({plan.data_parallel} data-parallel)")
-    else:
-        table.add_row("devices", f"trainer.devices={recipe.trainer.get('devices')}: every GPU of the machine that "
-                      "runs (none to count here); the figures below are for 1 per node")
-    table.add_row("layout", plan.layout)
-    table.add_row("global batch", f"{plan.global_batch:,}")
-    table.add_row("training images", f"{plan.train_images:,}")
-    table.add_row("steps per epoch", f"{plan.steps_per_epoch:,}")
-    steps = f"{plan.epochs} / {plan.total_steps:,}" if plan.total_steps else str(plan.epochs)
-    table.add_row("epochs / total steps", steps)
-    if plan.estimated_hours is not None:
-        table.add_row("estimated time", f"{plan.estimated_hours:,.1f} h at {plan.images_per_second:,.0f} img/s per "
-                      "device (model only: assumes the pipeline keeps up)")
-    else:
-        table.add_row("estimated time", "pass --benchmark-json from 'alexnet benchmark model --json' for one")
+    for name, value in _plan_rows(setup.plan, benchmark_json):
+        table.add_row(name, value)
     console.print(table)
     if recipe.model.split_groups and (note := split_groups_note(setup.model, recipe.model.arch)):
         console.print(note, soft_wrap=True)
+
+
+def _plan_rows(plan: "RunPlan", benchmark_json: Path | None) -> list[tuple[str, str]]:
+    """The run plan as the dry run's table rows."""
+    from alexnet_cli.training.dryrun import estimated_hours
+
+    devices = (f"{plan.devices} ({plan.data_parallel} data-parallel)" if plan.devices_known else
+               f"trainer.devices={plan.recipe.trainer.devices}: every GPU of the machine that runs (none to count "
+               "here); the figures below are for 1 per node")
+    steps = f"{plan.epochs} / {plan.total_steps:,}" if plan.total_steps else str(plan.epochs)
+    rows = [("devices", devices), ("layout", plan.description), ("global batch", f"{plan.global_batch:,}"),
+            ("training images", f"{plan.train_images:,}"), ("steps per epoch", f"{plan.steps_per_epoch:,}"),
+            ("epochs / total steps", steps)]
+    speed, hours = estimated_hours(plan, benchmark_json) if benchmark_json is not None else (None, None)
+    return [*rows, ("estimated time", f"{hours:,.1f} h at {speed:,.0f} img/s per device (model only: assumes the "
+                    "pipeline keeps up)" if hours is not None else
+                    "pass --benchmark-json from 'alexnet benchmark model --json' for one")]
 
 
 @user_errors

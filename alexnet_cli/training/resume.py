@@ -74,8 +74,8 @@ def limit_reached(checkpoint: Path, recipe: Recipe) -> str | None:
     from alexnet_cli.models.checkpoints import read_file
 
     saved = read_file(checkpoint, mmap=True)
-    max_steps, max_epochs = recipe.trainer.get("max_steps"), recipe.trainer.get("max_epochs")
-    if max_steps is not None and 0 < int(max_steps) <= int(saved.get("global_step", 0)):
+    max_steps, max_epochs = recipe.trainer.max_steps, recipe.trainer.max_epochs
+    if 0 < max_steps <= int(saved.get("global_step", 0)):
         return f"trainer.max_steps={max_steps}"
     # DataPosition's epoch is the epoch of the first batch not yet trained (Lightning's own counter depends on
     # the hook that saved the checkpoint)

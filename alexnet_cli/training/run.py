@@ -15,15 +15,30 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import yaml
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import TrainingStopped
+from alexnet_cli.models.checkpoints import read_file
 from alexnet_cli.models.execution import split_groups_note
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
 from alexnet_cli.terminal import shown
+from alexnet_cli.training.callbacks import (
+    BestMetrics,
+    DataPosition,
+    FirstStepTimer,
+    MemoryMeter,
+    RunRecord,
+    ThroughputMeter,
+    WriteOnTrainStart,
+)
+from alexnet_cli.training.checkpoint_io import remove_unfinished
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
+from alexnet_cli.training.module import AlexNetModule
+from alexnet_cli.training.preemption import GracefulStop, StopNow, trainer_is_rank_zero
 from alexnet_cli.training.resume import latest_checkpoint, limit_reached
 from alexnet_cli.training.run_dir import (
     copy_metrics_before,
@@ -73,36 +88,31 @@ def run(recipe: Recipe, data: Path, *, out: Path | None = None, quiet: bool = Fa
 def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: Path | None, overwrite: bool,
          progress: Progress | None, held: ExitStack) -> TrainResult:
     """``run``; what enters ``held`` (the run folder's lock) is released when it returns or raises."""
-    from alexnet_cli.models.build import compile_options
-    from alexnet_cli.training.callbacks import BestMetrics, FirstStepTimer, RunRecord, ThroughputMeter
-    from alexnet_cli.training.module import AlexNetModule
-    from alexnet_cli.training.preemption import GracefulStop, trainer_is_rank_zero
-
     quiet_lightning(quiet)
     report_lost_ranks()
     data = Path(data)
     setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
+    plan = setup.plan
     if setup.checkpoint is not None and (reached := limit_reached(setup.checkpoint, recipe)):
         return _already_done(setup, reached)  # before anything is written: run.json keeps the run's figures
-    check_gpu_present(recipe)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
-    module = AlexNetModule(setup.model, recipe.optim, num_classes=setup.num_classes, meta=setup.meta,
-                           batch_size=recipe.data.batch_size, compile=compile_options(recipe.model),
-                           say=(progress or SilentProgress()).note)
+    check_gpu_present(plan)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
+    module = AlexNetModule(setup.model, recipe.optim, num_classes=plan.num_classes, meta=setup.meta,
+                           batch_size=plan.batch_size, compile=plan.compile, say=(progress or SilentProgress()).note)
     rank_zero = trainer_is_rank_zero()
     if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
         held.enter_context(run_lock(setup.run_dir))
-        _announce(setup, recipe, progress or SilentProgress(), quiet)
+        _announce(setup, progress or SilentProgress(), quiet)
         if setup.continues_in_place:
             _drop_relogged_metrics(setup, progress or SilentProgress())
     recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
-    facts = _start_run_directory(setup, recipe, recipe_text, rank_zero)
+    facts = _start_run_directory(setup, recipe_text, rank_zero)
     throughput, best = ThroughputMeter(), BestMetrics()
     first_step = FirstStepTimer() if recipe.model.compile else None  # timed only where it compiles
     stop = GracefulStop(setup.run_dir / "checkpoints" / "last.ckpt",
-                        every_n_steps=int(recipe.trainer.get("log_every_n_steps", 50)))
+                        every_n_steps=int(recipe.trainer.log_every_n_steps))
     record = RunRecord(setup.run_dir, facts)  # run.json once training starts: a resume that fails keeps the old
     meters = [throughput, best, record] + ([first_step] if first_step is not None else [])
-    trainer = _trainer(setup, recipe, recipe_text, quiet, meters, stop, (progress or SilentProgress()).note)
+    trainer = _trainer(setup, recipe_text, quiet, meters, stop, (progress or SilentProgress()).note)
     started = time.perf_counter()
     finished = False
     try:
@@ -127,8 +137,6 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
 
 
 def _already_done(setup: RunSetup, reached: str) -> TrainResult:
-    from alexnet_cli.models.checkpoints import read_file
-
     checkpoints = setup.run_dir / "checkpoints"
     return TrainResult(
         run_dir=setup.run_dir, best_top1=None, best_top5=None, best_epoch=None, seconds=0.0, images_per_second=0.0,
@@ -139,8 +147,6 @@ def _already_done(setup: RunSetup, reached: str) -> TrainResult:
 
 
 def _drop_relogged_metrics(setup: RunSetup, progress: Progress) -> None:
-    from alexnet_cli.models.checkpoints import read_file
-
     step = int(read_file(setup.checkpoint, mmap=True).get("global_step", 0))
     dropped = drop_metrics_past(setup.run_dir, step)
     if dropped:
@@ -148,27 +154,24 @@ def _drop_relogged_metrics(setup: RunSetup, progress: Progress) -> None:
                       "logs those steps again")
 
 
-def _trainer(setup: RunSetup, recipe: Recipe, recipe_text: str, quiet: bool, meters: list, stop, say):
-    import lightning as L
-
-    from alexnet_cli.training.callbacks import DataPosition, MemoryMeter, WriteOnTrainStart
-
+def _trainer(setup: RunSetup, recipe_text: str, quiet: bool, meters: list, stop, say) -> L.Trainer:
     # GracefulStop last: the position it saves on a signal is the one DataPosition has just advanced
     callbacks = [*meters, MemoryMeter(), DataPosition(setup.datamodule), stop]
     if setup.checkpoint is not None:  # a resume that fails to load keeps the run's recipe.yaml as it was
         callbacks.append(WriteOnTrainStart(setup.run_dir / "recipe.yaml", recipe_text))
-    arguments = trainer_arguments(recipe, setup.run_dir, quiet, callbacks, say)
+    arguments = trainer_arguments(setup.plan, setup.run_dir, quiet, callbacks, say)
     if setup.checkpoint is not None:
         keep_previous_metrics(arguments["logger"], setup.run_dir)
     return L.Trainer(**arguments)
 
 
-def _announce(setup: RunSetup, recipe: Recipe, progress: Progress, quiet: bool) -> None:
+def _announce(setup: RunSetup, progress: Progress, quiet: bool) -> None:
     """The network (instead of Lightning's summary table), unless quiet; a resume's recipe changes, always."""
+    plan, recipe = setup.plan, setup.plan.recipe
     if not quiet:
         parameters = sum(p.numel() for p in setup.model.parameters())
-        progress.note(f"{recipe.model.arch}: {parameters:,} parameters, {setup.crop}×{setup.crop} crops, "
-                      f"{setup.num_classes} classes → {shown(setup.run_dir)}")
+        progress.note(f"{recipe.model.arch}: {parameters:,} parameters, {plan.crop}×{plan.crop} crops, "
+                      f"{plan.num_classes} classes → {shown(setup.run_dir)}")
         if recipe.model.compile:
             progress.note(f"model.compile: the first step compiles the network ({recipe.model.compile_backend}, "
                           f"mode {recipe.model.compile_mode}) and takes longer")
@@ -178,13 +181,11 @@ def _announce(setup: RunSetup, recipe: Recipe, progress: Progress, quiet: bool) 
         progress.note(shown(f"resuming {setup.checkpoint} with recipe changes: " + "; ".join(setup.changes)))
 
 
-def _start_run_directory(setup: RunSetup, recipe: Recipe, recipe_text: str, rank_zero: bool) -> dict:
+def _start_run_directory(setup: RunSetup, recipe_text: str, rank_zero: bool) -> dict:
     """Clear what --overwrite replaces and what a killed save left; a new run writes recipe.yaml and run.json
     (unfinished) now, a resumed one when its training starts (``RunRecord``, ``WriteOnTrainStart``). Returns the
     run's facts so far: a resumed run adds up its segments' seconds, also when it continues in another folder
     (whose metrics.csv then starts with the rows the checkpoint had trained)."""
-    from alexnet_cli.training.checkpoint_io import remove_unfinished
-
     run_dir = setup.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero:
@@ -196,8 +197,8 @@ def _start_run_directory(setup: RunSetup, recipe: Recipe, recipe_text: str, rank
     earlier = read_run_facts(setup.resumed_dir or run_dir) if setup.checkpoint is not None else {}
     if rank_zero and setup.checkpoint is not None and not setup.continues_in_place:
         copy_metrics_before(setup.resumed_dir, run_dir, setup.checkpoint)
-    facts = {"recipe": recipe.name, "num_classes": setup.num_classes,
-             "train_images": len(setup.datamodule.split("train")), "finished": False,
+    facts = {"recipe": setup.plan.recipe.name, "num_classes": setup.plan.num_classes,
+             "train_images": setup.plan.train_images, "finished": False,
              "seconds": float(earlier.get("seconds", 0.0))}
     if rank_zero and setup.checkpoint is None:
         write_run_facts(run_dir, facts)
@@ -206,11 +207,6 @@ def _start_run_directory(setup: RunSetup, recipe: Recipe, recipe_text: str, rank
 
 def _fit(trainer, module, setup: RunSetup, data: Path, stop) -> None:
     """trainer.fit, with each way a run can stop early told as one ``TrainingStopped`` that says how to resume."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from alexnet_cli.models.checkpoints import read_file
-    from alexnet_cli.training.preemption import StopNow
-
     run_dir, checkpoints = setup.run_dir, setup.run_dir / "checkpoints"
     resume_with = f"alexnet train --data {data} --resume {run_dir}"
     try:

@@ -8,68 +8,33 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
 from alexnet_cli.atomic import write_text_atomic
-from alexnet_cli.devices import accelerator_is_gpu
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.parallel.layout import Layout
-from alexnet_cli.parallel.layouts import layout_named
 from alexnet_cli.recipes import CheckpointConfig, Recipe
+from alexnet_cli.training.callbacks import (
+    FilterImageLogger,
+    SaveWhenTrainingEnds,
+    SparseMetricsProgressBar,
+    StopOnNonFiniteLoss,
+    TimedCheckpoint,
+)
+from alexnet_cli.training.checkpoint_io import AtomicCheckpointIO
+from alexnet_cli.training.cuda_stream import TrainingStream
+from alexnet_cli.training.plan import RunPlan
+from alexnet_cli.training.resume_repair import ResumeRepair
 
 # trainer.logger: the module each logger needs beside CSV (always there), any one of them will do
 _LOGGER_MODULES = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
-def devices_per_node(recipe: Recipe) -> int | None:
-    """``trainer.devices`` as the count Lightning will use on this machine, refused where Lightning would refuse
-    it: a list counts its ids; -1 and "auto" are every GPU here (where there is none to count: None, known only
-    on the machine that runs), and one process on the CPU, which takes no -1 and no list of ids."""
-    devices = recipe.trainer.get("devices", 1)
-    on_gpu = accelerator_is_gpu(str(recipe.trainer.get("accelerator", "auto")))
-    if isinstance(devices, list):
-        if not on_gpu:
-            raise AlexnetError(f"trainer.devices={devices}: the CPU takes a number of processes, not device ids")
-        if len(set(devices)) != len(devices) or not all(isinstance(d, int) and d >= 0 for d in devices):
-            raise AlexnetError(f"trainer.devices={devices}: give distinct GPU ids (0, 1, ...)")
-        return len(devices)
-    if devices in (-1, "auto"):
-        if not on_gpu:
-            if devices == -1:
-                raise AlexnetError("trainer.devices=-1 means every GPU; on the CPU give a number of processes")
-            return 1  # Lightning's "auto" on the CPU
-        return torch_cuda_devices() or None
-    return int(devices)
-
-
-def torch_cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def device_count(recipe: Recipe) -> int:
-    """Devices over all nodes, as ``devices_per_node`` counts them (1 per node where that is unknown here)."""
-    return (devices_per_node(recipe) or 1) * recipe.trainer.get("num_nodes", 1)
-
-
-def recipe_layout(recipe: Recipe) -> Layout:
-    """The layout the recipe's ``trainer.strategy`` names (``parallel/layouts``)."""
-    return layout_named(recipe.trainer.get("strategy"), device_count(recipe))
-
-
 def check_trainer_arguments(recipe: Recipe) -> None:
-    """Refuse what ``trainer_arguments`` or ``lightning.Trainer`` would: the checkpoint schedule, the logger, the
-    accelerator."""
+    """Refuse what ``trainer_arguments`` would: the checkpoint schedule, the logger (the accelerator and the
+    devices: ``plan.plan_run``)."""
     check_checkpoint_schedule(recipe.checkpoint)
-    check_logger(recipe.trainer.get("logger", "csv"))
-    check_accelerator(recipe.trainer.get("accelerator", "auto"))
-
-
-def check_accelerator(accelerator) -> None:
-    from lightning.pytorch.accelerators import AcceleratorRegistry
-
-    known = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
-    if accelerator not in known:
-        raise AlexnetError(f"trainer.accelerator={accelerator!r}: use one of {', '.join(known)}")
+    check_logger(recipe.trainer.logger)
 
 
 def check_checkpoint_schedule(config: CheckpointConfig) -> None:
@@ -86,35 +51,28 @@ def check_logger(name: str | None) -> None:
         raise AlexnetError(f"trainer.logger {name}: pip install {needs[0]} (or use trainer.logger=csv)")
 
 
-def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callbacks: list,
+def trainer_arguments(plan: RunPlan, run_dir: Path, quiet: bool, extra_callbacks: list,
                       say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """``lightning.Trainer``'s arguments for ``recipe``'s run in ``run_dir``; ``say`` hears what the run says
+    """``lightning.Trainer``'s arguments for ``plan``'s run in ``run_dir``; ``say`` hears what the run says
     as it goes (a resume's re-planned schedule)."""
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-
-    from alexnet_cli.training.callbacks import FilterImageLogger, SparseMetricsProgressBar, StopOnNonFiniteLoss
-    from alexnet_cli.training.checkpoint_io import AtomicCheckpointIO
-    from alexnet_cli.training.cuda_stream import TrainingStream
-    from alexnet_cli.training.resume_repair import ResumeRepair
-
-    args = dict(recipe.trainer)
-    logger_name = args.pop("logger", "csv")
-    validating = args.get("limit_val_batches", 1) != 0
+    trainer = plan.recipe.trainer
+    args = trainer.lightning_arguments()
+    validating = trainer.limit_val_batches != 0
     # Lightning syncs with the GPU to log every log_every_n_steps steps; what reads device values goes there too.
-    sync_every = int(args.get("log_every_n_steps", 50))
+    sync_every = int(trainer.log_every_n_steps)
     # TrainingStream first: everything after it queues its work on the training stream (a no-op off CUDA).
     callbacks = [TrainingStream(), *extra_callbacks, StopOnNonFiniteLoss(every_n_steps=sync_every),
-                 *checkpoint_callbacks(recipe, run_dir / "checkpoints", validating, sync_every),
+                 *checkpoint_callbacks(plan.recipe.checkpoint, run_dir / "checkpoints", validating, sync_every),
                  LearningRateMonitor(logging_interval="epoch"), FilterImageLogger()]
     if not quiet:
         callbacks.append(SparseMetricsProgressBar(metrics_every_n_steps=sync_every))
     # After the tool's other callbacks, as the module's own hooks were: a resume's plateau catch-up at an
     # epoch's end follows what they do there, and precedes Lightning's savers (it runs them last).
     callbacks.append(ResumeRepair(say))
-    args["strategy"] = recipe_layout(recipe).lightning_strategy()
+    args["strategy"] = plan.layout.lightning_strategy()
     args.setdefault("num_sanity_val_steps", 0)
     args.update(
-        default_root_dir=str(run_dir), logger=make_logger(logger_name, run_dir), callbacks=callbacks,
+        default_root_dir=str(run_dir), logger=make_logger(trainer.logger, run_dir), callbacks=callbacks,
         enable_progress_bar=not quiet, use_distributed_sampler=False,
         enable_model_summary=False,  # its FLOPs column reads 0 without an example input; run() names the network
         plugins=[AtomicCheckpointIO()],
@@ -124,13 +82,8 @@ def trainer_arguments(recipe: Recipe, run_dir: Path, quiet: bool, extra_callback
     return args
 
 
-def checkpoint_callbacks(recipe: Recipe, checkpoint_dir: Path, validating: bool, sync_every: int) -> list:
+def checkpoint_callbacks(config: CheckpointConfig, checkpoint_dir: Path, validating: bool, sync_every: int) -> list:
     """The savers the recipe's ``checkpoint`` section asks for."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from alexnet_cli.training.callbacks import SaveWhenTrainingEnds, TimedCheckpoint
-
-    config = recipe.checkpoint
     check_checkpoint_schedule(config)
     # last.ckpt every N epochs, or once when training ends...
     savers = [ModelCheckpoint(dirpath=checkpoint_dir, filename="last", every_n_epochs=config.every_n_epochs,
@@ -154,25 +107,17 @@ def checkpoint_callbacks(recipe: Recipe, checkpoint_dir: Path, validating: bool,
 
 def make_logger(name: str | None, run_dir: Path):
     """CSV always, and TensorBoard or W&B beside it if asked (``check_logger``)."""
-    from lightning.pytorch.loggers import CSVLogger
-
     check_logger(name)
     csv = CSVLogger(save_dir=str(run_dir), name="", version="")
     if name in (None, "csv"):
         return csv
     if name == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         return [csv, TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard")]
-    from lightning.pytorch.loggers import WandbLogger  # check_logger let nothing else through
-
-    return [csv, WandbLogger(save_dir=str(run_dir))]
+    return [csv, WandbLogger(save_dir=str(run_dir))]  # check_logger let nothing else through
 
 
 def keep_previous_metrics(loggers, run_dir: Path) -> None:
     """A resumed run appends to metrics.csv (Lightning's CSV writer would start it afresh)."""
-    from lightning.pytorch.loggers import CSVLogger
-
     path = run_dir / "metrics.csv"
     csv_logger = next(lg for lg in (loggers if isinstance(loggers, list) else [loggers]) if isinstance(lg, CSVLogger))
     if not path.is_file():

@@ -7,7 +7,8 @@ from conftest import NARROW_FC, THREE_STEP_RUN, invoke_alexnet, one_line_error
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.layouts import LAYOUTS
 from alexnet_cli.recipes import load_recipe
-from alexnet_cli.training.setup import check_compiles, prepare_run
+from alexnet_cli.training.plan import check_compiles
+from alexnet_cli.training.setup import prepare_run
 
 # A GPU recipe on two CPU processes, as the distributed tests run it (NARROW_FC's --set pairs as overrides)
 TWO_CPU = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "data.device=cpu",
@@ -45,9 +46,9 @@ def test_the_datamodule_is_given_the_layouts_collective_forward(prepared, tmp_pa
 @pytest.fixture
 def no_gpus_here(monkeypatch):
     """A machine without GPUs, also where the tests run on one: -1 and "auto" cannot be counted there."""
-    from alexnet_cli.training import trainer
+    from alexnet_cli.training import plan
 
-    monkeypatch.setattr(trainer, "torch_cuda_devices", lambda: 0)
+    monkeypatch.setattr(plan, "torch_cuda_devices", lambda: 0)
 
 
 def test_setup_asks_the_layout_about_the_device_count_only_where_it_can_be_counted(prepared, tmp_path, no_gpus_here):

@@ -3,11 +3,19 @@
 import pytest
 
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.parallel.layouts import layout_named
 from alexnet_cli.recipes import load_recipe
-from alexnet_cli.training.trainer import check_trainer_arguments, device_count, make_logger, trainer_arguments
+from alexnet_cli.training.plan import RunPlan, device_count
+from alexnet_cli.training.trainer import check_trainer_arguments, make_logger, trainer_arguments
 
 # A GPU recipe on CPU processes: a count of them (-1, every GPU, means nothing on the CPU, which Lightning refuses)
 CPU = ["trainer.accelerator=cpu", "data.device=cpu", "trainer.devices=2"]
+
+
+def _plan(recipe) -> RunPlan:
+    """The plan ``trainer_arguments`` takes, on the recipe's devices unchecked (``plan_run`` checks them, tested
+    with it): a hybrid on two CPU processes still gets its strategy."""
+    return RunPlan(recipe, layout_named(recipe.trainer.strategy, device_count(recipe)), False, 2, 1, 227, None)
 
 
 @pytest.mark.parametrize(("recipe", "overrides", "strategy"), [
@@ -15,14 +23,14 @@ CPU = ["trainer.accelerator=cpu", "data.device=cpu", "trainer.devices=2"]
     ("two-gpu", ["trainer.strategy=towers", "trainer.devices=4"], "TowerParallelStrategy"),
     ("weird-trick", [], "WeirdTrickStrategy")])
 def test_the_split_layouts_get_this_tools_strategy(tmp_path, recipe, overrides, strategy):
-    arguments = trainer_arguments(load_recipe(recipe, [*CPU, *overrides]), tmp_path, True, [])
+    arguments = trainer_arguments(_plan(load_recipe(recipe, [*CPU, *overrides])), tmp_path, True, [])
     assert type(arguments["strategy"]).__name__ == strategy
 
 
 @pytest.mark.parametrize(("recipe", "overrides", "strategy"), [
     ("ddp", [], "ddp"), ("cpu-demo", [], "auto"), ("ddp", ["trainer.strategy=ddp_spawn"], "ddp_spawn")])
 def test_lightnings_own_strategies_pass_through_by_name(tmp_path, recipe, overrides, strategy):
-    assert trainer_arguments(load_recipe(recipe, [*CPU, *overrides]), tmp_path, True, [])["strategy"] == strategy
+    assert trainer_arguments(_plan(load_recipe(recipe, [*CPU, *overrides])), tmp_path, True, [])["strategy"] == strategy
 
 
 @pytest.mark.parametrize(("accelerator", "devices", "nodes", "counted"), [
@@ -31,9 +39,9 @@ def test_lightnings_own_strategies_pass_through_by_name(tmp_path, recipe, overri
     ("gpu", "[0, 1]", 2, 4)])  # a list counts its ids
 def test_device_count_is_over_every_node_and_counts_an_unknown_count_as_one(accelerator, devices, nodes, counted,
                                                                           monkeypatch):
-    from alexnet_cli.training import trainer
+    from alexnet_cli.training import plan
 
-    monkeypatch.setattr(trainer, "torch_cuda_devices", lambda: 0)  # no GPU to count, also on a GPU machine
+    monkeypatch.setattr(plan, "torch_cuda_devices", lambda: 0)  # no GPU to count, also on a GPU machine
     recipe = load_recipe("ddp", [f"trainer.accelerator={accelerator}", f"trainer.devices={devices}",
                                  f"trainer.num_nodes={nodes}"])
     assert device_count(recipe) == counted
