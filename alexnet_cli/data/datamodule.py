@@ -10,7 +10,7 @@ from alexnet_cli.data.dataset_files import ClassInfo, SplitFiles, list_split, re
 from alexnet_cli.data.loader import DaliLoader
 from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.pipeline_options import PipelineOptions
-from alexnet_cli.data.sampling import Augmentation, ShardPlan, equal_steps_batch_size
+from alexnet_cli.data.sampling import Augmentation, ShardPlan, equal_steps_batch_size, trainer_rank
 from alexnet_cli.data.stats import DatasetStats, load_stats
 from alexnet_cli.data.workers import Workers, workers_for
 from alexnet_cli.errors import AlexnetError
@@ -21,12 +21,6 @@ ShardOf = Callable[["L.Trainer | None"], tuple[int, int]]
 # Lightning's data fetcher asks for batch i+1 before it runs step i (to know whether i is an epoch's last): one
 # batch more in DALI's queue keeps the lead it had, so that asking for i+1 never makes step i wait.
 LIGHTNING_LOOKAHEAD = 1
-
-
-def trainer_rank(trainer: "L.Trainer | None") -> tuple[int, int]:
-    """Plain data parallelism, as Lightning numbers its processes: every rank its own shard; one shard without a
-    trainer (evaluation and benchmarks that split the data themselves pass ``loader`` their shard)."""
-    return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
 
 
 class DaliDataModule(L.LightningDataModule):

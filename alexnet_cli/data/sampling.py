@@ -121,3 +121,9 @@ class Augmentation:
         shift = (alpha * self.eigval) @ self.eigvec.T * 255.0
         return {"position": position.astype(np.float32), "offsets": offsets, "mirror": flips.astype(np.int32),
                 "alpha": alpha, "shift": shift.astype(np.float32)}
+
+
+def trainer_rank(trainer) -> tuple[int, int]:
+    """Plain data parallelism, as Lightning numbers its processes: every rank its own shard; one shard without a
+    trainer (evaluation and benchmarks that split the data themselves pass ``loader`` their shard)."""
+    return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)

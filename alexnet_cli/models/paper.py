@@ -8,6 +8,7 @@ maps); and each GPU normalised (LRN) its own maps. With biases that is 60,965,22
 parameters for 1000 classes.
 """
 
+import copy
 import warnings
 from collections import OrderedDict
 
@@ -70,6 +71,14 @@ class LocalResponseNorm(nn.Module):
             return function(x, self.size, self.alpha, self.beta, self.k, self.groups)
         with torch.autocast(x.device.type, enabled=False):
             return function(x, self.size, self.alpha, self.beta, self.k, self.groups)
+
+    def regrouped(self, groups: int) -> "LocalResponseNorm":
+        """This normalisation with its sum inside each of ``groups`` groups of maps, every other setting kept (its
+        kernel chosen afresh where the copy runs)."""
+        norm = copy.deepcopy(self)
+        norm.groups = groups
+        norm.impl = self.impl  # forgets the kernels chosen for this one
+        return norm
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}, "
@@ -144,6 +153,18 @@ class PaperAlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
+
+    def tower_layer(self, name: str) -> nn.Module:
+        """One tower's copy of the weightless layer ``name`` (``features.norm1``, ``classifier.drop6``, ...), for
+        a layout that runs each tower on a device of its own: the layer as this network was built, an LRN
+        normalising the tower's own maps only (each GPU normalised its own, §3.3). A weighted layer's part of a
+        tower is its rows, which such a layout cuts itself."""
+        layer = self.get_submodule(name)
+        if next(layer.parameters(), None) is not None:
+            raise ValueError(f"{name} has weights: a tower holds its rows of them, not a copy")
+        if isinstance(layer, LocalResponseNorm):
+            return layer.regrouped(layer.groups // self.towers)
+        return copy.deepcopy(layer)
 
 
 # §5: biases of conv2, conv4, conv5 and the hidden FC layers start at 1 so that the

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 
 @dataclass
@@ -73,8 +74,6 @@ def gather_rows(x: torch.Tensor, *, group, sizes: list[int]) -> torch.Tensor:
 
 def counting_ddp(model: torch.nn.Module, group, counted: dict[str, int], point: str):
     """DDP over ``group`` whose gradient all-reduce adds every bucket's bytes to ``counted[point]``."""
-    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
     def hook(state, bucket):
         counted[point] = counted.get(point, 0) + bucket.buffer().numel() * bucket.buffer().element_size()
         return allreduce_hook(state, bucket)

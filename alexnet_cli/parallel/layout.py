@@ -51,15 +51,3 @@ class Layout:
         """Refuse a device count this layout cannot spread itself over (any count will do here): asked before
         any process starts, where the count is known (-1/"auto" on a machine without the devices is not).
         ``named``: the strategy as the recipe wrote it, for the message."""
-
-    def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:
-        """One fp32 training step of the single-device network ``full`` on this rank of ``world``, in
-        ``benchmark comms``'s process group: the bytes this rank handed to collectives, by exchange point."""
-        import torch.nn.functional as F
-
-        from alexnet_cli.parallel.collectives import counting_ddp
-
-        counted: dict[str, int] = {}
-        model = counting_ddp(full, None, counted, "gradient all-reduce")
-        F.cross_entropy(model(images), labels).backward()
-        return counted

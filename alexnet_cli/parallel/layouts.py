@@ -1,6 +1,9 @@
 """Every layout by its name: the one set of names that recipes (``trainer.strategy``), ``benchmark comms``
 and the trainer use. Adding a layout is a module defining its ``Layout`` (and, if Lightning lacks it, its
-strategy), one entry here, and a recipe naming it."""
+strategy), one entry here, a recipe naming it and, to be measured by ``benchmark comms``, its step in
+``bench/comms.measured_step``."""
+
+from lightning.pytorch.strategies import StrategyRegistry
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.layout import Layout
@@ -31,18 +34,12 @@ def layout_named(strategy: str | None, devices: int) -> Layout:
         name = "two-gpu" if devices == 2 else "hybrid"
     if name in LAYOUTS:
         return LAYOUTS[name]
-    if name in _lightning_strategies():
+    if name in StrategyRegistry.available_strategies():
         return Layout(name)
     close = next((known for known in LAYOUTS if known == name.lower()), None)
     hint = f" (did you mean {close}?)" if close else ""
     raise AlexnetError(f"trainer.strategy={name!r} is not a layout{hint}: use {', '.join(LAYOUTS)}, or one of "
                        "Lightning's strategies (ddp_spawn, fsdp, deepspeed, ...)")
-
-
-def _lightning_strategies() -> list[str]:
-    from lightning.pytorch.strategies import StrategyRegistry
-
-    return StrategyRegistry.available_strategies()
 
 
 def benchmarked_layouts() -> dict[str, int]:

@@ -2,12 +2,14 @@
 groups, and the labels its class scores belong to.
 
 ``RunningLayout`` is what the LightningModule and the data ask of the layout during the run: this tool's
-strategies (``parallel/strategy``) answer for their layouts, and Lightning's own strategies are plain
-data parallelism over every rank. ``running_layout(trainer)`` is the one place that tells them apart.
+strategies (in ``parallel/towers`` and ``parallel/weird_trick``) answer for their layouts, and Lightning's
+own strategies are plain data parallelism over every rank. ``running_layout(trainer)`` is the one place
+that tells them apart.
 """
 
 import socket
 
+from alexnet_cli.data.sampling import trainer_rank
 from alexnet_cli.parallel.layout import Layout
 
 
@@ -36,7 +38,7 @@ class _LightningDataParallel(RunningLayout):
     layout = Layout("ddp")
 
     def __init__(self, trainer) -> None:
-        self.global_rank, self.world_size = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        self.global_rank, self.world_size = trainer_rank(trainer)
 
 
 def running_layout(trainer) -> RunningLayout:

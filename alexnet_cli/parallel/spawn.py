@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.ranks import free_port
 
 Result = TypeVar("Result")
@@ -24,8 +25,6 @@ def refuse_more_devices_than_present(option: str, wanted: int, device: str) -> N
     """One process per device: more processes than the machine has GPUs fail, and far more than its CPU cores
     (the ones this process may use) crawl or hang in the rendezvous (--devices 64 on 2 cores printed nothing
     for minutes). Two CPU processes per core are allowed: a 4-rank layout (hybrid) still runs on 2 cores."""
-    from alexnet_cli.errors import AlexnetError
-
     if device == "gpu":
         present, what = torch.cuda.device_count(), "CUDA GPU(s)"
         limit = present

@@ -1,16 +1,27 @@
 """What every network split across ranks shares: its checkpoints are the single-device network's.
 
 A split network (``TowerParallelAlexNet``, ``WeirdTrickAlexNet``) holds, for each parameter, either all
-of it or rows [r·n/N, (r+1)·n/N) of the single-device parameter of the same name (``row_sizes``).
-Weights and the optimizer's momentum are joined into, and cut out of, the single-device layout here,
-one way for every layout, so that any recipe can load, evaluate or resume what another saved.
+of it or rows [r·n/N, (r+1)·n/N) of the single-device parameter of the same name (``row_sizes``;
+``shard_sizes`` says how many). Weights and the optimizer's momentum are joined into, and cut out of, the
+single-device layout here, one way for every layout, so that any recipe can load, evaluate or resume what
+another saved; ``SingleDeviceCheckpoints`` is where the layouts' Lightning strategies ask for that.
 """
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from alexnet_cli.models.parameters import ordered_names
 from alexnet_cli.parallel.collectives import gather_rows
+from alexnet_cli.parallel.layout import Layout
+from alexnet_cli.parallel.ranks import RunningLayout
+
+
+def shard_sizes(total: int, parts: int) -> list[int]:
+    """``torch.tensor_split`` sizes: the first ranks take the remainder."""
+    return [len(chunk) for chunk in torch.arange(total).tensor_split(parts)]
 
 
 class SplitModel(nn.Module):
@@ -59,3 +70,27 @@ class SplitModel(nn.Module):
 def _per_element(value) -> bool:
     """A buffer with one entry per parameter element (momentum), not a scalar such as a step count."""
     return torch.is_tensor(value) and value.dim() > 0
+
+
+class SingleDeviceCheckpoints(RunningLayout):
+    """Checkpoints in the single-device layout for a Lightning strategy whose model is split across ranks (a
+    ``SplitModel``), mixed in before Lightning's ``DDPStrategy``. Saving joins the shards
+    (``lightning_module_state_dict``, ``optimizer_state``); resuming loads the weights into the single-device
+    model first (Lightning restores modules before ``setup``, which then splits that model) and takes this
+    rank's rows of the optimizer state (``load_optimizer_state_dict``). Every call is collective. Also the
+    ``RunningLayout`` the LightningModule and the data ask during the run."""
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        return {f"model.{k}": v for k, v in self.lightning_module.model.full_state_dict().items()}
+
+    def optimizer_state(self, optimizer) -> dict[str, Any]:
+        return self.lightning_module.model.full_optimizer_state(super().optimizer_state(optimizer))
+
+    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
+        model = self.lightning_module.model
+        states = [model.shard_optimizer_state(state) for state in checkpoint["optimizer_states"]]
+        super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})
+
+    def __init__(self, layout: Layout, **ddp_options) -> None:
+        super().__init__(**ddp_options)
+        self.layout = layout  # the registry's entry: its data-parallel size and rank (RunningLayout)

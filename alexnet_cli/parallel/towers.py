@@ -12,27 +12,28 @@ fc8 is split rather than replicated so that the two halves hold exactly the
 Every shard is rows [r·n/2, (r+1)·n/2) of the single-device ``paper`` layer of the
 same name, so the full state dict is the shards concatenated along dim 0: the
 checkpoints of both layouts are the same file format.
+
+``TowerLayout`` names the layouts built of it (``two-gpu``: one pair of towers; ``hybrid``: pairs
+data-parallel), and ``TowerParallelStrategy`` runs them under Lightning: its DDP launcher with the towers
+inside each pair of devices. Ranks 2k and 2k+1 form a tower pair (tensor parallel: they hold the two
+halves of one network and see the same batch); ranks of the same tower index across pairs form a
+data-parallel group, whose gradients DDP averages.
 """
 
 from collections import OrderedDict
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.models.paper import PaperAlexNet, paper_lrn
-from alexnet_cli.parallel.collectives import CommunicationLog, counting_ddp, gather
+from alexnet_cli.models.paper import PaperAlexNet
+from alexnet_cli.parallel.collectives import CommunicationLog, gather
 from alexnet_cli.parallel.layout import Layout
-from alexnet_cli.parallel.split import SplitModel
+from alexnet_cli.parallel.split import SingleDeviceCheckpoints, SplitModel, shard_sizes
 
 TENSOR_PARALLEL = 2  # the paper's two GPUs
-
-
-def shard_sizes(total: int, parts: int) -> list[int]:
-    """``torch.tensor_split`` sizes: the first ranks take the remainder."""
-    return [len(chunk) for chunk in torch.arange(total).tensor_split(parts)]
 
 
 class TowerParallelAlexNet(SplitModel):
@@ -44,29 +45,21 @@ class TowerParallelAlexNet(SplitModel):
             raise ValueError("the paper's split has exactly two towers")
         self.rank, self.size, self.group = rank, size, group
         self.log = CommunicationLog()
-        f, c = full.features, full.classifier
-        self.num_classes = c.fc8.out_features
-
-        def norm() -> nn.Module:  # each tower normalises its own maps, or none does (the §3.3 ablation)
-            return paper_lrn(groups=1, impl=f.norm1.impl) if full.lrn else nn.Identity()  # model.lrn_impl kept
-
-        def pool() -> nn.MaxPool2d:  # as the single-device model pools (the §3.4 ablation included)
-            return nn.MaxPool2d(f.pool1.kernel_size, f.pool1.stride)
-
-        self.features = nn.Sequential(OrderedDict(
-            conv1=self._shard(f.conv1), relu1=nn.ReLU(inplace=True), norm1=norm(), pool1=pool(),
-            conv2=self._shard(f.conv2), relu2=nn.ReLU(inplace=True), norm2=norm(), pool2=pool(),
-            conv3=self._shard(f.conv3), relu3=nn.ReLU(inplace=True),  # reads both towers
-            conv4=self._shard(f.conv4), relu4=nn.ReLU(inplace=True),
-            conv5=self._shard(f.conv5), relu5=nn.ReLU(inplace=True), pool5=pool(),
-        ))
-        dropout = c.drop6.p
+        self.num_classes = full.classifier.fc8.out_features
         self.fc8_sizes = shard_sizes(self.num_classes, size)
-        self.classifier = nn.Sequential(OrderedDict(
-            fc6=self._shard(c.fc6), relu6=nn.ReLU(inplace=True), drop6=nn.Dropout(dropout),
-            fc7=self._shard(c.fc7), relu7=nn.ReLU(inplace=True), drop7=nn.Dropout(dropout),
-            fc8=self._shard(c.fc8),
-        ))
+        # conv1-pool5 and fc6-fc8 as in the single-device model, names and order kept: conv3 and fc6-fc8 read
+        # both towers (``forward`` gathers there)
+        self.features = self._tower(full, "features")
+        self.classifier = self._tower(full, "classifier")
+        self.train(full.training)  # the mode of the network it splits, which its copied layers have
+
+    def _tower(self, full: PaperAlexNet, block: str) -> nn.Sequential:
+        """This tower's part of ``full``'s ``block``: each weighted layer's rows (``_shard``), every other layer
+        as ``full`` has it, one tower's copy (LRN, pooling and dropout as built, the §3.3/§3.4 ablations too)."""
+        return nn.Sequential(OrderedDict(
+            (name, self._shard(layer) if isinstance(layer, (nn.Conv2d, nn.Linear))
+             else full.tower_layer(f"{block}.{name}"))
+            for name, layer in getattr(full, block).named_children()))
 
     def _shard(self, full_layer: nn.Conv2d | nn.Linear) -> nn.Module:
         """This tower's layer: rows [r·n/2, (r+1)·n/2) of the single-device layer, its shapes read off
@@ -138,9 +131,7 @@ class TowerLayout(Layout):
     compiles_model = False  # its forward exchanges activations between the towers
     kind = "towers"
 
-    def lightning_strategy(self):
-        from alexnet_cli.parallel.strategy import TowerParallelStrategy
-
+    def lightning_strategy(self) -> "TowerParallelStrategy":
         return TowerParallelStrategy(layout=self)
 
     def data_parallel_size(self, devices: int) -> int:
@@ -168,11 +159,29 @@ class TowerLayout(Layout):
                                "of towers on exactly 2 devices, hybrid 2 or more pairs (an even number of devices, "
                                "4 or more); set trainer.devices or trainer.strategy to match")
 
-    def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:
-        pair, replicas = tower_groups(rank, world)
-        towers = TowerParallelAlexNet(full, rank=rank % TENSOR_PARALLEL, size=TENSOR_PARALLEL, group=pair)
-        counted: dict[str, int] = {}
-        model = towers if world == TENSOR_PARALLEL else counting_ddp(towers, replicas, counted,
-                                                                     "gradient all-reduce across pairs")
-        F.cross_entropy(model(images), labels).backward()
-        return {**towers.log.bytes_by_point, **counted}
+
+class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
+    """Lightning's DDP with the paper's towers inside each pair of devices (``TowerLayout``), checkpoints in
+    the single-device layout."""
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        self.tensor_parallel_group, self.data_parallel_group = tower_groups(self.global_rank, self.world_size)
+
+    @property
+    def tower_index(self) -> int:
+        return self.global_rank % TENSOR_PARALLEL
+
+    def setup(self, trainer) -> None:
+        module = self.lightning_module
+        if not isinstance(module.model, TowerParallelAlexNet):
+            check_two_towers(module.model)
+            module.model = TowerParallelAlexNet(module.model, rank=self.tower_index, size=TENSOR_PARALLEL,
+                                                group=self.tensor_parallel_group)
+        super().setup(trainer)
+
+    def configure_ddp(self) -> None:
+        if self.world_size == TENSOR_PARALLEL:
+            return  # one pair: no parameter lives on two devices, nothing to all-reduce
+        self._ddp_kwargs["process_group"] = self.data_parallel_group
+        super().configure_ddp()

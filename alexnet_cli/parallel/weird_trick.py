@@ -15,18 +15,18 @@ layers' gradients are summed over the ranks (``sync_conv_gradients``), because e
 gradient holds only its own images' share of the N×B batch's mean loss.
 
 This is the all-gather form of the paper; its pipelined variant (one rank's batch at a time,
-overlapping communication) is not implemented.
+overlapping communication) is not implemented. ``WeirdTrickLayout`` names it (``weird-trick``) and
+``WeirdTrickStrategy`` runs it under Lightning.
 """
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from alexnet_cli.parallel.collectives import CommunicationLog, gather, gather_rows
 from alexnet_cli.parallel.layout import Layout
-from alexnet_cli.parallel.split import SplitModel
-from alexnet_cli.parallel.towers import shard_sizes
+from alexnet_cli.parallel.split import SingleDeviceCheckpoints, SplitModel, shard_sizes
 
 
 class WeirdTrickAlexNet(SplitModel):
@@ -109,17 +109,39 @@ class WeirdTrickLayout(Layout):
     collective_forward = True  # every forward gathers: all ranks must run the same number of batches
     kind = "weird-trick"
 
-    def lightning_strategy(self):
-        from alexnet_cli.parallel.strategy import WeirdTrickStrategy
-
+    def lightning_strategy(self) -> "WeirdTrickStrategy":
         return WeirdTrickStrategy(layout=self)
 
     def describe(self, devices: int, batch_size: int) -> str:
         return (f"the 2014 layout: conv layers data-parallel over {devices} devices (each its own batch), every FC "
                 f"layer split by rows {devices} ways over all {devices}×{batch_size} images")
 
-    def measured_step(self, full, images, labels, rank: int, world: int) -> dict[str, int]:
-        model = WeirdTrickAlexNet(full, rank=rank, size=world, group=dist.group.WORLD)
-        F.cross_entropy(model(images), model.gather_labels(labels)).backward()
-        model.sync_conv_gradients()
-        return dict(model.log.bytes_by_point)
+
+class WeirdTrickStrategy(SingleDeviceCheckpoints, DDPStrategy):
+    """The 2014 sequel's layout on every device: conv layers data-parallel, FC layers sliced by rows
+    (``WeirdTrickAlexNet``). Not wrapped in DDP: the conv gradients are summed after each backward
+    (``post_backward``), and each rank already holds the scores of every rank's images, so metrics are
+    not reduced again."""
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        # Every rank scores the whole N×B batch: the metrics' "data-parallel group" is the rank alone.
+        singles = [dist.new_group([rank]) for rank in range(self.world_size)]
+        self.data_parallel_group = singles[self.global_rank]
+
+    def setup(self, trainer) -> None:
+        module = self.lightning_module
+        if not isinstance(module.model, WeirdTrickAlexNet):
+            module.model = WeirdTrickAlexNet(module.model, rank=self.global_rank, size=self.world_size,
+                                             group=dist.group.WORLD)
+        super().setup(trainer)
+
+    def configure_ddp(self) -> None:
+        return  # no parameter is averaged by DDP: conv gradients are summed below, FC slices are local
+
+    def post_backward(self, closure_loss) -> None:
+        super().post_backward(closure_loss)
+        self.lightning_module.model.sync_conv_gradients()  # each rank's holds only its own images' share
+
+    def scored_labels(self, labels):
+        return self.lightning_module.model.gather_labels(labels)  # the scores are every rank's images'

@@ -60,7 +60,8 @@ def test_benchmark_comms_measures_every_multi_device_layout_on_its_own_device_co
 
 
 def test_the_split_layouts_run_this_tools_strategies_and_refuse_compile():
-    from alexnet_cli.parallel.strategy import TowerParallelStrategy, WeirdTrickStrategy
+    from alexnet_cli.parallel.towers import TowerParallelStrategy
+    from alexnet_cli.parallel.weird_trick import WeirdTrickStrategy
 
     assert isinstance(LAYOUTS["hybrid"].lightning_strategy(), TowerParallelStrategy)
     assert isinstance(layout_named("towers", 2).lightning_strategy(), TowerParallelStrategy)
