@@ -1,12 +1,15 @@
 """The ``alexnet`` command line: a thin shell, one small function per command, each calling one library
 function. The commands live by family (data, training, inspection, bench); this module assembles them."""
 
+import sys
+
 import typer
 
 from alexnet_cli import __version__
 from alexnet_cli.cli import bench, data, inspection, training
 from alexnet_cli.cli.examples import epilog
-from alexnet_cli.cli.shell import console, debug_tracebacks
+from alexnet_cli.cli.shell import HelpFromRegistries, console, debug_tracebacks, errors
+from alexnet_cli.terminal import shown
 
 app = typer.Typer(
     name="alexnet", no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -33,11 +36,11 @@ for name, command in {"prepare-imagenet": data.prepare_imagenet_command, "train"
                       "eval": inspection.eval_command, "report": inspection.report,
                       "viz-filters": inspection.viz_filters, "predict": inspection.predict,
                       "neighbors": inspection.neighbors, "summary": inspection.summary, "demo": training.demo}.items():
-    app.command(name, epilog=epilog(name))(command)
+    app.command(name, cls=HelpFromRegistries, epilog=epilog(name))(command)
 
 recipes_app = typer.Typer(help="List the shipped recipes, or show one fully resolved.", no_args_is_help=False)
 recipes_app.callback(invoke_without_command=True, epilog=epilog("recipes"))(training.recipes_list)
-recipes_app.command("show", epilog=epilog("recipes show"))(training.recipes_show)
+recipes_app.command("show", cls=HelpFromRegistries, epilog=epilog("recipes show"))(training.recipes_show)
 app.add_typer(recipes_app, name="recipes")
 
 benchmark_app = typer.Typer(help="Measure speed: the data pipeline, the model, the training loop and the "
@@ -46,18 +49,13 @@ benchmark_app = typer.Typer(help="Measure speed: the data pipeline, the model, t
 for name, command in {"data": bench.benchmark_data_command, "model": bench.benchmark_model_command,
                       "train": bench.benchmark_train_command, "traffic": bench.benchmark_traffic_command,
                       "soak": bench.benchmark_soak_command, "comms": bench.benchmark_comms_command}.items():
-    benchmark_app.command(name, epilog=epilog(f"benchmark {name}"))(command)
+    benchmark_app.command(name, cls=HelpFromRegistries, epilog=epilog(f"benchmark {name}"))(command)
 app.add_typer(benchmark_app, name="benchmark")
 
 
 def main() -> None:
     """The ``alexnet`` entry point: Click's own usage errors (an unknown option, a missing one, a value of the
     wrong type) in the tool's one-line form, as every other error is, instead of a boxed "Error"."""
-    import sys
-
-    from alexnet_cli.cli.shell import errors
-    from alexnet_cli.terminal import shown
-
     try:
         code = app(prog_name="alexnet", standalone_mode=False)
     except typer.Abort:

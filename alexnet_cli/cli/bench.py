@@ -1,13 +1,27 @@
 """The benchmark commands: data, model, train, soak, comms; each prints figures beside a baseline."""
 
+from dataclasses import asdict
 from pathlib import Path
+from typing import get_args
 
 import typer
 from rich.table import Table
 
 from alexnet_cli.atomic import check_writable
-from alexnet_cli.cli.shell import Device, Precision, console, progress_for, require, user_errors, write_json
+from alexnet_cli.cli.shell import (
+    DeviceName,
+    Precision,
+    console,
+    help_when_shown,
+    listed,
+    progress_for,
+    require,
+    require_choice,
+    user_errors,
+    write_json,
+)
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.recipes import CompileBackend, CompileMode, LrnImpl, load_recipe
 from alexnet_cli.terminal import shown
 
 
@@ -22,8 +36,8 @@ def benchmark_data_command(
                                           "the recipe's)."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers of the baseline (default: "
                                        "the DALI threads)."),
-    device: Device | None = typer.Option(None, "--device", help="Where the DALI side runs (default: the "
-                                         "recipe's)."),
+    device: DeviceName | None = typer.Option(None, "--device", help="Where the DALI side runs (default: the "
+                                             "recipe's)."),
     batches: int = typer.Option(20, "--batches", help="Timed batches, after the warm-up."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed batches first (worker start-up, caches)."),
     repeats: int = typer.Option(1, "--repeats", help="Run each side this many times, alternating; report medians."),
@@ -31,27 +45,28 @@ def benchmark_data_command(
     json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """img/s of a recipe's DALI training pipeline vs torchvision ImageFolder + DataLoader doing the same work.
-    """
+    """img/s of a recipe's DALI training pipeline vs torchvision ImageFolder + DataLoader doing the same work."""
     require(("--batch-size", batch_size, 1, None), ("--threads", threads, 1, None),
-            ("--py-workers", py_workers, 0, None),
-             ("--workers", workers, 0, None), ("--batches", batches, 1, None), ("--warmup", warmup, 0, None),
-             ("--repeats", repeats, 1, None))
+            ("--py-workers", py_workers, 0, None), ("--workers", workers, 0, None), ("--batches", batches, 1, None),
+            ("--warmup", warmup, 0, None), ("--repeats", repeats, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
-    from dataclasses import asdict
-
     from alexnet_cli.bench.speed import benchmark_data
-    from alexnet_cli.recipes import load_recipe
 
-    overrides = list(set_)
-    for key, value in (("batch_size", batch_size), ("num_threads", threads), ("py_workers", py_workers),
-                       ("device", device.value if device else None)):
-        if value is not None:
-            overrides.append(f"data.{key}={value}")
-    loaded = load_recipe(recipe, overrides)
+    loaded = load_recipe(recipe, _with_data_keys(set_, batch_size=batch_size, num_threads=threads,
+                                                 py_workers=py_workers, device=device))
     result = benchmark_data(data, loaded, baseline_workers=workers, batches=batches, warmup=warmup, repeats=repeats,
                             progress=progress_for(quiet))
-    table = Table(title=f"training input pipeline ({loaded.name}), batch {result.batch_size}, {result.device}, "
+    console.print(_data_table(result, loaded.name, repeats))
+    write_json(json_out, asdict(result))
+
+
+def _with_data_keys(overrides: list[str], **keys: object) -> list[str]:
+    """The ``--set`` overrides, then a ``data.KEY=value`` for each key an option gave."""
+    return [*overrides, *(f"data.{key}={value}" for key, value in keys.items() if value is not None)]
+
+
+def _data_table(result, recipe: str, repeats: int) -> Table:
+    table = Table(title=f"training input pipeline ({recipe}), batch {result.batch_size}, {result.device}, "
                   f"normalize={result.normalize}" + (f", median of {repeats}" if repeats > 1 else ""))
     for column in ("loader", "CPU workers", "img/s", "ratio"):
         table.add_column(column, justify="left" if column == "loader" else "right")
@@ -59,24 +74,22 @@ def benchmark_data_command(
                   f"{result.dali_img_s:,.0f}", f"{result.ratio:.2f}×")
     table.add_row("torchvision ImageFolder + DataLoader", f"{result.baseline_workers} workers",
                   f"{result.torchvision_img_s:,.0f}", "1.00×")
-    console.print(table)
-    write_json(json_out, asdict(result))
+    return table
 
 
 @user_errors
 def benchmark_model_command(
     arch: str = typer.Option("paper", "--arch", help="An arch of the zoo, or 'all'."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
-    device: Device = typer.Option(Device.cpu, "--device", help="Where the model runs."),
-    precision: Precision = typer.Option(Precision.fp32, "--precision", help="Lightning's precision name."),
+    device: DeviceName = typer.Option("cpu", "--device", help="Where the model runs."),
+    precision: Precision = typer.Option("32", "--precision", help="Lightning's precision name."),
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (in place, as train does)."),
-    compile_mode: str = typer.Option("default", "--compile-mode", help="With --compile: default, reduce-overhead "
-                                     "(CUDA graphs), max-autotune."),
-    compile_backend: str = typer.Option("inductor", "--compile-backend", help="torch.compile's backend "
-                                        "(aot_eager: capture without code generation)."),
-    lrn_impl: str = typer.Option("auto", "--lrn-impl", help="auto, reference, closed-form or triton "
-                                 "(see models/lrn.py)."),
+    compile_mode: str = typer.Option("default", "--compile-mode", help=f"With --compile: "
+                                     f"{listed(get_args(CompileMode))} (reduce-overhead: CUDA graphs)."),
+    compile_backend: str = typer.Option("inductor", "--compile-backend", help="torch.compile's backend: "
+                                        f"{listed(get_args(CompileBackend))} (aot_eager: no code generation)."),
+    lrn_impl: str = typer.Option("auto", "--lrn-impl", help=f"{listed(get_args(LrnImpl))} (see models/lrn.py)."),
     split_groups: bool = typer.Option(False, "--split-groups", help="Grouped convolutions as one per group."),
     cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="Let cuDNN time "
                                          "its algorithms first, as the GPU recipes do (trainer.benchmark)."),
@@ -90,35 +103,45 @@ def benchmark_model_command(
     json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """Forward and forward+backward+SGD step on synthetic batches: ms/batch mean ± std, img/s, memory.
-    """
+    """Forward and forward+backward+SGD step on synthetic batches: ms/batch mean ± std, img/s, memory."""
     require(("--batch-size", batch_size, 1, None), ("--warmup", warmup, 0, None), ("--batches", batches, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
-    from dataclasses import asdict
-    from typing import get_args
+    variants = _model_variants(precision, lrn_impl, channels_last, split_groups, compile_mode, compile=compile,
+                               compare=compare, matrix=matrix)
+    results = _time_models(arch, variants, batch_size=batch_size, device=device, compile_backend=compile_backend,
+                           cudnn_benchmark=cudnn_benchmark, warmup=warmup, batches=batches, quiet=quiet)
+    console.print(_model_table(results, batch_size, device))
+    write_json(json_out, {"results": [asdict(r) for r in results]})
 
-    from alexnet_cli.bench.speed import COMPARE, PAPER_MATRIX, ModelVariant, benchmark_model
-    from alexnet_cli.models import ARCHS
-    from alexnet_cli.recipes import CompileBackend, CompileMode, LrnImpl
 
-    choices = {"--lrn-impl": (lrn_impl, get_args(LrnImpl)), "--compile-mode": (compile_mode, get_args(CompileMode)),
-               "--compile-backend": (compile_backend, get_args(CompileBackend))}
-    for option, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise AlexnetError(f"{option} {value!r}: choose one of {', '.join(allowed)}")
-    archs = list(ARCHS) if arch == "all" else [arch]
-    variants = [ModelVariant(precision.value, lrn_impl, channels_last, split_groups,  # type: ignore[arg-type]
-                             compile_mode if compile else None)]
-    if compare:
-        variants = COMPARE
+def _model_variants(precision: Precision, lrn_impl: str, channels_last: bool, split_groups: bool, compile_mode: str,
+                    *, compile: bool, compare: bool, matrix: bool) -> list:
+    """The ways of running a network to time: the options' one, or --compare's or --matrix's list."""
+    require_choice(("--lrn-impl", lrn_impl, LrnImpl), ("--compile-mode", compile_mode, CompileMode))
+    from alexnet_cli.bench.speed import COMPARE, PAPER_MATRIX, ModelVariant
+
     if matrix:
-        variants = PAPER_MATRIX
-    results = [benchmark_model(a, batch_size=batch_size, device=device.value, variant=v,
-                               compile_backend=compile_backend, cudnn_benchmark=cudnn_benchmark, warmup=warmup,
-                               batches=batches, progress=progress_for(quiet))
-               for a in archs for v in variants]
-    cudnn = "cuDNN autotuned" if results[0].cudnn_benchmark else "cuDNN heuristics" if device.value == "gpu" else ""
-    table = Table(title=f"model speed, batch {batch_size}, {device.value}" + (f", {cudnn}" if cudnn else ""))
+        return PAPER_MATRIX
+    return COMPARE if compare else [ModelVariant(precision, lrn_impl, channels_last, split_groups,
+                                                 compile_mode if compile else None)]
+
+
+def _time_models(arch: str, variants: list, *, batch_size: int, device: DeviceName, compile_backend: str,
+                 cudnn_benchmark: bool, warmup: int, batches: int, quiet: bool) -> list:
+    """Each variant of ``arch`` (every arch of the zoo for 'all') timed."""
+    require_choice(("--compile-backend", compile_backend, CompileBackend))
+    from alexnet_cli.bench.speed import benchmark_model
+    from alexnet_cli.models import ARCHS
+
+    return [benchmark_model(name, batch_size=batch_size, device=device, variant=variant,
+                            compile_backend=compile_backend, cudnn_benchmark=cudnn_benchmark, warmup=warmup,
+                            batches=batches, progress=progress_for(quiet))
+            for name in (list(ARCHS) if arch == "all" else [arch]) for variant in variants]
+
+
+def _model_table(results: list, batch_size: int, device: DeviceName) -> Table:
+    cudnn = "cuDNN autotuned" if results[0].cudnn_benchmark else "cuDNN heuristics" if device == "gpu" else ""
+    table = Table(title=f"model speed, batch {batch_size}, {device}" + (f", {cudnn}" if cudnn else ""))
     for column in ("arch", "variant", "forward ms", "train step ms", "fwd img/s", "train img/s", "vs first",
                    "peak MB", "compile s"):
         table.add_column(column, justify="left" if column in ("arch", "variant") else "right")
@@ -129,8 +152,7 @@ def benchmark_model_command(
                       f"{r.train_ms:.1f} ± {r.train_ms_std:.1f}", f"{r.forward_img_s:,.1f}",
                       f"{r.train_img_s:,.1f}", f"{r.train_img_s / base:.2f}×", f"{r.peak_memory_mb:,.0f}",
                       "" if r.compile_seconds is None else f"{r.compile_seconds:.0f}")
-    console.print(table)
-    write_json(json_out, {"results": [asdict(r) for r in results]})
+    return table
 
 
 @user_errors
@@ -150,17 +172,13 @@ def benchmark_traffic_command(
     """
     require(("--batch", batch_size, 1, None))
     check_writable(json_out, "--json")
-    from dataclasses import asdict
-
     from alexnet_cli.bench.traffic import traffic_report
-    from alexnet_cli.recipes import load_recipe
 
     report = traffic_report(load_recipe(recipe, set_), batch_size=batch_size)
     console.print(_traffic_table(report))
     if report.implementations:
         console.print(_implementations_table(report))
     write_json(json_out, asdict(report))
-
 
 def _traffic_table(report) -> Table:
     bound = " (lower bound: compiled)" if report.lower_bound else ""
@@ -212,24 +230,26 @@ def benchmark_train_command(
                                "without the training progress bar too)."),
 ) -> None:
     """The recipe's Lightning training step vs a plain PyTorch loop doing the same work: img/s, overhead %,
-    data wait.
-    """
+    data wait."""
     require(("--steps", steps, 1, None), ("--warmup", warmup, 0, None), ("--repeats", repeats, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
-    from dataclasses import asdict
-
-    from alexnet_cli.bench.train_loop import benchmark_train
-    from alexnet_cli.recipes import load_recipe
-
     if synthetic and data is not None:
         raise AlexnetError("give either --data or --synthetic, not both")
+    from alexnet_cli.bench.train_loop import benchmark_train
+
     result = benchmark_train(load_recipe(recipe, set_), data, steps=steps, warmup=warmup, synthetic=synthetic,
                              compare_synthetic=vs_synthetic, repeats=repeats, progress_bar=not quiet,
                              count_syncs=count_syncs, progress=progress_for(quiet))
-    source = "synthetic in-memory batches" if synthetic else f"DALI batches from {data}"
+    console.print(_train_loop_table(result, steps, warmup, repeats, data))
+    console.print("\n".join(_train_loop_notes(result)))
+    write_json(json_out, asdict(result))
+
+
+def _train_loop_table(result, steps: int, warmup: int, repeats: int, data: Path | None) -> Table:
+    source = f"DALI batches from {data}" if data is not None else "synthetic in-memory batches"
     table = Table(title=f"training loop, {result.recipe}, batch {result.batch_size}, {result.precision}, "
-                  f"{result.device}, {steps} steps after {warmup}"
-                  + (f", median of {repeats}" if repeats > 1 else "") + f", {source}")
+                  f"{result.device}, {steps} steps after {warmup}" + (f", median of {repeats}" if repeats > 1 else "")
+                  + f", {source}")
     for column in ("loop", "img/s", "data wait", "vs plain"):
         table.add_column(column, justify="left" if column == "loop" else "right")
     table.add_row("plain PyTorch loop", f"{result.plain_img_s:,.1f}", f"{result.plain_data_wait_frac:.1%}", "1.00×")
@@ -238,21 +258,24 @@ def benchmark_train_command(
     if result.synthetic_img_s is not None:
         table.add_row("Lightning, synthetic batches", f"{result.synthetic_img_s:,.1f}", "",
                       f"{result.synthetic_img_s / result.plain_img_s:.2f}×")
-    console.print(table)
+    return table
+
+
+def _train_loop_notes(result) -> list[str]:
+    """The lines under the table: GPU busy time, host waits and syncs where measured, and the overhead."""
+    notes = []
     if result.gpu_busy_frac is not None:
-        console.print(f"GPU busy {result.gpu_busy_frac:.1%} of the timed steps' span (goal ≥ 95%)")
+        notes.append(f"GPU busy {result.gpu_busy_frac:.1%} of the timed steps' span (goal ≥ 95%)")
     if result.host_blocked_ms_per_step is not None:
-        console.print(f"host blocked inside the pipeline's run(): {result.host_blocked_ms_per_step:.2f} ms per step")
+        notes.append(f"host blocked inside the pipeline's run(): {result.host_blocked_ms_per_step:.2f} ms per step")
     if result.lightning_syncs_per_step is not None:
-        console.print(f"host syncs per step: Lightning {result.lightning_syncs_per_step:.2f}, plain loop "
-                      f"{result.plain_syncs_per_step:.2f}")
+        notes.append(f"host syncs per step: Lightning {result.lightning_syncs_per_step:.2f}, plain loop "
+                     f"{result.plain_syncs_per_step:.2f}")
     spread = result.overhead_pct_runs
-    console.print(f"Lightning overhead: {result.overhead_pct:+.1f}% (goal ≤ 5%)"
-                  + (f", {min(spread):+.1f}% to {max(spread):+.1f}% over the {len(spread)} pairs"
-                     if len(spread) > 1 else "")
-                  + (f"; real data at {result.real_vs_synthetic:.1%} of synthetic (goal ≥ 90%)"
-                     if result.real_vs_synthetic is not None else ""))
-    write_json(json_out, asdict(result))
+    return [*notes, f"Lightning overhead: {result.overhead_pct:+.1f}% (goal ≤ 5%)"
+            + (f", {min(spread):+.1f}% to {max(spread):+.1f}% over the {len(spread)} pairs" if len(spread) > 1 else "")
+            + (f"; real data at {result.real_vs_synthetic:.1%} of synthetic (goal ≥ 90%)"
+               if result.real_vs_synthetic is not None else "")]
 
 
 @user_errors
@@ -269,8 +292,6 @@ def benchmark_soak_command(
     """
     require(("--epochs", epochs, 1, None), ("--settle", settle, 0, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
-    from dataclasses import asdict
-
     from alexnet_cli.bench.soak import soak
 
     result = soak(recipe, data, epochs=epochs, settle=settle, out=out, overrides=set_)
@@ -288,35 +309,47 @@ def benchmark_soak_command(
     write_json(json_out, asdict(result))
 
 
+def _comms_layouts_help() -> str:
+    from alexnet_cli.parallel.layouts import benchmarked_layouts
+
+    return (listed(f"{name} ({devices} processes)" for name, devices in benchmarked_layouts().items())
+            + "; repeatable (default: all of them).")
+
+
 @user_errors
+@help_when_shown(layout=_comms_layouts_help)
 def benchmark_comms_command(
     batch_size: int = typer.Option(128, "--batch-size", help="Images whose conv layers one device computes per "
                                    "step: each DDP or weird-trick device's own batch, a tower pair's shared one."),
-    layout: list[str] = typer.Option([], "--layout", help="ddp, two-gpu, hybrid or weird-trick (repeatable; "
-                                     "default: all four)."),
+    layout: list[str] = typer.Option([], "--layout", help="A multi-device layout; repeatable (default: all of "
+                                     "them)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
 ) -> None:
     """Bytes per device per training step of every multi-device layout, fp32, the paper's network
-    (gloo processes on this machine: 2 per layout, 4 for hybrid).
+    (gloo processes on this machine, one per device of the layout).
     """
     require(("--batch-size", batch_size, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
-    from alexnet_cli.bench.comms import LAYOUT_DEVICES, measure_communication
+    from alexnet_cli.bench.comms import measure_communication
+    from alexnet_cli.parallel.layouts import benchmarked_layouts
 
-    unknown = [name for name in layout if name not in LAYOUT_DEVICES]
-    if unknown:
-        raise AlexnetError(f"--layout {unknown[0]!r}: choose from {', '.join(LAYOUT_DEVICES)}")
+    devices = benchmarked_layouts()
+    if unknown := [name for name in layout if name not in devices]:
+        raise AlexnetError(f"--layout {unknown[0]!r}: choose from {', '.join(devices)}")
     report = measure_communication(batch_size, layout or None)
-    table = Table(title=f"communication per device per training step, {batch_size} images per device's conv "
-                  "layers, fp32")
+    console.print(_comms_table(report, devices))
+    write_json(json_out, {"batch_size": batch_size, "devices": {n: devices[n] for n in report.bytes_by_layout},
+                          "bytes_by_layout": report.bytes_by_layout,
+                          "totals": {n: report.total(n) for n in report.bytes_by_layout}})
+
+
+def _comms_table(report, devices: dict[str, int]) -> Table:
+    table = Table(title=f"communication per device per training step, {report.batch_size} images per device's "
+                  "conv layers, fp32")
     table.add_column("layout / exchange point")
     table.add_column("MB", justify="right")
     for name, points in report.bytes_by_layout.items():
         for point, count in points.items():
             table.add_row(f"{name}: {shown(point)}", f"{count / 1e6:,.2f}")
-        table.add_row(f"[bold]{name} total ({LAYOUT_DEVICES[name]} devices)[/]",
-                      f"[bold]{report.total(name) / 1e6:,.2f}[/]")
-    console.print(table)
-    write_json(json_out, {"batch_size": batch_size, "devices": {n: LAYOUT_DEVICES[n] for n in report.bytes_by_layout},
-                           "bytes_by_layout": report.bytes_by_layout,
-                           "totals": {n: report.total(n) for n in report.bytes_by_layout}})
+        table.add_row(f"[bold]{name} total ({devices[name]} devices)[/]", f"[bold]{report.total(name) / 1e6:,.2f}[/]")
+    return table

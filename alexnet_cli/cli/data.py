@@ -8,6 +8,7 @@ from rich.table import Table
 from alexnet_cli.atomic import check_writable
 from alexnet_cli.cli.shell import console, progress_for, require, user_errors, write_json
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.progress import Progress
 from alexnet_cli.terminal import shown
 
 
@@ -33,19 +34,31 @@ def prepare_imagenet_command(
     require(("--workers", workers, 1, None), ("--classes", classes, 2, None), ("--per-class", per_class, 1, None))
     check_writable(out, "--out", folder=True)
     check_writable(json_out, "--json")
-    from alexnet_cli.data.prepare.demo import prepare_demo
-    from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet, summary_dict
+    from alexnet_cli.data.prepare.run import summary_dict
 
-    progress = progress_for(quiet)
+    summary = _prepare(source, out, demo=demo, workers=workers, progress=progress_for(quiet), size=size, mode=mode,
+                       classes=classes, per_class=per_class, verify_md5=verify_md5, strict=strict)
+    _print_summary(summary)
+    write_json(json_out, summary_dict(summary))
+
+
+def _prepare(source: Path | None, out: Path, *, demo: bool, workers: int | None, progress: Progress, **options):
+    """The synthetic demo dataset, or the official files' (or an ImageFolder's), prepared in ``out``."""
     if demo:
         if source is not None:
             raise AlexnetError("--demo makes its own source; drop --source")
-        summary = prepare_demo(out, workers=workers, progress=progress)
-    else:
-        if source is None:
-            raise AlexnetError("--source is required (or --demo for the synthetic dataset)")
-        summary = prepare_imagenet(PrepareOptions(source, out, workers, size, mode, classes, per_class,
-                                                  verify_md5, strict), progress)
+        from alexnet_cli.data.prepare.demo import prepare_demo
+
+        return prepare_demo(out, workers=workers, progress=progress)
+    if source is None:
+        raise AlexnetError("--source is required (or --demo for the synthetic dataset)")
+    from alexnet_cli.data.prepare.run import PrepareOptions, prepare_imagenet
+
+    return prepare_imagenet(PrepareOptions(source, out, workers, **options), progress)
+
+
+def _print_summary(summary) -> None:
+    """The images and classes of each split, then what was converted, skipped, and how fast."""
     table = Table(title=f"prepared {shown(summary.out)}" + (" (already complete)" if summary.already_done else ""))
     for column in ("split", "images", "classes"):
         table.add_column(column, justify="right" if column != "split" else "left")
@@ -63,4 +76,3 @@ def prepare_imagenet_command(
     if not summary.already_done and summary.seconds:
         console.print(f"{summary.images_per_second:,.0f} img/s with {summary.workers} worker(s), "
                       f"{summary.seconds:.1f} s")
-    write_json(json_out, summary_dict(summary))

@@ -1,12 +1,15 @@
 """Commands that look at trained models: eval, report, viz-filters, predict, neighbors, summary."""
 
+import csv
+import io
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from alexnet_cli.atomic import check_writable
-from alexnet_cli.cli.shell import Device, console, errors, progress_for, require, user_errors, write_json
+from alexnet_cli.atomic import check_writable, write_text_atomic
+from alexnet_cli.cli.shell import DeviceName, console, errors, progress_for, require, user_errors, write_json
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.terminal import shown
 
@@ -19,7 +22,7 @@ def eval_command(
     split: str = typer.Option("val", "--split", help="Which split to evaluate."),
     ten_crop: bool = typer.Option(True, "--ten-crop/--center-crop", help="The paper's 10 crops, or one centre crop."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per batch (×10 crops)."),
-    device: Device = typer.Option(Device.cpu, "--device", help="Where the network runs."),
+    device: DeviceName = typer.Option("cpu", "--device", help="Where the network runs."),
     threads: int = typer.Option(2, "--threads", help="DALI threads."),
     devices: int = typer.Option(1, "--devices", help="Processes (one per GPU); each image is counted once."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the results as JSON."),
@@ -27,17 +30,29 @@ def eval_command(
                                             "classes as CSV (file,label,top1,top5)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Top-1 / top-5 accuracy with the paper's ten-crop test (§4.1): corners, centre and mirrors.
-    """
+    """Top-1 / top-5 accuracy with the paper's ten-crop test (§4.1): corners, centre and mirrors."""
     require(("--batch-size", batch_size, 1, None), ("--threads", threads, 1, None), ("--devices", devices, 1, None))
     check_writable(json_out, "--json")  # before the evaluation, not after it
     check_writable(predictions, "--predictions")
-    from alexnet_cli.inspection.evaluate import PAPER_VAL_ERROR, evaluate
+    from alexnet_cli.inspection.evaluate import evaluate
 
     result = evaluate(data, checkpoint=checkpoint, weights=weights, split=split, ten_crop=ten_crop,
-                      batch_size=batch_size, device=device.value, num_threads=threads, devices=devices,
+                      batch_size=batch_size, device=device, num_threads=threads, devices=devices,
                       with_predictions=predictions is not None, progress=progress_for(quiet))
-    table = Table(title=f"{result.arch} on {data} / {split}: {result.images:,} images, "
+    console.print(_accuracy_table(result, f"{data} / {split}", ten_crop))
+    console.print(f"{result.images_per_second:,.1f} img/s")
+    _warn_skipped(result, json_out)
+    if predictions is not None:
+        _write_predictions(predictions, result.predictions)
+        result.predictions = None  # in the CSV, not also in the JSON
+    write_json(json_out, result.to_json())
+
+
+def _accuracy_table(result, evaluated: str, ten_crop: bool) -> Table:
+    """This model's accuracy and error, under the paper's for its own network."""
+    from alexnet_cli.inspection.evaluate import PAPER_VAL_ERROR
+
+    table = Table(title=f"{result.arch} on {evaluated}: {result.images:,} images, "
                   f"{'10 crops' if ten_crop else 'centre crop'}")
     for column in ("", "top-1 acc", "top-5 acc", "top-1 err", "top-5 err"):
         table.add_column(column, justify="right")
@@ -47,25 +62,20 @@ def eval_command(
         table.add_row("paper, 1 CNN (ILSVRC-2012 val)", f"{1 - PAPER_VAL_ERROR['top1']:.1%}",
                       f"{1 - PAPER_VAL_ERROR['top5']:.1%}", f"{PAPER_VAL_ERROR['top1']:.1%}",
                       f"{PAPER_VAL_ERROR['top5']:.1%}")
-    console.print(table)
-    console.print(f"{result.images_per_second:,.1f} img/s")
-    if result.skipped:
-        errors.print(f"[yellow]skipped {len(result.skipped)} image(s) that could not be used[/] (not scored; "
-                     f"accuracy is over the {result.images:,} read), e.g. {shown(result.skipped[0])}"
-                     + (f"; all listed in {shown(json_out)}" if json_out else "; --json lists them all"),
-                     highlight=False, soft_wrap=True)
-    if predictions is not None:
-        _write_predictions(predictions, result.predictions)
-        result.predictions = None  # in the CSV, not also in the JSON
-    write_json(json_out, result.to_json())
+    return table
+
+
+def _warn_skipped(result, json_out: Path | None) -> None:
+    """One line on stderr for the images that could not be scored, where there were any."""
+    if not result.skipped:
+        return
+    errors.print(f"[yellow]skipped {len(result.skipped)} image(s) that could not be used[/] (not scored; "
+                 f"accuracy is over the {result.images:,} read), e.g. {shown(result.skipped[0])}"
+                 + (f"; all listed in {shown(json_out)}" if json_out else "; --json lists them all"),
+                 highlight=False, soft_wrap=True)
 
 
 def _write_predictions(path: Path, rows: list[dict]) -> None:
-    import csv
-    import io
-
-    from alexnet_cli.atomic import write_text_atomic
-
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(["file", "label", "top1", "top5"])
@@ -135,8 +145,6 @@ def predict(
     """
     require(("--top", top, 1, None))
     check_writable(json_out, "--json")
-    from dataclasses import asdict
-
     from alexnet_cli.inspection.predict import predict as predict_images
 
     predictions, unusable = predict_images(checkpoint, images, top=top)
@@ -159,7 +167,7 @@ def neighbors(
     data: Path = typer.Option(..., "--data", help="The prepared dataset whose training images are searched."),
     k: int = typer.Option(6, "--k", help="Neighbours per query."),
     out: Path = typer.Option(Path("neighbors.png"), "--out", help="PNG grid: a row per query, query first."),
-    device: Device = typer.Option(Device.cpu, "--device", help="Where the training set is embedded and "
+    device: DeviceName = typer.Option("cpu", "--device", help="Where the training set is embedded and "
                                   "searched."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -173,7 +181,7 @@ def neighbors(
     check_writable(out, "--out")
     from alexnet_cli.inspection.neighbors import find_neighbours
 
-    results = find_neighbours(checkpoint, data, query, k=k, out=out, device=device.value, progress=progress_for(quiet))
+    results = find_neighbours(checkpoint, data, query, k=k, out=out, device=device, progress=progress_for(quiet))
     for result in results:
         table = Table(title=f"nearest to {result.query}")
         table.add_column("#", justify="right")

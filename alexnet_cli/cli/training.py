@@ -4,9 +4,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+import yaml
 from rich.table import Table
 
+from alexnet_cli.atomic import check_writable
 from alexnet_cli.cli.shell import console, notes_on_stderr, progress_for, user_errors, write_json
+from alexnet_cli.recipes import available_recipes, load_recipe
 from alexnet_cli.terminal import shown
 
 if TYPE_CHECKING:
@@ -122,10 +125,7 @@ def demo(
     set_: list[str] = typer.Option([], "--set", help="Override a cpu-demo recipe key (section.key=value)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """The whole tool in a few CPU minutes: demo data → train cpu-demo → ten-crop eval → filters → report.
-    """
-    from alexnet_cli.atomic import check_writable
-
+    """The whole tool in a few CPU minutes: demo data → train cpu-demo → ten-crop eval → filters → report."""
     check_writable(out, "--out", folder=True)
     from alexnet_cli.workflows.demo import run_demo
 
@@ -155,7 +155,6 @@ def recipes_list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from alexnet_cli.inspection.paper_claims import ABLATIONS
-    from alexnet_cli.recipes import available_recipes, load_recipe
 
     table = Table(title="recipes")
     table.add_column("name")
@@ -179,10 +178,5 @@ def recipes_show(
     name: str = typer.Argument(..., help="Recipe name or .yaml path."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
 ) -> None:
-    """Print a recipe with every default filled in, and any --set applied.
-    """
-    import yaml
-
-    from alexnet_cli.recipes import load_recipe
-
+    """Print a recipe with every default filled in, and any --set applied."""
     console.print(shown(yaml.safe_dump(load_recipe(name, set_).to_dict(), sort_keys=False)), highlight=False)
