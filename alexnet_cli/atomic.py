@@ -6,14 +6,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from alexnet_cli.errors import AlexnetError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` for a temporary file beside ``path``, fsync it, then rename it into place."""
-    from alexnet_cli.errors import AlexnetError
-
     check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,8 +41,6 @@ def check_writable(path: Path | None, option: str | None = None, folder: bool = 
     Commands call it before their work, so that hours of evaluation or training never end in a failed write.
     Nothing is created: the probe file goes in the nearest folder that already exists, and is removed.
     """
-    from alexnet_cli.errors import AlexnetError
-
     if path is None:
         return
     named = f"{option} {path}" if option else str(path)
@@ -54,8 +52,6 @@ def check_writable(path: Path | None, option: str | None = None, folder: bool = 
 
 
 def _check_writable(path: Path, named: str, folder: bool) -> None:
-    from alexnet_cli.errors import AlexnetError
-
     if not folder and path.is_dir():
         raise AlexnetError(f"{named} is a folder: name a file to write")
     if folder and path.exists() and not path.is_dir():

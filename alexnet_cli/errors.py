@@ -25,5 +25,11 @@ class TrainingStopped(AlexnetError):
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception as one line: its type and its message's first line (cut at ``limit``), for messages that
     quote another library's error."""
+    return f"{type(exc).__name__}: {message_line(exc, limit)}" if str(exc).strip() else type(exc).__name__
+
+
+def message_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (cut at ``limit``), or its type where it has none: for messages
+    whose own words already say what failed."""
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:limit]}" if text else type(exc).__name__
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import AlexnetError, message_line
 
 # How the network runs (models/execution.py); named here, where recipes are read, and used by the models and the
 # benchmarks alike.
@@ -197,7 +197,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     except _DuplicateKey as exc:
         raise AlexnetError(f"recipe {path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise AlexnetError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise AlexnetError(f"recipe {path} is not valid YAML: {message_line(exc)}") from None
     except UnicodeDecodeError:  # a binary file, or text in another encoding
         raise AlexnetError(f"recipe {path} is not UTF-8 text: give a YAML recipe") from None
     if not isinstance(raw, dict):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from functorch.compile import aot_function, make_boxed_func, min_cut_rematerialization_partition
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -345,8 +346,6 @@ def aot_boundary_bytes(function: Callable, *inputs: torch.Tensor) -> tuple[int, 
     """(read, written) by the forward and backward graphs AOTAutograd makes of ``function``: their inputs read,
     their outputs (results and saved tensors) written, the saved tensors read again by the backward. Whatever a
     compiler fuses, a compiled kernel moves at least this: the label says "lower bound"."""
-    from functorch.compile import aot_function, make_boxed_func, min_cut_rematerialization_partition
-
     moved = {"read": 0, "written": 0}
 
     def boundary(graph: torch.fx.GraphModule, example_inputs) -> Callable:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.recipes import load_recipe
+from alexnet_cli.training.run import run
 
 
 @dataclass
@@ -26,9 +28,6 @@ class SoakResult:
 
 def soak(recipe: str, data: Path, *, epochs: int, settle: int = 2, out: Path | None = None,
          overrides: list[str] | None = None, quiet: bool = True) -> SoakResult:
-    from alexnet_cli.recipes import load_recipe
-    from alexnet_cli.training.run import run
-
     if epochs <= settle:
         raise AlexnetError(f"--epochs {epochs} must exceed --settle {settle}: the growth is measured after those")
     trained = run(load_recipe(recipe, [*(overrides or []), f"trainer.max_epochs={epochs}"]), data, out=out,

@@ -7,17 +7,27 @@ mean ± std over timed batches after warm-up (like the seeds' TF1 AlexNet benchm
 """
 
 import contextlib
+import random
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torch import nn
+from torch._dynamo.utils import counters
+from torchvision.datasets import ImageFolder
 
+from alexnet_cli.data.datamodule import DaliDataModule
 from alexnet_cli.devices import require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models import ARCHS, build_network
+from alexnet_cli.models.execution import CompileOptions, compile_in_place
 from alexnet_cli.models.lrn import LrnImpl
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import ModelConfig, OptimConfig
@@ -56,10 +66,6 @@ class TorchvisionTwin:
         self.normalize = normalization.in_torch()
 
     def __call__(self, image) -> torch.Tensor:
-        import random
-
-        import torchvision.transforms.functional as TF
-
         if self.resize:
             image = TF.resize(image, self.resize)
         draw = self.augmentation.draw(0, random.getrandbits(31), 0, 1)  # workers are seeded apart
@@ -72,8 +78,6 @@ class TorchvisionTwin:
 
 
 def _torchvision_loader(root: Path, transform, *, batch_size: int, workers: int):
-    from torchvision.datasets import ImageFolder
-
     dataset = ImageFolder(str(root / "train"), transform=transform)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                        drop_last=True, persistent_workers=workers > 0)
@@ -102,7 +106,6 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
     """img/s of the recipe's DALI training pipeline and of torchvision doing the same work on the same files,
     each run ``repeats`` times, alternating, medians reported. The baseline gets ``baseline_workers``
     DataLoader workers (default: the recipe's DALI threads)."""
-    from alexnet_cli.data.datamodule import DaliDataModule
     progress = progress or SilentProgress()
     config = recipe.data
     if config.device == "gpu":
@@ -208,9 +211,6 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
     (``trainer.benchmark``); without it the convolutions run cuDNN's heuristic pick. ``fc_width``: narrower
     hidden FC layers (the GPU check's CPU smoke run), where the arch takes them.
     """
-    from alexnet_cli.models import ARCHS, build_network
-    from alexnet_cli.models.execution import CompileOptions, compile_in_place
-
     progress = progress or SilentProgress()
     if arch not in ARCHS:
         raise AlexnetError(f"--arch {arch!r}: choose one of all, {', '.join(ARCHS)}")
@@ -233,19 +233,14 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
         compile_in_place(model, CompileOptions(variant.compile_mode, compile_backend))
     optimizer = sgd(model, OptimConfig(), OptimConfig().lr)  # train's own update, the paper's constants
     precision_context = autocast(variant.precision, target)
-    scaler = torch.amp.GradScaler(enabled=variant.precision == "16-mixed" and device == "gpu")
+    step = amp_training_step(model, optimizer, variant.precision, target)
 
     def forward() -> None:
         with torch.no_grad(), precision_context():
             model(images)
 
     def train_step() -> None:
-        with precision_context():
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        step(images, labels)
 
     if device == "gpu":
         torch.cuda.reset_peak_memory_stats()
@@ -273,17 +268,31 @@ def benchmark_model(arch: str, *, batch_size: int = 128, device: Literal["cpu", 
 def fresh_compile() -> None:
     """Forget earlier compiles before a new variant's: every nn.Module.compile shares _call_impl's code cache, and
     past dynamo's recompile limit it would silently run the new one eagerly (``compile_counts`` would say so)."""
-    from torch._dynamo.utils import counters
-
     torch._dynamo.reset()
     counters.clear()
 
 
 def compile_counts() -> tuple[int, int]:
     """(graphs dynamo captured, graph breaks) since ``fresh_compile``: 0 graphs is a run that went eager."""
-    from torch._dynamo.utils import counters
-
     return counters["stats"].get("unique_graphs", 0), sum(counters["graph_break"].values())
+
+
+def amp_training_step(model: nn.Module, optimizer: torch.optim.Optimizer, precision: str,
+                      device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One SGD step as Lightning's precision plugin runs it: forward and loss under autocast, an fp16 loss
+    scaled (``benchmark model`` and ``benchmark train``'s plain loop both time it)."""
+    context = autocast(precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        with context():
+            loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
 
 
 def autocast(precision: str, device: torch.device):

@@ -38,8 +38,8 @@ from alexnet_cli.bench.op_count import (
     lrn_region,
 )
 from alexnet_cli.models.build import build_network
-from alexnet_cli.models.lrn import LrnKernel, gpu_kernel
-from alexnet_cli.models.paper import LocalResponseNorm
+from alexnet_cli.models.lrn import LrnKernel, closed_form_lrn, gpu_kernel
+from alexnet_cli.models.paper import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, LocalResponseNorm
 from alexnet_cli.recipes import Recipe
 from alexnet_cli.training.plan import crop_size
 
@@ -60,8 +60,6 @@ def count_step(recipe: Recipe, num_classes: int, *, batch_size: int, lrn: LrnKer
 def compiled_lrn_step(eager: StepCount) -> StepCount:
     """``eager`` (a closed-form step) with its LRN layers compiled: each layer's ops replaced by the boundaries of
     its compiled forward and backward, the rest as counted."""
-    from alexnet_cli.models.lrn import closed_form_lrn
-
     compiled = []
     for shape, dtype, size, alpha, beta, k, groups in eager.lrn_calls:
         x = torch.empty(shape, dtype=dtype, device="meta")
@@ -76,9 +74,6 @@ def lrn_layer_bytes(kernel: LrnKernel, shape: tuple[int, ...], dtype: torch.dtyp
                     channels_last: bool = False, compiled: bool = False) -> int:
     """What one LRN layer's forward and backward move at ``shape`` (the paper's constants): counted op by op
     for an eager ``kernel``, its graphs' boundaries (a lower bound) when ``compiled``."""
-    from alexnet_cli.models.lrn import closed_form_lrn
-    from alexnet_cli.models.paper import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
-
     x = torch.empty(shape, dtype=dtype, device="meta")
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from alexnet_cli.bench.speed import autocast, synchronize
+from alexnet_cli.bench.speed import amp_training_step, synchronize
 from alexnet_cli.data.datamodule import DaliDataModule
 from alexnet_cli.devices import require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
@@ -327,9 +326,7 @@ def _run_plain(plan: RunPlan, num_classes: int, loader, window: _Window, progres
     if plan.compile is not None:
         compile_in_place(model, plan.compile)
     optimizer = sgd(model, recipe.optim, recipe.optim.lr)
-    precision = plan.precision
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
-    precision_context = autocast(precision, device)
+    step = amp_training_step(model, optimizer, plan.precision, device)
     # On a stream of its own, as alexnet train runs (training/cuda_stream.py): DALI's batches come ordered on it.
     with progress.task("plain PyTorch loop", total * recipe.data.batch_size) as task, own_stream(device):
         while window.done < total:
@@ -337,12 +334,7 @@ def _run_plain(plan: RunPlan, num_classes: int, loader, window: _Window, progres
                 window.step_started()
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
-                with precision_context():
-                    loss = F.cross_entropy(model(images), labels)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                step(images, labels)
                 window.step_ended()
                 task.advance(len(labels))
                 if window.done == total:

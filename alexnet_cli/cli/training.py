@@ -1,5 +1,6 @@
 """Commands that train: train (and its dry run), demo, recipes."""
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,12 +10,14 @@ from rich.table import Table
 
 from alexnet_cli.atomic import check_writable
 from alexnet_cli.cli.shell import console, notes_on_stderr, progress_for, user_errors, write_json
+from alexnet_cli.errors import AlexnetError
 from alexnet_cli.recipes import available_recipes, load_recipe
 from alexnet_cli.terminal import shown
 
 if TYPE_CHECKING:
     from alexnet_cli.recipes import Recipe
     from alexnet_cli.training.plan import RunPlan
+    from alexnet_cli.training.run import TrainResult
 
 
 @user_errors
@@ -37,12 +40,8 @@ def train(
 ) -> None:
     """Train a recipe with Lightning, fed by the DALI pipeline.
     """
-    from alexnet_cli.atomic import check_writable
-
     check_writable(out, "--out", folder=True)  # before training, and before importing torch and Lightning
     check_writable(json_out, "--json")
-    from alexnet_cli.errors import AlexnetError
-    from alexnet_cli.recipes import load_recipe
     from alexnet_cli.training.resume import recipe_of_run
     from alexnet_cli.training.run import run
 
@@ -55,13 +54,15 @@ def train(
         return
     result = run(resolved, data, out=out, quiet=quiet, resume=resume, overwrite=overwrite,
                  progress=notes_on_stderr())
+    _print_result(result)
+    write_json(json_out, asdict(result))
+
+
+def _print_result(result: "TrainResult") -> None:
     if result.already_done is not None:
         console.print(f"{shown(result.run_dir)} is already done: its checkpoint (step {result.global_step}) reached "
                       f"{result.already_done}; nothing was trained or changed (raise it with --set to train on)",
                       soft_wrap=True)
-        from dataclasses import asdict
-
-        write_json(json_out, asdict(result))
         return
     table = Table(title=f"run {shown(result.run_dir)}", show_header=False)
     if result.best_top1 is not None:
@@ -76,15 +77,10 @@ def train(
     table.add_row("checkpoints", shown(result.last_checkpoint or "-") + ("  " + shown(result.best_checkpoint)
                                                                          if result.best_checkpoint else ""))
     console.print(table)
-    from dataclasses import asdict
-
-    write_json(json_out, asdict(result))
 
 
 def _print_dry_run(recipe: "Recipe", data: Path, benchmark_json: Path | None, out: Path | None,
                    resume: Path | None, overwrite: bool) -> None:
-    import yaml
-
     from alexnet_cli.models.execution import split_groups_note
     from alexnet_cli.training.setup import prepare_run
 

@@ -2,18 +2,22 @@
 
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from alexnet_cli.data.dataset_files import read_classes
+from alexnet_cli.data.datamodule import DaliDataModule
+from alexnet_cli.data.dataset_files import list_split, read_classes
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.devices import dali_device_id, torch_device
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.inspection.paper_claims import VAL_TOP1_ERROR, VAL_TOP5_ERROR
 from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint, load_torchvision_weights
+from alexnet_cli.parallel.spawn import refuse_more_devices_than_present, run_in_processes
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import DataConfig
 
@@ -67,8 +71,6 @@ def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None
     if with_predictions and devices > 1:
         raise AlexnetError("--predictions needs --devices 1")
     if devices > 1:
-        from alexnet_cli.parallel.spawn import refuse_more_devices_than_present
-
         refuse_more_devices_than_present("--devices", devices, device)
     loaded = _load(data, checkpoint, weights)
     job = _EvalJob(data, checkpoint, weights, split, ten_crop, batch_size, device, num_threads)
@@ -133,8 +135,6 @@ class Tally:
     def all_reduce(self, device: torch.device) -> None:
         """Sum the counts of every process in the group (each image was counted by exactly one) and gather their
         skipped files, in place; the predictions, which only a single process keeps, are dropped."""
-        import torch.distributed as dist
-
         skipped: list[list[int]] = [[] for _ in range(dist.get_world_size())]
         dist.all_gather_object(skipped, self.skipped)
         self.skipped = sorted(index for part in skipped for index in part)
@@ -176,8 +176,6 @@ def _load(data: Path, checkpoint: Path | None, weights: Path | None) -> LoadedCh
 def _evaluate_shard(job: _EvalJob, loaded: LoadedCheckpoint, shard: tuple[int, int], progress: Progress,
                     device_index: int = 0) -> Tally:
     """Top-1/top-5 hits and per-class counts over one shard of the split."""
-    from alexnet_cli.data.datamodule import DaliDataModule
-
     device = torch_device(job.device, device_index)
     model = loaded.model.to(device)
     form = loaded.meta.input
@@ -204,10 +202,6 @@ def _score(loader, model: torch.nn.Module, tally: Tally, progress: Progress, lab
 
 
 def _evaluate_in_processes(job: _EvalJob, devices: int) -> Tally:
-    from functools import partial
-
-    from alexnet_cli.parallel.spawn import run_in_processes
-
     state = run_in_processes(partial(_shard_totals, job), devices, backend="nccl" if job.device == "gpu" else "gloo")
     return Tally(**state)
 
@@ -223,8 +217,6 @@ def _shard_totals(job: _EvalJob, rank: int, world: int) -> dict:
 
 def _split_files(data: Path, split: str) -> list[str]:
     """The split's files in the loader's order (class order, then name)."""
-    from alexnet_cli.data.dataset_files import list_split
-
     return list_split(Path(data), split, read_classes(Path(data))).files
 
 

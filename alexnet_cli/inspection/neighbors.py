@@ -22,12 +22,15 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from alexnet_cli.atomic import write_atomic, write_text_atomic
+from alexnet_cli.data.datamodule import DaliDataModule
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.data.prepare.convert import to_rgb8
 from alexnet_cli.devices import dali_device_id, require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.inspection.predict import preprocess
 from alexnet_cli.models.checkpoints import LoadedCheckpoint, load_checkpoint
 from alexnet_cli.progress import Progress, SilentProgress
+from alexnet_cli.recipes import DataConfig
 
 THUMBNAIL = 96  # pixels per image in the grid
 CODE_WIDTH = 4096  # fc7 of the paper's network
@@ -136,9 +139,6 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
                        progress: Progress | None = None) -> tuple[CodeStore, list[str]]:
     """fc7 codes of every image of ``split`` in ``<checkpoint>.<split>-fc7.f16``; an interrupted embedding
     continues where it stopped, a finished one is reused while checkpoint and files are unchanged."""
-    from alexnet_cli.data.datamodule import DaliDataModule
-    from alexnet_cli.recipes import DataConfig
-
     progress = progress or SilentProgress()
     form = loaded.meta.input
     module = DaliDataModule(data, DataConfig(device=device, batch_size=batch_size, num_threads=2,
@@ -199,8 +199,6 @@ def codes_prefix(checkpoint: Path, split: str) -> Path:
 
 def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int = 6, out: Path | None = None,
                     device: Literal["cpu", "gpu"] = "cpu", progress: Progress | None = None) -> list[NeighbourResult]:
-    from alexnet_cli.inspection.predict import preprocess
-
     if k < 1:
         raise AlexnetError("--k must be at least 1")
     if device == "gpu":

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
+from PIL import Image, UnidentifiedImageError
 
 from alexnet_cli.data.prepare.convert import BadImage, convert_image
 from alexnet_cli.errors import AlexnetError
@@ -53,8 +54,6 @@ _MAX_ASPECT = 20
 
 
 def _check_proportions(path: Path, resize: int) -> None:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             width, height = image.size

@@ -11,10 +11,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import yaml
+from matplotlib.figure import Figure
 
 from alexnet_cli.atomic import write_atomic, write_text_atomic
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import AlexnetError, message_line
 from alexnet_cli.inspection.paper_claims import ABLATIONS, VAL_TOP1_ERROR, VAL_TOP5_ERROR, Ablation
 
 IMAGENET_TRAIN_IMAGES, IMAGENET_CLASSES = 1_281_167, 1000
@@ -110,7 +112,7 @@ def _read_recipe(path: Path) -> dict:
     try:
         recipe = yaml.safe_load(path.read_text()) or {}
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise AlexnetError(f"{path} is not a recipe that 'alexnet train' wrote ({_first_line(exc)})") from None
+        raise AlexnetError(f"{path} is not a recipe that 'alexnet train' wrote ({message_line(exc)})") from None
     if not isinstance(recipe, dict):
         raise AlexnetError(f"{path} holds a {type(recipe).__name__}, not a recipe's sections")
     return recipe
@@ -123,7 +125,7 @@ def _metrics(path: Path) -> list[dict]:
         with open(path, newline="") as handle:
             return list(csv.DictReader(handle))
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise AlexnetError(f"{path} is not a metrics table that 'alexnet train' wrote ({_first_line(exc)})") from None
+        raise AlexnetError(f"{path} is not a metrics table that 'alexnet train' wrote ({message_line(exc)})") from None
 
 
 def _read_json(path: Path) -> dict | None:
@@ -137,8 +139,6 @@ def _read_json(path: Path) -> dict | None:
     return value
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
 def _per_epoch_mean(rows: list[dict], key: str) -> list[tuple[float, float]]:
@@ -217,25 +217,19 @@ def _cell(value: object) -> str:
 
 
 def plot_curves(summaries: list[RunSummary], out: Path) -> None:
-    import matplotlib.pyplot as plt
-
     figure = curves_figure(summaries)
     # "tight" grows the image to hold the legend beside the plots
     write_atomic(out, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(figure)
 
 
-def curves_figure(summaries: list[RunSummary]):
+def curves_figure(summaries: list[RunSummary]) -> Figure:
     """The three curves side by side, one colour per run; the legend outside the plots, where many runs
-    cannot cover them."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
+    cannot cover them. A ``Figure`` of its own, not pyplot's: files only, no display or backend to choose, and
+    nothing left open in pyplot's list of figures."""
     names = ("training loss", "val top-1 error %", "learning rate")
-    figure, axes = plt.subplots(1, len(names), figsize=(15, 4.2))
-    colours = plt.get_cmap("tab10" if len(summaries) <= 10 else "turbo")
+    figure = Figure(figsize=(15, 4.2))
+    axes = figure.subplots(1, len(names))
+    colours = matplotlib.colormaps["tab10" if len(summaries) <= 10 else "turbo"]
     for axis, name in zip(axes, names):
         for index, summary in enumerate(summaries):
             points = summary.curves.get(name) or []

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from torch import nn
 
 from alexnet_cli.data.dataset_files import ClassInfo
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import AlexnetError, message_line
 from alexnet_cli.models.build import build_network
 from alexnet_cli.models.checkpoint_meta import META_KEY, CheckpointMeta
+from alexnet_cli.recipes import recipe_from_dict
 
 
 @dataclass
@@ -63,8 +65,8 @@ def read_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
             f"{path} needs pickled code to load, which could run anything; refused ({detail[:160]})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise AlexnetError(f"{path} is not a PyTorch checkpoint (or is damaged): refused ({first})") from None
+        raise AlexnetError(f"{path} is not a PyTorch checkpoint (or is damaged): refused ({message_line(exc, 160)})"
+                           ) from None
     if not isinstance(data, dict):
         raise AlexnetError(f"{path} holds a {type(data).__name__}, not a checkpoint or state dict")
     return data
@@ -100,10 +102,6 @@ def checked_weights(state: Any, path: Path) -> dict[str, torch.Tensor]:
 def initial_model(loaded: LoadedCheckpoint) -> nn.Module:
     """The network this checkpoint's run started from: its weights are a function of the recipe's seed
     (``train.prepare_run`` seeds the generator, then builds the model), rebuilt here."""
-    import lightning as L
-
-    from alexnet_cli.recipes import recipe_from_dict
-
     if loaded.meta.recipe is None:
         raise AlexnetError("this checkpoint does not record the recipe it was trained with: its start cannot be "
                            "rebuilt")
@@ -145,4 +143,4 @@ def _load_state(model: nn.Module, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise AlexnetError(f"{path} does not match its arch: {str(exc).splitlines()[0][:200]}") from None
+        raise AlexnetError(f"{path} does not match its arch: {message_line(exc)}") from None

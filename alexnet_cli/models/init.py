@@ -15,6 +15,7 @@ from typing import get_args
 
 from torch import nn
 
+from alexnet_cli.models.paper import initialize_like_section_5
 from alexnet_cli.recipes import InitScheme
 
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
@@ -22,8 +23,6 @@ INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 def initialize(model: nn.Module, scheme: InitScheme) -> None:
     """Initialise every conv and linear layer of ``model`` in place with ``scheme``."""
-    from alexnet_cli.models.paper import initialize_like_section_5
-
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}: use one of {', '.join(INIT_SCHEMES)}")
     if scheme == "builder":

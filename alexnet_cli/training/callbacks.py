@@ -1,13 +1,20 @@
 """Lightning callbacks of the tool: throughput and data-wait measurement, best-metric tracking, and
 the stop, progress and checkpoint callbacks that read device values only when the loop syncs anyway."""
 
+import os
+import resource
 import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from alexnet_cli.atomic import write_text_atomic
+from alexnet_cli.errors import TrainingStopped
+from alexnet_cli.models.kernel_grid import conv_weights, filter_grid, tower_blocks
+from alexnet_cli.parallel.ranks import data_parallel_shard
 from alexnet_cli.training.run_dir import write_run_facts
 
 
@@ -60,8 +67,6 @@ class ThroughputMeter(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._epoch_busy += self._gaps.step_ended() - self._batch_start
-        from alexnet_cli.parallel.ranks import data_parallel_shard
-
         self._epoch_images += len(batch[1]) * data_parallel_shard(trainer)[1]
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -99,8 +104,6 @@ class FirstStepTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.seconds is None:
-            import torch
-
             if pl_module.device.type == "cuda":
                 torch.cuda.synchronize(pl_module.device)  # once: the compiled step must have run
             self.seconds = time.perf_counter() - self._started
@@ -112,8 +115,6 @@ class MemoryMeter(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         pl_module.log("sys/rss_mb", resident_megabytes(), rank_zero_only=True)
         if pl_module.device.type == "cuda":
-            import torch
-
             free, total = torch.cuda.mem_get_info(pl_module.device)  # DALI's buffers too, not only torch's
             pl_module.log("sys/gpu_used_mb", (total - free) / 2**20, rank_zero_only=True)
             pl_module.log("sys/torch_allocated_mb", torch.cuda.memory_allocated(pl_module.device) / 2**20,
@@ -122,9 +123,6 @@ class MemoryMeter(L.Callback):
 
 def resident_megabytes() -> float:
     """Current resident set size of this process (peak size where /proc is missing)."""
-    import os
-    import resource
-
     try:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -184,13 +182,9 @@ class FilterImageLogger(L.Callback):
     """At each epoch's end, conv1's kernels as an image for TensorBoard or W&B: Figure 3 as it forms."""
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-
         image_loggers = [lg for lg in trainer.loggers if isinstance(lg, (TensorBoardLogger, WandbLogger))]
         if not image_loggers or trainer.global_rank != 0:
             return
-        from alexnet_cli.models.kernel_grid import conv_weights, filter_grid, tower_blocks
-
         weights = conv_weights(pl_module.model, "conv1")
         canvas, _ = filter_grid(weights, scale=3, groups=tower_blocks("conv1", weights))
         for logger in image_loggers:
@@ -222,8 +216,6 @@ class StopOnNonFiniteLoss(L.Callback):
 
     @staticmethod
     def check(pl_module) -> None:
-        from alexnet_cli.errors import TrainingStopped
-
         step = pl_module.first_nonfinite_step
         if step is not None and int(step) >= 0:
             raise TrainingStopped(f"train/loss is {float(pl_module.first_nonfinite_loss)} at step {int(step)} (the "

@@ -7,14 +7,12 @@ a process that is about to be killed or inside a signal handler.
 
 import logging
 import sys
+import warnings
 
 
 def quiet_lightning(quiet: bool) -> None:
     """Hide Lightning's internal chatter (deprecations, advertising, the accelerator list) always, and its banner
     lines with --quiet."""
-    import logging
-    import warnings
-
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")  # it is: DataPosition

@@ -5,6 +5,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -173,8 +174,6 @@ class AlexNetModule(L.LightningModule):
 
 
 def _sum_over(value: torch.Tensor, group) -> torch.Tensor:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         value = value.clone()
         dist.all_reduce(value, group=group)

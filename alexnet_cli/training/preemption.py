@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -55,9 +58,6 @@ class GracefulStop(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.world_size == 1 or trainer.global_step % self.every_n_steps:
             return
-        import torch
-        import torch.distributed as dist
-
         flag = torch.tensor([float(self._requested)], device=trainer.strategy.root_device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item():  # every rank, after the same step
@@ -101,6 +101,4 @@ class GracefulStop(L.Callback):
 
 
 def trainer_is_rank_zero() -> bool:
-    from lightning.pytorch.utilities import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0

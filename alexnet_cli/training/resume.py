@@ -4,7 +4,11 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.recipes import Recipe
+from alexnet_cli.models.build import option_value
+from alexnet_cli.models.checkpoint_meta import META_KEY
+from alexnet_cli.models.checkpoints import checked_weights, read_file, read_meta
+from alexnet_cli.parallel.layouts import layout_named
+from alexnet_cli.recipes import Recipe, load_recipe, recipe_with_overrides
 
 
 def resolve_resume(resume: Path) -> tuple[Path, Path | None]:
@@ -25,10 +29,6 @@ def resolve_resume(resume: Path) -> tuple[Path, Path | None]:
 def recipe_of_run(resume: Path, overrides: list[str] | None) -> Recipe:
     """The recipe a resume continues with when none is given: the run's recipe.yaml, or else the recipe its
     checkpoint recorded; ``--set`` overrides on top (a resume lists them as its changes)."""
-    from alexnet_cli.models.checkpoint_meta import META_KEY
-    from alexnet_cli.models.checkpoints import read_file, read_meta
-    from alexnet_cli.recipes import load_recipe, recipe_with_overrides
-
     checkpoint, run_dir = resolve_resume(resume)
     if run_dir is not None and (run_dir / "recipe.yaml").is_file():
         return load_recipe(str(run_dir / "recipe.yaml"), overrides)
@@ -42,8 +42,6 @@ def recipe_of_run(resume: Path, overrides: list[str] | None) -> Recipe:
 
 def latest_checkpoint(directory: Path) -> Path | None:
     """The run's newest state: last.ckpt, unless the run died between writing step-N.ckpt and last.ckpt."""
-    from alexnet_cli.models.checkpoints import read_file
-
     candidates = [p for p in [directory / "last.ckpt", *sorted(directory.glob("step-*.ckpt"))] if p.is_file()]
     if not candidates:
         return None
@@ -71,8 +69,6 @@ _TRAINING_STATE = ("state_dict", "optimizer_states", "loops", "callbacks")
 def limit_reached(checkpoint: Path, recipe: Recipe) -> str | None:
     """The recipe's ``trainer.max_steps`` or ``max_epochs`` when ``checkpoint`` has already reached it (a resume
     would train nothing), as ``key=value``; else None."""
-    from alexnet_cli.models.checkpoints import read_file
-
     saved = read_file(checkpoint, mmap=True)
     max_steps, max_epochs = recipe.trainer.max_steps, recipe.trainer.max_epochs
     if 0 < max_steps <= int(saved.get("global_step", 0)):
@@ -88,9 +84,6 @@ def limit_reached(checkpoint: Path, recipe: Recipe) -> str | None:
 def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str]:
     """Refuse what cannot change across a resume; return the recipe keys that did change, as
     ``key: old → new`` lines (epochs, lr, batch size... are allowed)."""
-    from alexnet_cli.models.checkpoint_meta import META_KEY
-    from alexnet_cli.models.checkpoints import checked_weights, read_file, read_meta
-
     saved = read_file(checkpoint, mmap=True)  # Lightning reads the weights next
     stored = saved.get(META_KEY)
     if not isinstance(stored, dict):
@@ -124,16 +117,12 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str
 
 def _built(arch: str, key: str, value: Any) -> Any:
     """A fixed key's value as the network is built with it: model.fc_width null is the arch's own width."""
-    from alexnet_cli.models.build import option_value
-
     return option_value(arch, key.removeprefix("model."), value) if key == "model.fc_width" else value
 
 
 def _named_layout(flat: dict[str, Any]) -> dict[str, Any]:
     """``trainer.strategy`` as the layout it resolves to: a run saved when the towers layouts shared one name
     (``towers``) resumed with a recipe naming ``two-gpu`` or ``hybrid`` changed nothing."""
-    from alexnet_cli.parallel.layouts import layout_named
-
     if isinstance(flat.get("trainer.strategy"), str):
         devices = flat.get("trainer.devices", 1)
         flat["trainer.strategy"] = layout_named(flat["trainer.strategy"],

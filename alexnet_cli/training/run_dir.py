@@ -1,10 +1,13 @@
 """The run directory's own files: refusing to overwrite a run, --overwrite, and run.json."""
 
+import csv
+import json
 from pathlib import Path
 
 from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.locks import ExclusiveLock
+from alexnet_cli.models.checkpoints import read_file
 
 # What a run writes at its top level; --overwrite removes these and the run's checkpoints, nothing else.
 _RUN_FILES = ("metrics.csv", "run.json", "eval.json", "recipe.yaml", "hparams.yaml")
@@ -62,8 +65,6 @@ def drop_metrics_past(run_dir: Path, step: int) -> int:
     A row's ``step`` is the index of the batch it was logged at; a checkpoint's ``global_step`` counts the
     batches trained before it, so its resumed run logs from that index on.
     """
-    import csv
-
     path = run_dir / "metrics.csv"
     lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
     header = next(csv.reader(lines[:1]), [])
@@ -88,8 +89,6 @@ def copy_metrics_before(source_dir: Path | None, run_dir: Path, checkpoint: Path
     """A run continued in a new folder (--resume A --out B): B's metrics.csv starts with A's rows of the steps
     the checkpoint had trained, so that B's curves are the whole run's. A metrics.csv already in B (an earlier
     try at this resume) is kept; in both, the rows past the checkpoint's step go (the run logs them again)."""
-    from alexnet_cli.models.checkpoints import read_file
-
     source, target = (source_dir / "metrics.csv" if source_dir else None), run_dir / "metrics.csv"
     if not target.exists() and source is not None and source.is_file():
         write_text_atomic(target, source.read_text())
@@ -97,8 +96,6 @@ def copy_metrics_before(source_dir: Path | None, run_dir: Path, checkpoint: Path
 
 
 def read_run_facts(run_dir: Path) -> dict:
-    import json
-
     try:
         return json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
@@ -107,6 +104,4 @@ def read_run_facts(run_dir: Path) -> dict:
 
 def write_run_facts(run_dir: Path, facts: dict) -> None:
     """RUN_DIR/run.json: what 'alexnet report' needs beside metrics.csv (finished or not, wall time, data)."""
-    import json
-
     write_text_atomic(run_dir / "run.json", json.dumps(facts, indent=1) + "\n")

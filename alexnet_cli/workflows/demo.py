@@ -11,11 +11,14 @@ from alexnet_cli.data.prepare.demo import prepare_demo
 from alexnet_cli.data.prepare.run import PrepareSummary
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.inspection.evaluate import EvalResult, evaluate
+from alexnet_cli.inspection.filters import relative_change, save_filter_grid
 from alexnet_cli.inspection.report import write_report
+from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import load_recipe
 from alexnet_cli.terminal import shown
 from alexnet_cli.training.run import TrainResult, run
+from alexnet_cli.training.run_dir import read_run_facts
 
 
 @dataclass
@@ -35,8 +38,6 @@ class DemoResult:
 def _holds_earlier_demo_run(run_dir: Path) -> bool:
     """True when RUN holds a run the demo made (its run.json names cpu-demo), which the demo replaces; any other
     run there is refused, since the demo trains with --overwrite."""
-    from alexnet_cli.training.run_dir import read_run_facts
-
     if not any((run_dir / "checkpoints").glob("*.ckpt")):
         return False  # no run to lose
     facts = read_run_facts(run_dir)
@@ -51,9 +52,6 @@ def _holds_earlier_demo_run(run_dir: Path) -> bool:
 def run_demo(out: Path, *, overrides: list[str] | None = None, quiet: bool = False,
              progress: Progress | None = None, notes: Progress | None = None) -> DemoResult:
     """``notes`` hears what the demo replaces, even when ``progress`` is silent (default: ``progress``)."""
-    from alexnet_cli.inspection.filters import relative_change, save_filter_grid
-    from alexnet_cli.models.checkpoints import initial_model, load_checkpoint
-
     progress = progress or SilentProgress()
     out = Path(out)
     data = out / "data"
