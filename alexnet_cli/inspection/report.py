@@ -13,6 +13,7 @@ from pathlib import Path
 
 import matplotlib
 import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from alexnet_cli.atomic import write_atomic, write_text_atomic
@@ -228,6 +229,7 @@ def curves_figure(summaries: list[RunSummary]) -> Figure:
     nothing left open in pyplot's list of figures."""
     names = ("training loss", "val top-1 error %", "learning rate")
     figure = Figure(figsize=(15, 4.2))
+    FigureCanvasAgg(figure)  # the PNG renderer, attached: drawn and measured without a display
     axes = figure.subplots(1, len(names))
     colours = matplotlib.colormaps["tab10" if len(summaries) <= 10 else "turbo"]
     for axis, name in zip(axes, names):
