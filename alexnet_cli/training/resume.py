@@ -1,5 +1,6 @@
 """Continuing a run: which checkpoint, and what a resumed run may and may not change."""
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,24 +67,32 @@ _FIXED_ON_RESUME = ("model.arch", "model.fc_width", "optim.schedule")
 _TRAINING_STATE = ("state_dict", "optimizer_states", "loops", "callbacks")
 
 
-def limit_reached(checkpoint: Path, recipe: Recipe) -> str | None:
-    """The recipe's ``trainer.max_steps`` or ``max_epochs`` when ``checkpoint`` has already reached it (a resume
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a run continues from and where it stands, read and checked once (``check_resumable``)."""
+
+    checkpoint: Path
+    step: int  # its global_step
+    # DataPosition's epoch: that of the first batch not yet trained (Lightning's own counter depends on the hook
+    # that saved the checkpoint)
+    epoch: int
+    changes: list[str]  # the recipe keys that differ from the checkpoint's recipe, as "key: old → new"
+
+
+def limit_reached(point: ResumePoint, recipe: Recipe) -> str | None:
+    """The recipe's ``trainer.max_steps`` or ``max_epochs`` when the checkpoint has already reached it (a resume
     would train nothing), as ``key=value``; else None."""
-    saved = read_file(checkpoint, mmap=True)
     max_steps, max_epochs = recipe.trainer.max_steps, recipe.trainer.max_epochs
-    if 0 < max_steps <= int(saved.get("global_step", 0)):
+    if 0 < max_steps <= point.step:
         return f"trainer.max_steps={max_steps}"
-    # DataPosition's epoch is the epoch of the first batch not yet trained (Lightning's own counter depends on
-    # the hook that saved the checkpoint)
-    position = (saved.get("callbacks") or {}).get("DataPosition") or {}
-    if max_epochs is not None and 0 <= int(max_epochs) <= int(position.get("epoch", 0)):
+    if max_epochs is not None and 0 <= int(max_epochs) <= point.epoch:
         return f"trainer.max_epochs={max_epochs}"
     return None
 
 
-def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str]:
-    """Refuse what cannot change across a resume; return the recipe keys that did change, as
-    ``key: old → new`` lines (epochs, lr, batch size... are allowed)."""
+def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> ResumePoint:
+    """Refuse what cannot change across a resume; the checkpoint's step and epoch, and the recipe keys that did
+    change (epochs, lr, batch size... are allowed)."""
     saved = read_file(checkpoint, mmap=True)  # Lightning reads the weights next
     stored = saved.get(META_KEY)
     if not isinstance(stored, dict):
@@ -112,7 +121,8 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> list[str
             raise AlexnetError(f"{checkpoint} was trained with {key}={before.get(key)!r}"
                                f"{f' ({was})' if before.get(key) is None else ''}; the recipe says {after.get(key)!r}"
                                f"{f' ({now})' if after.get(key) is None else ''}, which a resumed run cannot change")
-    return [f"{key}: {before.get(key)!r} → {after.get(key)!r}" for key in changed]
+    return ResumePoint(checkpoint, int(saved.get("global_step", 0)), int(position.get("epoch", 0)),
+                       [f"{key}: {before.get(key)!r} → {after.get(key)!r}" for key in changed])
 
 
 def _built(arch: str, key: str, value: Any) -> Any:

@@ -19,7 +19,6 @@ import lightning as L
 import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import TrainingStopped
 from alexnet_cli.models.checkpoints import read_file
 from alexnet_cli.models.execution import split_groups_note
@@ -35,19 +34,11 @@ from alexnet_cli.training.callbacks import (
     ThroughputMeter,
     WriteOnTrainStart,
 )
-from alexnet_cli.training.checkpoint_io import remove_unfinished
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
 from alexnet_cli.training.module import AlexNetModule
 from alexnet_cli.training.preemption import GracefulStop, StopNow, trainer_is_rank_zero
 from alexnet_cli.training.resume import latest_checkpoint, limit_reached
-from alexnet_cli.training.run_dir import (
-    copy_metrics_before,
-    drop_metrics_past,
-    read_run_facts,
-    remove_run_files,
-    run_lock,
-    write_run_facts,
-)
+from alexnet_cli.training.run_dir import run_lock, start_run_directory, write_run_facts
 from alexnet_cli.training.setup import RunSetup, check_gpu_present, prepare_run
 from alexnet_cli.training.trainer import keep_previous_metrics, trainer_arguments
 
@@ -93,7 +84,7 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
     data = Path(data)
     setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
     plan = setup.plan
-    if setup.checkpoint is not None and (reached := limit_reached(setup.checkpoint, recipe)):
+    if setup.resumes is not None and (reached := limit_reached(setup.resumes, recipe)):
         return _already_done(setup, reached)  # before anything is written: run.json keeps the run's figures
     check_gpu_present(plan)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
     module = AlexNetModule(setup.model, recipe.optim, num_classes=plan.num_classes, meta=setup.meta,
@@ -102,10 +93,12 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
     if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
         held.enter_context(run_lock(setup.run_dir))
         _announce(setup, progress or SilentProgress(), quiet)
-        if setup.continues_in_place:
-            _drop_relogged_metrics(setup, progress or SilentProgress())
     recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
-    facts = _start_run_directory(setup, recipe_text, rank_zero)
+    resumed = (setup.resumed_dir, setup.resumes.step) if setup.resumes is not None else None
+    facts = start_run_directory(setup.run_dir, {"recipe": recipe.name, "num_classes": plan.num_classes,
+                                                "train_images": plan.train_images}, recipe_text=recipe_text,
+                                resumed=resumed, replaces_run=setup.replaces_run, rank_zero=rank_zero,
+                                say=(progress or SilentProgress()).note)
     throughput, best = ThroughputMeter(), BestMetrics()
     first_step = FirstStepTimer() if recipe.model.compile else None  # timed only where it compiles
     stop = GracefulStop(setup.run_dir / "checkpoints" / "last.ckpt",
@@ -140,18 +133,10 @@ def _already_done(setup: RunSetup, reached: str) -> TrainResult:
     checkpoints = setup.run_dir / "checkpoints"
     return TrainResult(
         run_dir=setup.run_dir, best_top1=None, best_top5=None, best_epoch=None, seconds=0.0, images_per_second=0.0,
-        data_wait_fraction=0.0, global_step=int(read_file(setup.checkpoint, mmap=True).get("global_step", 0)),
+        data_wait_fraction=0.0, global_step=setup.resumes.step,
         last_checkpoint=_existing(checkpoints / "last.ckpt"), best_checkpoint=_existing(checkpoints / "best.ckpt"),
         recipe_changes=setup.changes, already_done=reached,
     )
-
-
-def _drop_relogged_metrics(setup: RunSetup, progress: Progress) -> None:
-    step = int(read_file(setup.checkpoint, mmap=True).get("global_step", 0))
-    dropped = drop_metrics_past(setup.run_dir, step)
-    if dropped:
-        progress.note(f"dropped {dropped} metrics.csv row(s) past the checkpoint's step {step}: the resumed run "
-                      "logs those steps again")
 
 
 def _trainer(setup: RunSetup, recipe_text: str, quiet: bool, meters: list, stop, say) -> L.Trainer:
@@ -179,30 +164,6 @@ def _announce(setup: RunSetup, progress: Progress, quiet: bool) -> None:
         progress.note(note)
     if setup.changes:
         progress.note(shown(f"resuming {setup.checkpoint} with recipe changes: " + "; ".join(setup.changes)))
-
-
-def _start_run_directory(setup: RunSetup, recipe_text: str, rank_zero: bool) -> dict:
-    """Clear what --overwrite replaces and what a killed save left; a new run writes recipe.yaml and run.json
-    (unfinished) now, a resumed one when its training starts (``RunRecord``, ``WriteOnTrainStart``). Returns the
-    run's facts so far: a resumed run adds up its segments' seconds, also when it continues in another folder
-    (whose metrics.csv then starts with the rows the checkpoint had trained)."""
-    run_dir = setup.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if rank_zero:
-        if setup.replaces_run:
-            remove_run_files(run_dir)
-        remove_unfinished(run_dir / "checkpoints")
-    if setup.checkpoint is None:
-        write_text_atomic(run_dir / "recipe.yaml", recipe_text)
-    earlier = read_run_facts(setup.resumed_dir or run_dir) if setup.checkpoint is not None else {}
-    if rank_zero and setup.checkpoint is not None and not setup.continues_in_place:
-        copy_metrics_before(setup.resumed_dir, run_dir, setup.checkpoint)
-    facts = {"recipe": setup.plan.recipe.name, "num_classes": setup.plan.num_classes,
-             "train_images": setup.plan.train_images, "finished": False,
-             "seconds": float(earlier.get("seconds", 0.0))}
-    if rank_zero and setup.checkpoint is None:
-        write_run_facts(run_dir, facts)
-    return facts
 
 
 def _fit(trainer, module, setup: RunSetup, data: Path, stop) -> None:

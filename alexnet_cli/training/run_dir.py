@@ -2,12 +2,13 @@
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from alexnet_cli.atomic import write_text_atomic
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.locks import ExclusiveLock
-from alexnet_cli.models.checkpoints import read_file
+from alexnet_cli.training.checkpoint_io import remove_unfinished
 
 # What a run writes at its top level; --overwrite removes these and the run's checkpoints, nothing else.
 _RUN_FILES = ("metrics.csv", "run.json", "eval.json", "recipe.yaml", "hparams.yaml")
@@ -85,14 +86,14 @@ def drop_metrics_past(run_dir: Path, step: int) -> int:
     return len(lines) - len(kept)
 
 
-def copy_metrics_before(source_dir: Path | None, run_dir: Path, checkpoint: Path) -> None:
+def copy_metrics_before(source_dir: Path | None, run_dir: Path, step: int) -> None:
     """A run continued in a new folder (--resume A --out B): B's metrics.csv starts with A's rows of the steps
-    the checkpoint had trained, so that B's curves are the whole run's. A metrics.csv already in B (an earlier
-    try at this resume) is kept; in both, the rows past the checkpoint's step go (the run logs them again)."""
+    the checkpoint had trained (up to its ``step``), so that B's curves are the whole run's. A metrics.csv already
+    in B (an earlier try at this resume) is kept; in both, the rows past that step go (the run logs them again)."""
     source, target = (source_dir / "metrics.csv" if source_dir else None), run_dir / "metrics.csv"
     if not target.exists() and source is not None and source.is_file():
         write_text_atomic(target, source.read_text())
-    drop_metrics_past(run_dir, int(read_file(checkpoint, mmap=True).get("global_step", 0)))
+    drop_metrics_past(run_dir, step)
 
 
 def read_run_facts(run_dir: Path) -> dict:
@@ -105,3 +106,32 @@ def read_run_facts(run_dir: Path) -> dict:
 def write_run_facts(run_dir: Path, facts: dict) -> None:
     """RUN_DIR/run.json: what 'alexnet report' needs beside metrics.csv (finished or not, wall time, data)."""
     write_text_atomic(run_dir / "run.json", json.dumps(facts, indent=1) + "\n")
+
+
+def start_run_directory(run_dir: Path, facts: dict, *, recipe_text: str, resumed: tuple[Path | None, int] | None,
+                        replaces_run: bool, rank_zero: bool, say: Callable[[str], None]) -> dict:
+    """Clear what --overwrite replaces and what a killed save left; a new run writes recipe.yaml and run.json
+    (unfinished) now, a resumed one when its training starts (``RunRecord``, ``WriteOnTrainStart``).
+    ``resumed``: (the checkpoint's run folder, None where it was in none; its step). Returns the run's facts so
+    far, ``facts`` and its seconds: a resumed run adds up its segments' seconds, also when it continues in another
+    folder (whose metrics.csv then starts with the rows the checkpoint had trained); one that continues in place
+    drops the rows past its checkpoint, which it logs again (saying so)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resumed_dir, step = resumed if resumed is not None else (None, 0)
+    in_place = resumed_dir is not None and resumed_dir.resolve() == run_dir.resolve()
+    if rank_zero:
+        if replaces_run:
+            remove_run_files(run_dir)
+        remove_unfinished(run_dir / "checkpoints")
+        if in_place and (dropped := drop_metrics_past(run_dir, step)):
+            say(f"dropped {dropped} metrics.csv row(s) past the checkpoint's step {step}: the resumed run logs those "
+                "steps again")
+        elif resumed is not None and not in_place:
+            copy_metrics_before(resumed_dir, run_dir, step)
+    if resumed is None:
+        write_text_atomic(run_dir / "recipe.yaml", recipe_text)
+    earlier = read_run_facts(resumed_dir or run_dir) if resumed is not None else {}
+    facts = {**facts, "finished": False, "seconds": float(earlier.get("seconds", 0.0))}
+    if rank_zero and resumed is None:
+        write_run_facts(run_dir, facts)
+    return facts

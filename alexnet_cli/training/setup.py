@@ -19,7 +19,7 @@ from alexnet_cli.models.checkpoint_meta import CheckpointMeta
 from alexnet_cli.parallel.ranks import data_parallel_shard
 from alexnet_cli.recipes import Recipe
 from alexnet_cli.training.plan import RunPlan, plan_run
-from alexnet_cli.training.resume import check_resumable, resolve_resume
+from alexnet_cli.training.resume import ResumePoint, check_resumable, resolve_resume
 from alexnet_cli.training.run_dir import check_run_dir
 from alexnet_cli.training.trainer import check_trainer_arguments
 
@@ -33,14 +33,22 @@ class RunSetup:
     """What a run is made of, checked: everything ``train`` refuses is refused while making it."""
 
     plan: RunPlan
-    checkpoint: Path | None  # the checkpoint a resumed run continues from
+    resumes: ResumePoint | None  # the checkpoint a resumed run continues from, and where it stands
     run_dir: Path
     datamodule: DaliDataModule
     model: nn.Module
     meta: dict[str, Any]
-    changes: list[str]  # on resume: the recipe keys that differ from the checkpoint's
     replaces_run: bool = False  # --overwrite given and the run directory held a run
     resumed_dir: Path | None = None  # on resume: the run folder of the checkpoint (None: it was in none)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return self.resumes.checkpoint if self.resumes is not None else None
+
+    @property
+    def changes(self) -> list[str]:
+        """On resume: the recipe keys that differ from the checkpoint's."""
+        return self.resumes.changes if self.resumes is not None else []
 
     @property
     def continues_in_place(self) -> bool:
@@ -77,8 +85,8 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     model = build_network(recipe.model, plan.num_classes)
     plan.layout.check_model(model)  # a split layout's needs, refused before its processes start
     meta = checkpoint_meta(plan, datamodule.normalization)
-    changes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else []
-    return RunSetup(plan, checkpoint, run_dir, datamodule, model, meta, changes, replaces_run,
+    resumes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else None
+    return RunSetup(plan, resumes, run_dir, datamodule, model, meta, replaces_run,
                     Path(resumed_dir) if resumed_dir is not None else None)
 
 

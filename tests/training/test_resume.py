@@ -245,7 +245,7 @@ def test_a_run_saved_with_the_archs_own_width_resumes_only_at_that_width(tmp_pat
                 "callbacks": {}}, path)
     with pytest.raises(AlexnetError, match=re.escape("model.fc_width=None (4096); the recipe says 128")):
         check_resumable(path, load_recipe("cpu-demo", ["model.fc_width=128"]), classes)
-    assert check_resumable(path, load_recipe("cpu-demo", ["model.fc_width=4096"]), classes) == [
+    assert check_resumable(path, load_recipe("cpu-demo", ["model.fc_width=4096"]), classes).changes == [
         "model.fc_width: None → 4096"]  # the same network, said as a change
 
 
@@ -376,7 +376,7 @@ def test_a_run_saved_when_the_towers_layouts_were_called_towers_resumes_under_th
     path = tmp_path / "last.ckpt"
     torch.save({"alexnet_cli": meta.to_dict(), "state_dict": {}, "optimizer_states": [], "loops": {},
                 "callbacks": {}}, path)
-    assert check_resumable(path, recipe, classes) == ["optim.lr: 0.01 → 0.02"]
+    assert check_resumable(path, recipe, classes).changes == ["optim.lr: 0.01 → 0.02"]
     # another layout is still a change a resume reports
     other = load_recipe("two-gpu", [f"trainer.devices={devices}", "trainer.strategy=ddp", "optim.lr=0.02"])
-    assert f"trainer.strategy: {now!r} → 'ddp'" in check_resumable(path, other, classes)
+    assert f"trainer.strategy: {now!r} → 'ddp'" in check_resumable(path, other, classes).changes
