@@ -96,7 +96,7 @@ class CheckpointConfig:
     keep_last: int = 0  # step-N.ckpt copies kept besides last.ckpt and best.ckpt (0: none)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainerConfig:
     """``lightning.Trainer``'s arguments: those the tool reads, typed, as the recipe wrote them (checked by
     ``_check_ranges``); the others in ``passed_on``, untouched. Lightning gets only the keys the recipe wrote
@@ -120,10 +120,6 @@ class TrainerConfig:
     @property
     def precision_name(self) -> str:
         return str(self.precision)
-
-    @property
-    def strategy_name(self) -> str:
-        return self.strategy or "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """The section as the recipe wrote it (what recipe.yaml and a checkpoint's recipe hold)."""

@@ -82,7 +82,7 @@ def _listed(module):
 
 def pipeline_img_s(roots: dict[str, Path], batch_size: int, repeats: int, batches: int = 30) -> dict:
     """The DALI training pipeline alone (cpu-demo's settings) on each root, alternating, medians."""
-    from alexnet_cli.bench.speed import _images_per_second
+    from alexnet_cli.bench.data_speed import _images_per_second
     from alexnet_cli.data.datamodule import DaliDataModule
     from alexnet_cli.progress import SilentProgress
     from alexnet_cli.recipes import load_recipe

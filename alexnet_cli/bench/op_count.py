@@ -21,6 +21,7 @@ from alexnet_cli.models.paper import LocalResponseNorm
 
 aten = torch.ops.aten
 
+
 @dataclass(frozen=True)
 class Card:
     """What bounds a step on a GPU: its memory bandwidth and its dense tensor-core rates."""

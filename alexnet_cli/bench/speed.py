@@ -1,29 +1,20 @@
-"""``alexnet benchmark``: measured speed, always beside a baseline measured in the same run.
-
-``data``: a recipe's DALI training pipeline vs torchvision's ImageFolder + DataLoader doing the
-same work (resize if needed, crop, flip, PCA lighting, the recipe's normalisation).
-``model``: forward and forward+backward+SGD step of a zoo network on synthetic tensors,
-mean ± std over timed batches after warm-up (like the seeds' TF1 AlexNet benchmark).
-"""
+"""``alexnet benchmark model``: forward and forward+backward+SGD step of a zoo network on synthetic tensors,
+mean ± std over timed batches after warm-up (like the seeds' TF1 AlexNet benchmark), and the timing pieces
+the other benchmarks share (``synchronize``, ``autocast``, the AMP training step)."""
 
 import contextlib
-import random
 import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from torch import nn
 from torch._dynamo.utils import counters
-from torchvision.datasets import ImageFolder
 
-from alexnet_cli.data.datamodule import DaliDataModule
 from alexnet_cli.devices import require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models import ARCHS, build_network
@@ -32,106 +23,8 @@ from alexnet_cli.models.lrn import LrnImpl
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import ModelConfig, OptimConfig
 from alexnet_cli.training.optimizer import sgd
-from alexnet_cli.training.plan import crop_size
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
-
-
-@dataclass
-class DataBenchmark:
-    dali_img_s: float  # medians over the repeats
-    torchvision_img_s: float
-    ratio: float
-    batch_size: int
-    dali_threads: int
-    dali_py_workers: int
-    baseline_workers: int
-    device: str
-    normalize: str
-    batches: int
-    warmup: int
-    repeats: int = 1
-    dali_runs: list[float] = field(default_factory=list)
-    torchvision_runs: list[float] = field(default_factory=list)
-
-
-class TorchvisionTwin:
-    """The pipeline's work per image done torchvision's way, in DataLoader workers: PIL decode, the resize
-    if the dataset is not stored at the recipe's size, the §4.1 crop, flip and PCA shift drawn by the
-    same ``Augmentation`` as the pipeline's, and the same normalisation (channel, or the mean image
-    cropped and flipped like the image)."""
-
-    def __init__(self, augmentation, normalization, crop: int, resize: int | None) -> None:
-        self.augmentation, self.normalization, self.crop, self.resize = augmentation, normalization, crop, resize
-        self.normalize = normalization.in_torch()
-
-    def __call__(self, image) -> torch.Tensor:
-        if self.resize:
-            image = TF.resize(image, self.resize)
-        draw = self.augmentation.draw(0, random.getrandbits(31), 0, 1)  # workers are seeded apart
-        width, height = image.size
-        x, y = (draw["position"][0] * [width - self.crop, height - self.crop]).round().astype(int)
-        pixels = TF.pil_to_tensor(TF.crop(image, int(y), int(x), self.crop, self.crop)).float()
-        pixels += torch.as_tensor(draw["shift"][0])[:, None, None]
-        pixels = self.normalize(pixels, int(x), int(y))
-        return pixels.flip(-1) if draw["mirror"][0] else pixels
-
-
-def _torchvision_loader(root: Path, transform, *, batch_size: int, workers: int):
-    dataset = ImageFolder(str(root / "train"), transform=transform)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                       drop_last=True, persistent_workers=workers > 0)
-
-
-def _images_per_second(loader, batches: int, warmup: int, batch_size: int, task) -> float:
-    iterator = _cycle(loader)
-    for _ in range(warmup):
-        next(iterator)
-        task.advance()
-    started = time.perf_counter()
-    for _ in range(batches):
-        images, _ = next(iterator)
-        synchronize(images.device)  # a GPU batch exists once its kernels are done; a CPU batch already does
-        task.advance()
-    return batches * batch_size / (time.perf_counter() - started)
-
-
-def _cycle(loader):
-    while True:
-        yield from loader
-
-
-def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, batches: int = 20, warmup: int = 3,
-                   repeats: int = 1, progress: Progress | None = None) -> DataBenchmark:
-    """img/s of the recipe's DALI training pipeline and of torchvision doing the same work on the same files,
-    each run ``repeats`` times, alternating, medians reported. The baseline gets ``baseline_workers``
-    DataLoader workers (default: the recipe's DALI threads)."""
-    progress = progress or SilentProgress()
-    config = recipe.data
-    if config.device == "gpu":
-        require_gpu(f"recipe {recipe.name!r} (data.device=gpu)", "use --device cpu")
-    module = DaliDataModule(Path(data), config, crop=crop_size(recipe), seed=recipe.seed)
-    dali_workers = module.workers
-    batch_size, workers = config.batch_size, baseline_workers or dali_workers.threads
-    if len(module.split("train")) < batch_size:
-        raise AlexnetError(f"{data}/train has fewer than --batch-size {batch_size} images")
-    if repeats < 1:
-        raise AlexnetError("--repeats must be at least 1")
-    dali_runs, baseline_runs = [], []
-    for _ in range(repeats):  # alternate the sides: drift on a shared machine hits both alike
-        with progress.task(f"DALI pipeline, {config.device}", warmup + batches) as task:
-            loader = module.loader("train", "train", shard=(0, 1))
-            dali_runs.append(_images_per_second(loader, batches, warmup, batch_size, task))
-            loader.close()  # before the baseline forks its workers
-        with progress.task(f"torchvision ImageFolder, {workers} workers", warmup + batches) as task:
-            augmentation = loader.augmentation
-            twin = TorchvisionTwin(augmentation, module.normalization, module.crop, module.resize_size)
-            baseline_loader = _torchvision_loader(Path(data), twin, batch_size=batch_size, workers=workers)
-            baseline_runs.append(_images_per_second(baseline_loader, batches, warmup, batch_size, task))
-            del baseline_loader  # its workers exit before the next DALI run
-    dali, baseline = statistics.median(dali_runs), statistics.median(baseline_runs)
-    return DataBenchmark(dali, baseline, dali / baseline, batch_size, dali_workers.threads, dali_workers.readers,
-                         workers, config.device, config.normalize, batches, warmup, repeats, dali_runs, baseline_runs)
 
 
 @dataclass(frozen=True)

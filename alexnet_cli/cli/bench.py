@@ -11,6 +11,7 @@ from alexnet_cli.atomic import check_writable
 from alexnet_cli.cli.shell import (
     DeviceName,
     Precision,
+    archs_help,
     console,
     help_when_shown,
     listed,
@@ -50,7 +51,7 @@ def benchmark_data_command(
             ("--py-workers", py_workers, 0, None), ("--workers", workers, 0, None), ("--batches", batches, 1, None),
             ("--warmup", warmup, 0, None), ("--repeats", repeats, 1, None))
     check_writable(json_out, "--json")  # before the measurement, not after it
-    from alexnet_cli.bench.speed import benchmark_data
+    from alexnet_cli.bench.data_speed import benchmark_data
 
     loaded = load_recipe(recipe, _with_data_keys(set_, batch_size=batch_size, num_threads=threads,
                                                  py_workers=py_workers, device=device))
@@ -78,6 +79,7 @@ def _data_table(result, recipe: str, repeats: int) -> Table:
 
 
 @user_errors
+@help_when_shown(arch=archs_help(", or 'all'."))
 def benchmark_model_command(
     arch: str = typer.Option("paper", "--arch", help="An arch of the zoo, or 'all'."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
@@ -179,6 +181,7 @@ def benchmark_traffic_command(
     if report.implementations:
         console.print(_implementations_table(report))
     write_json(json_out, asdict(report))
+
 
 def _traffic_table(report) -> Table:
     bound = " (lower bound: compiled)" if report.lower_bound else ""

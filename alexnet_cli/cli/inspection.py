@@ -9,7 +9,17 @@ import typer
 from rich.table import Table
 
 from alexnet_cli.atomic import check_writable, write_text_atomic
-from alexnet_cli.cli.shell import DeviceName, console, errors, progress_for, require, user_errors, write_json
+from alexnet_cli.cli.shell import (
+    DeviceName,
+    archs_help,
+    console,
+    errors,
+    help_when_shown,
+    progress_for,
+    require,
+    user_errors,
+    write_json,
+)
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.terminal import shown
 
@@ -194,6 +204,7 @@ def neighbors(
 
 
 @user_errors
+@help_when_shown(arch=archs_help())
 def summary(
     arch: str = typer.Option("paper", "--arch", help="An arch of the zoo."),
     num_classes: int = typer.Option(1000, "--num-classes", help="Width of the last layer."),

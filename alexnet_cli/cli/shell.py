@@ -23,7 +23,7 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from alexnet_cli.atomic import write_text_atomic
-from alexnet_cli.errors import AlexnetError, TrainingStopped, first_line
+from alexnet_cli.errors import AlexnetError, TrainingStopped, message_line
 from alexnet_cli.progress import Progress, RichProgress, SilentProgress
 from alexnet_cli.recipes import DataConfig
 from alexnet_cli.terminal import byte_size, shown
@@ -76,10 +76,10 @@ def _print_error(exc: Exception) -> int:
         return _print_error_line(out_of_memory, 2)
     from alexnet_cli.parallel.ranks import lost_a_peer
 
-    line = first_line(exc, limit=300)
+    message = message_line(exc, limit=300) if str(exc).strip() else ""
     if lost_a_peer(exc):
-        line = f"another training process stopped, so this one cannot go on ({line})"
-    return _print_error_line(f"{shown(line)} (rerun with --debug for details)", 1)
+        message = f"another training process stopped, so this one cannot go on ({message})"
+    return _print_error_line(f"{shown(type(exc).__name__)}: {shown(message)} (rerun with --debug for details)", 1)
 
 
 def _print_error_line(message: str, exit_code: int) -> int:
@@ -133,6 +133,17 @@ def help_when_shown(**helps: Callable[[], str]) -> Callable[[Callable], Callable
         return command
 
     return mark
+
+
+def archs_help(ending: str = ".") -> Callable[[], str]:
+    """``--arch``'s help when shown: the zoo's names (``models/build.ARCHS``, which imports torch)."""
+
+    def words() -> str:
+        from alexnet_cli.models import ARCHS
+
+        return f"An arch of the zoo: {listed(ARCHS)}{ending}"
+
+    return words
 
 
 class HelpFromRegistries(TyperCommand):

@@ -86,12 +86,13 @@ def _print_dry_run(recipe: "Recipe", data: Path, benchmark_json: Path | None, ou
 
     # refuses what 'alexnet train' would refuse
     setup = prepare_run(recipe, data, out=out, resume=resume, overwrite=overwrite)
+    rows = _plan_rows(setup.plan, benchmark_json)  # before printing: a bad --benchmark-json prints nothing
     console.print(shown(yaml.safe_dump(recipe.to_dict(), sort_keys=False)), highlight=False)
     table = Table(title=f"dry run: {shown(recipe.name)} on {shown(data)}", show_header=False)
     table.add_row("run directory", shown(setup.run_dir) + (f" (resuming {shown(setup.checkpoint)})"
                                                            if setup.checkpoint else "")
                   + (" (replacing the run it holds)" if setup.replaces_run else ""))
-    for name, value in _plan_rows(setup.plan, benchmark_json):
+    for name, value in rows:
         table.add_row(name, value)
     console.print(table)
     if recipe.model.split_groups and (note := split_groups_note(setup.model, recipe.model.arch)):

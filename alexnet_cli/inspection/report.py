@@ -141,7 +141,6 @@ def _read_json(path: Path) -> dict | None:
 
 
 
-
 def _per_epoch_mean(rows: list[dict], key: str) -> list[tuple[float, float]]:
     values = defaultdict(list)
     for row in rows:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
@@ -106,7 +105,7 @@ def initial_model(loaded: LoadedCheckpoint) -> nn.Module:
         raise AlexnetError("this checkpoint does not record the recipe it was trained with: its start cannot be "
                            "rebuilt")
     recipe = recipe_from_dict(dict(loaded.meta.recipe))
-    L.seed_everything(recipe.seed, workers=False, verbose=False)
+    torch.manual_seed(recipe.seed)  # what prepare_run's seed_everything gives torch, which alone draws the weights
     return build_network(recipe.model, loaded.meta.num_classes).eval()
 
 

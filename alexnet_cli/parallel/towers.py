@@ -28,6 +28,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.models.lrn import is_channels_last
 from alexnet_cli.models.paper import PaperAlexNet
 from alexnet_cli.parallel.collectives import CommunicationLog, gather
 from alexnet_cli.parallel.layout import Layout
@@ -73,6 +74,8 @@ class TowerParallelAlexNet(SplitModel):
         with torch.no_grad():
             layer.weight.copy_(weight)
             layer.bias.copy_(full_layer.bias.tensor_split(self.size, dim=0)[self.rank])
+        if is_channels_last(full_layer.weight):  # model.channels_last: the memory format the network was built in
+            layer.to(memory_format=torch.channels_last)
         return layer
 
     def _gather(self, x: torch.Tensor, point: str, sizes: list[int] | None = None, replicated: bool = False):

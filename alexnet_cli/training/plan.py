@@ -1,7 +1,10 @@
-"""The run plan: a recipe and this machine resolved once into one frozen value that every lower layer takes
-whole. The only place that reads ``trainer.devices`` and ``trainer.num_nodes`` and asks the recipe's layout;
-``train``, its dry run and ``benchmark train`` start from ``plan_run``."""
+"""The run plan: a recipe and this machine resolved once into one frozen value that the layers below take
+whole. The one place that counts ``trainer.devices`` over ``trainer.num_nodes`` and resolves the recipe's layout
+(``benchmark train`` first refuses, by the values as written, a recipe that runs more than one process);
+``train``, its dry run and ``benchmark train`` start from ``plan_run``. Each rank's own shard is known only
+inside the run: ``parallel/ranks.running_layout`` asks the same ``Layout`` methods the plan asks."""
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -9,13 +12,14 @@ from typing import Any
 import torch
 from lightning.pytorch.accelerators import AcceleratorRegistry
 
+from alexnet_cli.data.dataset_files import ClassInfo
 from alexnet_cli.devices import accelerator_is_gpu
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models.build import CompileOptions, compile_options, input_crop
 from alexnet_cli.parallel.layout import Layout
 from alexnet_cli.parallel.layouts import layout_named
 from alexnet_cli.parallel.spawn import refuse_more_devices_than_present
-from alexnet_cli.recipes import Recipe, TrainerConfig
+from alexnet_cli.recipes import CheckpointConfig, Recipe, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class RunPlan:
     crop: int  # the square the network reads
     compile: CompileOptions | None  # None: the network runs eagerly
     train_images: int = 0
-    classes: tuple[Any, ...] = ()  # the dataset's classes (data/ ClassInfo), in label order
+    classes: tuple[ClassInfo, ...] = ()  # the dataset's classes, in label order
 
     @property
     def devices_known(self) -> bool:
@@ -40,16 +44,12 @@ class RunPlan:
     @property
     def devices(self) -> int:
         """Over all nodes: the run's world size (one process per device), 1 per node where it is unknown here."""
-        return (self.devices_per_node or 1) * self.num_nodes
+        return world_size(self.devices_per_node, self.num_nodes)
 
     @property
     def data_parallel(self) -> int:
         """Into how many shards each batch is cut (devices, or device pairs under the two-GPU split)."""
         return self.layout.data_parallel_size(self.devices)
-
-    def data_parallel_rank(self, global_rank: int) -> int:
-        """The shard the process of ``global_rank`` reads."""
-        return self.layout.data_parallel_rank(global_rank)
 
     @property
     def batch_size(self) -> int:
@@ -97,19 +97,20 @@ class RunPlan:
 
 
 def plan_run(recipe: Recipe, train_images: int = 0, classes: Sequence = ()) -> RunPlan:
-    """The plan of ``recipe`` on this machine, refused where the run would be: the accelerator, the device
-    count (and what the layout can spread itself over), the crop, compiling under the layout."""
+    """The plan of ``recipe`` on this machine, refused where the run would be: the CPU processes, the trainer's
+    arguments, the device count (and what the layout can spread itself over), the crop. ``prepare_run`` asks the
+    rest, which needs the network: the layout's model check, then compiling under the layout."""
     trainer = recipe.trainer
-    check_accelerator(trainer.accelerator)  # first: the device count below depends on it
     on_gpu = accelerator_is_gpu(str(trainer.accelerator))
     if isinstance(trainer.devices, int) and not on_gpu and trainer.accelerator in ("cpu", "auto"):
         # Lightning starts as many CPU processes as asked, however few the cores (a GPU count it checks itself)
         refuse_more_devices_than_present("trainer.devices", trainer.devices, "cpu")
+    check_trainer_arguments(recipe)  # the accelerator last: the device count below depends on it
     per_node = devices_per_node(trainer)
-    layout = layout_named(trainer.strategy, device_count(recipe))
+    devices = world_size(per_node, trainer.num_nodes)
+    layout = layout_named(trainer.strategy, devices)
     if per_node is not None:  # -1 / "auto" on a machine without GPUs: known only where it runs
-        layout.check_devices(device_count(recipe), named=trainer.strategy)
-    check_compiles(recipe, layout)
+        layout.check_devices(devices, named=trainer.strategy)
     return RunPlan(recipe, layout, on_gpu, per_node, trainer.num_nodes, crop_size(recipe),
                    compile_options(recipe.model), train_images, tuple(classes))
 
@@ -129,7 +130,12 @@ def check_compiles(recipe: Recipe, layout: Layout) -> None:
 
 def device_count(recipe: Recipe) -> int:
     """Devices over all nodes, as ``devices_per_node`` counts them (1 per node where that is unknown here)."""
-    return (devices_per_node(recipe.trainer) or 1) * recipe.trainer.num_nodes
+    return world_size(devices_per_node(recipe.trainer), recipe.trainer.num_nodes)
+
+
+def world_size(per_node: int | None, num_nodes: int) -> int:
+    """One process per device over every node; 1 per node where the count is unknown here (-1 / "auto")."""
+    return (per_node or 1) * num_nodes
 
 
 def devices_per_node(trainer: TrainerConfig) -> int | None:
@@ -160,3 +166,29 @@ def check_accelerator(accelerator: Any) -> None:
     known = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
     if accelerator not in known:
         raise AlexnetError(f"trainer.accelerator={accelerator!r}: use one of {', '.join(known)}")
+
+
+# trainer.logger: the module each logger needs beside CSV (always there), any one of them will do
+_LOGGER_MODULES = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+def check_trainer_arguments(recipe: Recipe) -> None:
+    """Refuse what ``trainer.trainer_arguments`` or ``lightning.Trainer`` would: the checkpoint schedule, the
+    logger, the accelerator."""
+    check_checkpoint_schedule(recipe.checkpoint)
+    check_logger(recipe.trainer.logger)
+    check_accelerator(recipe.trainer.accelerator)
+
+
+def check_checkpoint_schedule(config: CheckpointConfig) -> None:
+    if config.every_n_train_steps and config.every_minutes:
+        raise AlexnetError("checkpoint.every_n_train_steps and checkpoint.every_minutes: set one of them")
+
+
+def check_logger(name: str | None) -> None:
+    """CSV always works; TensorBoard and W&B when the user has installed them."""
+    if (name or "csv") not in _LOGGER_MODULES:
+        raise AlexnetError(f"trainer.logger {name!r}: use csv, tensorboard or wandb")
+    needs = _LOGGER_MODULES[name or "csv"]
+    if needs and not any(importlib.util.find_spec(module) for module in needs):
+        raise AlexnetError(f"trainer.logger {name}: pip install {needs[0]} (or use trainer.logger=csv)")

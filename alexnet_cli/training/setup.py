@@ -18,10 +18,9 @@ from alexnet_cli.models import build_network
 from alexnet_cli.models.checkpoint_meta import CheckpointMeta
 from alexnet_cli.parallel.ranks import data_parallel_shard
 from alexnet_cli.recipes import Recipe
-from alexnet_cli.training.plan import RunPlan, plan_run
+from alexnet_cli.training.plan import RunPlan, check_compiles, plan_run
 from alexnet_cli.training.resume import ResumePoint, check_resumable, resolve_resume
 from alexnet_cli.training.run_dir import check_run_dir
-from alexnet_cli.training.trainer import check_trainer_arguments
 
 
 def default_run_dir(recipe: Recipe) -> Path:
@@ -50,11 +49,6 @@ class RunSetup:
         """On resume: the recipe keys that differ from the checkpoint's."""
         return self.resumes.changes if self.resumes is not None else []
 
-    @property
-    def continues_in_place(self) -> bool:
-        """A resume whose run goes on in its own folder (not --out elsewhere)."""
-        return self.resumed_dir is not None and self.resumed_dir.resolve() == self.run_dir.resolve()
-
 
 def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: Path | None = None,
                 overwrite: bool = False) -> RunSetup:
@@ -62,7 +56,6 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     other, without writing anything: ``train`` and ``train --dry-run`` both start here, so a dry run refuses
     what the run would. Each check is asked here once; nothing is built only for the error its constructor
     would raise."""
-    check_trainer_arguments(recipe)
     plan = plan_run(recipe)
     checkpoint, resumed_dir = None, None
     if resume is not None:
@@ -84,6 +77,7 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     L.seed_everything(recipe.seed, workers=False, verbose=False)  # the weights are a function of the seed
     model = build_network(recipe.model, plan.num_classes)
     plan.layout.check_model(model)  # a split layout's needs, refused before its processes start
+    check_compiles(recipe, plan.layout)
     meta = checkpoint_meta(plan, datamodule.normalization)
     resumes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else None
     return RunSetup(plan, resumes, run_dir, datamodule, model, meta, replaces_run,

@@ -1,8 +1,7 @@
-"""The Trainer's arguments for a recipe (callbacks, checkpoints, logger, strategy): ``train`` and
+"""The Trainer's arguments for a run plan (callbacks, checkpoints, logger, strategy): ``train`` and
 ``benchmark train`` both build their Trainer from here. What they would refuse is asked first, without
-building anything (``check_trainer_arguments``)."""
+building anything, by ``plan.plan_run`` (``plan.check_trainer_arguments``)."""
 
-import importlib.util
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -12,8 +11,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from alexnet_cli.atomic import write_text_atomic
-from alexnet_cli.errors import AlexnetError
-from alexnet_cli.recipes import CheckpointConfig, Recipe
+from alexnet_cli.recipes import CheckpointConfig
 from alexnet_cli.training.callbacks import (
     FilterImageLogger,
     SaveWhenTrainingEnds,
@@ -23,32 +21,8 @@ from alexnet_cli.training.callbacks import (
 )
 from alexnet_cli.training.checkpoint_io import AtomicCheckpointIO
 from alexnet_cli.training.cuda_stream import TrainingStream
-from alexnet_cli.training.plan import RunPlan
+from alexnet_cli.training.plan import RunPlan, check_checkpoint_schedule, check_logger
 from alexnet_cli.training.resume_repair import ResumeRepair
-
-# trainer.logger: the module each logger needs beside CSV (always there), any one of them will do
-_LOGGER_MODULES = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
-
-
-def check_trainer_arguments(recipe: Recipe) -> None:
-    """Refuse what ``trainer_arguments`` would: the checkpoint schedule, the logger (the accelerator and the
-    devices: ``plan.plan_run``)."""
-    check_checkpoint_schedule(recipe.checkpoint)
-    check_logger(recipe.trainer.logger)
-
-
-def check_checkpoint_schedule(config: CheckpointConfig) -> None:
-    if config.every_n_train_steps and config.every_minutes:
-        raise AlexnetError("checkpoint.every_n_train_steps and checkpoint.every_minutes: set one of them")
-
-
-def check_logger(name: str | None) -> None:
-    """CSV always works; TensorBoard and W&B when the user has installed them."""
-    if (name or "csv") not in _LOGGER_MODULES:
-        raise AlexnetError(f"trainer.logger {name!r}: use csv, tensorboard or wandb")
-    needs = _LOGGER_MODULES[name or "csv"]
-    if needs and not any(importlib.util.find_spec(module) for module in needs):
-        raise AlexnetError(f"trainer.logger {name}: pip install {needs[0]} (or use trainer.logger=csv)")
 
 
 def trainer_arguments(plan: RunPlan, run_dir: Path, quiet: bool, extra_callbacks: list,

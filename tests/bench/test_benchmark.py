@@ -27,7 +27,7 @@ def test_the_torchvision_twin_does_the_pipelines_work_with_the_mean_image(prepar
     import torch
     from PIL import Image
 
-    from alexnet_cli.bench.speed import TorchvisionTwin
+    from alexnet_cli.bench.data_speed import TorchvisionTwin
     from alexnet_cli.data.normalization import Normalization
     from alexnet_cli.data.sampling import Augmentation
     from alexnet_cli.data.stats import load_stats

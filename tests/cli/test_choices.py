@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from alexnet_cli.cli import app
 from alexnet_cli.data.prepare.convert import ResizeMode
+from alexnet_cli.models import ARCHS
 from alexnet_cli.parallel.layouts import benchmarked_layouts
 from alexnet_cli.recipes import CompileBackend, CompileMode, LrnImpl
 
@@ -27,6 +28,8 @@ def help_of(*command: str) -> str:
     (("benchmark", "model"), "--compile-backend", get_args(CompileBackend)),
     (("benchmark", "comms"), "--layout", tuple(benchmarked_layouts())),
     (("prepare-imagenet",), "--mode", get_args(ResizeMode)),
+    (("benchmark", "model"), "--arch", tuple(ARCHS)),
+    (("summary",), "--arch", tuple(ARCHS)),
 ])
 def test_every_value_its_owner_names_is_listed_in_the_options_help(command, option, names):
     line = next(line for line in help_of(*command).splitlines() if f" {option} " in line)

@@ -7,9 +7,11 @@ import dataclasses
 import pytest
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.models import build_network
+from alexnet_cli.models.paper import LocalResponseNorm
 from alexnet_cli.parallel.layouts import LAYOUTS
 from alexnet_cli.parallel.spawn import run_in_processes
 from alexnet_cli.parallel.towers import TowerParallelAlexNet
@@ -50,6 +52,7 @@ SPLITS = {
     "two-gpu": lambda full, rank: TowerParallelAlexNet(full, rank=rank, size=2, group=dist.group.WORLD),
     "weird-trick": lambda full, rank: WeirdTrickAlexNet(full, rank=rank, size=2, group=dist.group.WORLD),
 }
+SPLIT_MODELS = {"two-gpu": TowerParallelAlexNet, "weird-trick": WeirdTrickAlexNet}
 IMAGES_PER_RANK = 1
 
 
@@ -121,3 +124,15 @@ def test_each_model_option_gives_a_split_layout_the_single_devices_forward(layou
     torch.testing.assert_close(got, single_device_scores[option], rtol=1e-4, atol=1e-5,
                                msg=lambda detail: f"model.{option}={value!r}: layout {layout}'s forward is not one "
                                                   f"device's\n{detail}")
+
+
+@pytest.mark.parametrize("layout", SPLITS)
+def test_each_split_layout_runs_the_execution_switches_the_network_was_built_with(layout):
+    """What the forward comparison cannot see, since by design it changes no number: the LRN kernels and the
+    memory format (GPU speed) must reach every rank's network, not only one device's."""
+    full = build_network(dataclasses.replace(TINY, lrn_impl="closed-form", channels_last=True), TINY.num_classes)
+    for rank in range(2):
+        split = SPLIT_MODELS[layout](full, rank=rank, size=2, group=None)  # built only: no forward, no group
+        convs = [module.weight for module in split.modules() if isinstance(module, nn.Conv2d)]
+        assert convs and all(weight.is_contiguous(memory_format=torch.channels_last) for weight in convs), layout
+        assert {module.impl for module in split.modules() if isinstance(module, LocalResponseNorm)} == {"closed-form"}

@@ -11,7 +11,7 @@ from alexnet_cli.recipes import available_recipes, load_recipe
 
 def test_every_shipped_recipe_names_a_registered_layout():
     for name in available_recipes():
-        strategy = load_recipe(name).trainer.strategy_name
+        strategy = load_recipe(name).trainer.strategy or "auto"
         assert strategy in LAYOUTS, (name, strategy)
 
 

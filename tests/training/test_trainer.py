@@ -5,8 +5,8 @@ import pytest
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.parallel.layouts import layout_named
 from alexnet_cli.recipes import load_recipe
-from alexnet_cli.training.plan import RunPlan, device_count
-from alexnet_cli.training.trainer import check_trainer_arguments, make_logger, trainer_arguments
+from alexnet_cli.training.plan import RunPlan, check_trainer_arguments, device_count
+from alexnet_cli.training.trainer import make_logger, trainer_arguments
 
 # A GPU recipe on CPU processes: a count of them (-1, every GPU, means nothing on the CPU, which Lightning refuses)
 CPU = ["trainer.accelerator=cpu", "data.device=cpu", "trainer.devices=2"]
@@ -15,7 +15,8 @@ CPU = ["trainer.accelerator=cpu", "data.device=cpu", "trainer.devices=2"]
 def _plan(recipe) -> RunPlan:
     """The plan ``trainer_arguments`` takes, on the recipe's devices unchecked (``plan_run`` checks them, tested
     with it): a hybrid on two CPU processes still gets its strategy."""
-    return RunPlan(recipe, layout_named(recipe.trainer.strategy, device_count(recipe)), False, 2, 1, 227, None)
+    return RunPlan(recipe, layout_named(recipe.trainer.strategy, device_count(recipe)), on_gpu=False,
+                   devices_per_node=2, num_nodes=1, crop=227, compile=None)
 
 
 @pytest.mark.parametrize(("recipe", "overrides", "strategy"), [

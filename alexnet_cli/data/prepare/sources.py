@@ -22,6 +22,7 @@ from alexnet_cli.errors import AlexnetError
 
 VAL_CHUNK = 500  # flat val images per unit: small enough for a smooth progress bar
 
+
 class SourceRef(NamedTuple):
     """Where an image's bytes are: a whole file, or a slice of a tar."""
 
