@@ -6,19 +6,17 @@ the training draws, the threads and readers (``workers``), the look-ahead of its
 """
 
 from dataclasses import dataclass
-from typing import Literal
 
 from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.sampling import Augmentation
 from alexnet_cli.data.workers import Workers
+from alexnet_cli.devices import DeviceName
 from alexnet_cli.recipes import DataConfig
-
-Device = Literal["cpu", "gpu"]
 
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    device: Device  # where DALI decodes and augments: the decoder is "mixed" (nvJPEG) on "gpu"
+    device: DeviceName  # where DALI decodes and augments: the decoder is "mixed" (nvJPEG) on "gpu"
     device_id: int | None  # the GPU the pipeline runs on; None on a CPU-only machine
     crop: int
     resize_size: int | None  # None: the dataset is stored at the resize size, the pipeline does not resize

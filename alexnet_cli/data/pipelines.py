@@ -23,7 +23,8 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
 from alexnet_cli.data.feed import EvalBatch, TrainBatch
-from alexnet_cli.data.pipeline_options import Device, PipelineOptions
+from alexnet_cli.data.pipeline_options import PipelineOptions
+from alexnet_cli.devices import DeviceName
 
 Kind = Literal["train", "val", "ten_crop"]
 
@@ -40,7 +41,7 @@ def _decoder(options: PipelineOptions) -> dict:
     return {"device": "cpu"}
 
 
-def _maybe_resize(images, device: Device, resize_size: int | None):
+def _maybe_resize(images, device: DeviceName, resize_size: int | None):
     """Shorter side to ``resize_size``; skipped when the dataset is stored at that size already."""
     if resize_size is None:
         return images
@@ -74,12 +75,12 @@ def _feed(source, outputs: type[EvalBatch] | type[TrainBatch], py_workers: int):
     return outputs(*nodes)
 
 
-def _labels_on(labels, device: Device):
+def _labels_on(labels, device: DeviceName):
     """Labels leave the graph where the images do: on the GPU a copy inside DALI's stream."""
     return labels.gpu() if device == "gpu" else labels
 
 
-def _mean_crop(mean_image: np.ndarray, device: Device, crop: int, x, y, mirror):
+def _mean_crop(mean_image: np.ndarray, device: DeviceName, crop: int, x, y, mirror):
     """The per-pixel mean image (HWC) cropped at (x, y) and mirrored like the image it is taken from."""
     mean = types.Constant(mean_image.astype(np.float32), device=device, layout="HWC")
     return fn.crop_mirror_normalize(mean, device=device, dtype=types.FLOAT, output_layout="CHW",

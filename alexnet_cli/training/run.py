@@ -79,6 +79,7 @@ def run(recipe: Recipe, data: Path, *, out: Path | None = None, quiet: bool = Fa
 def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: Path | None, overwrite: bool,
          progress: Progress | None, held: ExitStack) -> TrainResult:
     """``run``; what enters ``held`` (the run folder's lock) is released when it returns or raises."""
+    progress = progress or SilentProgress()
     quiet_lightning(quiet)
     report_lost_ranks()
     data = Path(data)
@@ -88,24 +89,25 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
         return _already_done(setup, reached)  # before anything is written: run.json keeps the run's figures
     check_gpu_present(plan)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
     module = AlexNetModule(setup.model, recipe.optim, num_classes=plan.num_classes, meta=setup.meta,
-                           batch_size=plan.batch_size, compile=plan.compile, say=(progress or SilentProgress()).note)
+                           batch_size=plan.batch_size, compile=plan.compile, say=progress.note)
     rank_zero = trainer_is_rank_zero()
     if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
         held.enter_context(run_lock(setup.run_dir))
-        _announce(setup, progress or SilentProgress(), quiet)
+        _announce(setup, progress, quiet)
     recipe_text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     resumed = (setup.resumed_dir, setup.resumes.step) if setup.resumes is not None else None
     facts = start_run_directory(setup.run_dir, {"recipe": recipe.name, "num_classes": plan.num_classes,
                                                 "train_images": plan.train_images}, recipe_text=recipe_text,
-                                resumed=resumed, replaces_run=setup.replaces_run, rank_zero=rank_zero,
-                                say=(progress or SilentProgress()).note)
+                                resumed=resumed, in_place=setup.continues_in_place, replaces_run=setup.replaces_run,
+                                rank_zero=rank_zero,
+                                say=progress.note)
     throughput, best = ThroughputMeter(), BestMetrics()
     first_step = FirstStepTimer() if recipe.model.compile else None  # timed only where it compiles
     stop = GracefulStop(setup.run_dir / "checkpoints" / "last.ckpt",
                         every_n_steps=int(recipe.trainer.log_every_n_steps))
     record = RunRecord(setup.run_dir, facts)  # run.json once training starts: a resume that fails keeps the old
     meters = [throughput, best, record] + ([first_step] if first_step is not None else [])
-    trainer = _trainer(setup, recipe_text, quiet, meters, stop, (progress or SilentProgress()).note)
+    trainer = _trainer(setup, recipe_text, quiet, meters, stop, progress.note)
     started = time.perf_counter()
     finished = False
     try:

@@ -109,16 +109,16 @@ def write_run_facts(run_dir: Path, facts: dict) -> None:
 
 
 def start_run_directory(run_dir: Path, facts: dict, *, recipe_text: str, resumed: tuple[Path | None, int] | None,
-                        replaces_run: bool, rank_zero: bool, say: Callable[[str], None]) -> dict:
+                        in_place: bool, replaces_run: bool, rank_zero: bool, say: Callable[[str], None]) -> dict:
     """Clear what --overwrite replaces and what a killed save left; a new run writes recipe.yaml and run.json
     (unfinished) now, a resumed one when its training starts (``RunRecord``, ``WriteOnTrainStart``).
-    ``resumed``: (the checkpoint's run folder, None where it was in none; its step). Returns the run's facts so
-    far, ``facts`` and its seconds: a resumed run adds up its segments' seconds, also when it continues in another
-    folder (whose metrics.csv then starts with the rows the checkpoint had trained); one that continues in place
-    drops the rows past its checkpoint, which it logs again (saying so)."""
+    ``resumed``: (the checkpoint's run folder, None where it was in none; its step), ``in_place`` when that folder
+    is ``run_dir``. Returns the run's facts so far, ``facts`` and its seconds: a resumed run adds up its segments'
+    seconds, also when it continues in another folder (whose metrics.csv then starts with the rows the checkpoint
+    had trained); one that continues in place drops the rows past its checkpoint, which it logs again (saying
+    so)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     resumed_dir, step = resumed if resumed is not None else (None, 0)
-    in_place = resumed_dir is not None and resumed_dir.resolve() == run_dir.resolve()
     if rank_zero:
         if replaces_run:
             remove_run_files(run_dir)

@@ -39,6 +39,7 @@ class RunSetup:
     meta: dict[str, Any]
     replaces_run: bool = False  # --overwrite given and the run directory held a run
     resumed_dir: Path | None = None  # on resume: the run folder of the checkpoint (None: it was in none)
+    continues_in_place: bool = False  # a resume whose run goes on in its own folder (not --out elsewhere)
 
     @property
     def checkpoint(self) -> Path | None:
@@ -81,7 +82,7 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     meta = checkpoint_meta(plan, datamodule.normalization)
     resumes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else None
     return RunSetup(plan, resumes, run_dir, datamodule, model, meta, replaces_run,
-                    Path(resumed_dir) if resumed_dir is not None else None)
+                    Path(resumed_dir) if resumed_dir is not None else None, in_place)
 
 
 def check_gpu_present(plan: RunPlan) -> None:
