@@ -23,6 +23,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet_cli.atomic import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 CALL_SECONDS = 280  # a call's steps; with the start and the report, a call stays under 5 minutes
 
@@ -145,11 +147,8 @@ class Report:
     def save(self) -> None:
         from gpu_check_report import markdown
 
-        for path, text in ((self.json, json.dumps(self.results, indent=1, default=str)),
-                           (self.md, markdown(self.results))):
-            temporary = path.with_name(f".{path.name}.tmp")
-            temporary.write_text(text)
-            temporary.replace(path)
+        write_text_atomic(self.json, json.dumps(self.results, indent=1, default=str))
+        write_text_atomic(self.md, markdown(self.results))
 
 
 def run_step(step: Step, deadline: float, context) -> tuple[str, dict | None]:

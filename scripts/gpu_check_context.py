@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from alexnet_cli.atomic import write_text_atomic
+
 ENTRIES = 12_800  # 100 batches of 128: an epoch long enough for steady state (a 5-batch one read 1.025 syncs)
 
 
@@ -94,9 +96,7 @@ class Recorder:
         self.save()
 
     def save(self) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text(json.dumps(self.data, indent=1, default=str))
-        temporary.replace(self.path)
+        write_text_atomic(self.path, json.dumps(self.data, indent=1, default=str))
 
 
 def data_label(ctx: Context) -> str:

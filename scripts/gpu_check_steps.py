@@ -277,7 +277,7 @@ def model(ctx: Context, rec: Recorder, compiled: bool = False) -> None:
             rec.row(asdict(result))
             rec.figure(f"model {arch} {variant.name} img/s", result.train_img_s)
         except Exception as exc:  # one variant failing (e.g. CUDA graphs) must not hide the others
-            rec.row({"arch": arch, "variant": variant.name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            rec.row({"arch": arch, "variant": variant.name, "error": first_line(exc, 300)})
         _free(ctx.torch_device)
 
 

@@ -62,12 +62,17 @@ def compiled_lrn_step(eager: StepCount) -> StepCount:
     its compiled forward and backward, the rest as counted."""
     compiled = []
     for shape, dtype, size, alpha, beta, k, groups in eager.lrn_calls:
-        x = torch.empty(shape, dtype=dtype, device="meta")
-        read, written = aot_boundary_bytes(partial(closed_form_lrn, size=size, alpha=alpha, beta=beta, k=k,
-                                                   groups=groups), x)
+        read, written = _compiled_lrn_bytes(torch.empty(shape, dtype=dtype, device="meta"), size, alpha, beta, k,
+                                            groups)
         compiled.append(OpCount("compiled closed form (graph boundaries)", "LRN", read, written))
     kept = [op for op in eager.ops if op.category != "LRN"]
     return StepCount(kept + compiled, "closed-form", lower_bound=True, lrn_calls=eager.lrn_calls)
+
+
+def _compiled_lrn_bytes(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                        groups: int) -> tuple[int, int]:
+    """(read, written) by the compiled closed form's forward and backward graphs at ``x``'s boundaries."""
+    return aot_boundary_bytes(partial(closed_form_lrn, size=size, alpha=alpha, beta=beta, k=k, groups=groups), x)
 
 
 def lrn_layer_bytes(kernel: LrnKernel, shape: tuple[int, ...], dtype: torch.dtype, groups: int, *,
@@ -78,8 +83,7 @@ def lrn_layer_bytes(kernel: LrnKernel, shape: tuple[int, ...], dtype: torch.dtyp
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     if compiled:
-        return sum(aot_boundary_bytes(partial(closed_form_lrn, size=LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K,
-                                              groups=groups), x))
+        return sum(_compiled_lrn_bytes(x, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups))
     layer = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=groups, impl=kernel)
     counter = OpCounter(lambda tensor: None)
     with lrn_region(layer, counter), counter:

@@ -13,6 +13,7 @@ classes and crop; the rest take their defaults.
 """
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -208,8 +209,7 @@ def _classes(stored: Any, num_classes: int) -> list[ClassInfo]:
                 or not isinstance(entry.get("words", ""), str)):
             raise AlexnetError(f"its metadata's class {position} {entry!r} is not {{index: {position}, wnid, words}}")
         classes.append(ClassInfo(position, entry["wnid"], entry.get("words", "")))
-    wnids = [c.wnid for c in classes]
-    repeated = sorted({wnid for wnid in wnids if wnids.count(wnid) > 1})
+    repeated = sorted(wnid for wnid, times in Counter(c.wnid for c in classes).items() if times > 1)
     if repeated:
         raise AlexnetError(f"its metadata lists class {repeated[0]} more than once")
     return classes

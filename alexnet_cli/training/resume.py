@@ -101,7 +101,7 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> ResumePo
     if missing:
         raise AlexnetError(f"{checkpoint} holds no {', '.join(missing)}: saved weights-only or edited, it cannot "
                            "be resumed (resume from a checkpoints/last.ckpt as 'alexnet train' wrote it)")
-    _step_of(saved, checkpoint)
+    step = _step_of(saved, checkpoint)
     position = (saved.get("callbacks") or {}).get("DataPosition") or {}
     if not all(isinstance(position.get(key, 0), int) and position.get(key, 0) >= 0 for key in ("epoch", "step")):
         raise AlexnetError(f"{checkpoint}: its data position {position!r} is not an (epoch, step); the checkpoint "
@@ -121,7 +121,7 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> ResumePo
             raise AlexnetError(f"{checkpoint} was trained with {key}={before.get(key)!r}"
                                f"{f' ({was})' if before.get(key) is None else ''}; the recipe says {after.get(key)!r}"
                                f"{f' ({now})' if after.get(key) is None else ''}, which a resumed run cannot change")
-    return ResumePoint(checkpoint, int(saved.get("global_step", 0)), int(position.get("epoch", 0)),
+    return ResumePoint(checkpoint, max(step, 0), int(position.get("epoch", 0)),
                        [f"{key}: {before.get(key)!r} → {after.get(key)!r}" for key in changed])
 
 
