@@ -1,7 +1,8 @@
-"""``alexnet benchmark data``: a recipe's DALI training pipeline vs torchvision's ImageFolder + DataLoader
-doing the same work (resize if needed, crop, flip, PCA lighting, the recipe's normalisation), measured in the
-same run."""
+"""``alexnet benchmark data``: a recipe's DALI training pipeline vs torchvision + DataLoader (ImageFolder's
+way: PIL in worker processes) doing the same work (resize if needed, crop, flip, PCA lighting, the recipe's
+normalisation), measured in the same run."""
 
+import io
 import random
 import statistics
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 import torchvision.transforms.functional as TF
-from torchvision.datasets import ImageFolder
+from PIL import Image
 
 from alexnet_cli.bench.speed import synchronize
 from alexnet_cli.data.datamodule import DaliDataModule
@@ -60,8 +61,23 @@ class TorchvisionTwin:
         return pixels.flip(-1) if draw["mirror"][0] else pixels
 
 
-def _torchvision_loader(root: Path, transform, *, batch_size: int, workers: int):
-    dataset = ImageFolder(str(root / "train"), transform=transform)
+class SplitImages(torch.utils.data.Dataset):
+    """ImageFolder over either format: a sample's bytes from its file or its shard (each worker process opens
+    its own), decoded by PIL."""
+
+    def __init__(self, split, transform) -> None:
+        self.reader, self.labels, self.transform = split.reader(), split.labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        with Image.open(io.BytesIO(self.reader.read(index).tobytes())) as image:
+            return self.transform(image.convert("RGB")), int(self.labels[index])
+
+
+def _torchvision_loader(split, transform, *, batch_size: int, workers: int):
+    dataset = SplitImages(split, transform)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                        drop_last=True, persistent_workers=workers > 0)
 
@@ -109,7 +125,7 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
         with progress.task(f"torchvision ImageFolder, {workers} workers", warmup + batches) as task:
             augmentation = loader.augmentation
             twin = TorchvisionTwin(augmentation, module.normalization, module.crop, module.resize_size)
-            baseline_loader = _torchvision_loader(Path(data), twin, batch_size=batch_size, workers=workers)
+            baseline_loader = _torchvision_loader(module.split("train"), twin, batch_size=batch_size, workers=workers)
             baseline_runs.append(_images_per_second(baseline_loader, batches, warmup, batch_size, task))
             del baseline_loader  # its workers exit before the next DALI run
     dali, baseline = statistics.median(dali_runs), statistics.median(baseline_runs)

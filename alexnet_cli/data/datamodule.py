@@ -6,11 +6,12 @@ from pathlib import Path
 
 import lightning as L
 
-from alexnet_cli.data.dataset_files import ClassInfo, SplitFiles, list_split, read_classes, read_dataset_info
+from alexnet_cli.data.dataset_files import ClassInfo, read_classes, read_dataset_info
 from alexnet_cli.data.loader import DaliLoader
 from alexnet_cli.data.normalization import Normalization
 from alexnet_cli.data.pipeline_options import PipelineOptions
 from alexnet_cli.data.sampling import Augmentation, ShardPlan, equal_steps_batch_size, trainer_rank
+from alexnet_cli.data.splits import Split, read_split
 from alexnet_cli.data.stats import DatasetStats, load_stats
 from alexnet_cli.data.workers import Workers, workers_for
 from alexnet_cli.errors import AlexnetError
@@ -47,7 +48,7 @@ class DaliDataModule(L.LightningDataModule):
                           stacklevel=2)
         self._stats: DatasetStats | None = None
         self.normalization = normalization or self._normalization()
-        self._splits: dict[str, SplitFiles] = {}
+        self._splits: dict[str, Split] = {}
         self._resume_position: tuple[int, int] | None = None
 
     @property
@@ -56,6 +57,11 @@ class DaliDataModule(L.LightningDataModule):
         if self._stats is None:
             self._stats = load_stats(self.root)
         return self._stats
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The dataset's fingerprint (``data.fingerprint``) if prepare or pack wrote one."""
+        return self.info.get("fingerprint")
 
     @property
     def num_classes(self) -> int:
@@ -86,9 +92,9 @@ class DaliDataModule(L.LightningDataModule):
             )
         return Normalization(stats.channel_mean, stats.channel_std, stats.mean_image)
 
-    def split(self, name: str) -> SplitFiles:
+    def split(self, name: str) -> Split:
         if name not in self._splits:
-            self._splits[name] = list_split(self.root, name, self.classes)
+            self._splits[name] = read_split(self.root, name, self.classes, self.info)
         return self._splits[name]
 
     def shard(self) -> tuple[int, int]:
@@ -111,13 +117,13 @@ class DaliDataModule(L.LightningDataModule):
                shard: tuple[int, int] | None = None, device_id: int | None = None,
                lookahead: int = 0) -> DaliLoader:
         """``lookahead``: batches the consumer asks for before it is done with the current one."""
-        files = self.split(split)
+        samples = self.split(split)
         shard_id, num_shards = shard or self.shard()
         train = kind == "train"
         batch_size = batch_size or self.config.batch_size
         if not train and shard is None and self.collective_forward:
-            batch_size = equal_steps_batch_size(len(files), num_shards, batch_size)
-        plan = ShardPlan(len(files), batch_size, shard_id, num_shards, train=train, seed=self.seed)
+            batch_size = equal_steps_batch_size(len(samples), num_shards, batch_size)
+        plan = ShardPlan(len(samples), batch_size, shard_id, num_shards, train=train, seed=self.seed)
         augmentation = None
         if train:
             augmentation = Augmentation.from_config(self.config, crop=self.crop, image_size=self.stored_square_size,
@@ -126,7 +132,7 @@ class DaliDataModule(L.LightningDataModule):
             self.config, device_id=device_id if device_id is not None else self._device_id(), crop=self.crop,
             resize_size=self.resize_size, normalization=self.normalization, augmentation=augmentation,
             workers=self.workers, seed=self.seed, lookahead=lookahead)
-        return DaliLoader(kind, files, plan, options,
+        return DaliLoader(kind, samples, plan, options,
                           steps_per_epoch=self._batch_limit(kind, plan.steps_per_epoch) if shard is None else None)
 
     def _batch_limit(self, kind: str, steps: int) -> int | None:

@@ -4,6 +4,7 @@
     DIR/dataset.json         {"size": 256, "mode": "paper", "quality": 90, "counts": {...}}
     DIR/stats.npz            mean image, channel mean/std, RGB eigen decomposition
     DIR/train/<wnid>/*.JPEG  DIR/val/<wnid>/*.JPEG
+or, packed (``"packed"`` in dataset.json), DIR/train/ and DIR/val/ as ``packed`` describes them.
 """
 
 import json
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet_cli.atomic import write_text_atomic
+from alexnet_cli.data.sample_readers import FileReader
 from alexnet_cli.errors import AlexnetError
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg"}
@@ -36,6 +38,20 @@ class SplitFiles:
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def reader(self) -> FileReader:
+        """A reader of its own for one pipeline (or one process)."""
+        return FileReader.of(self.files)
+
+    def name(self, index: int) -> str:
+        return self.files[index]
+
+    def describe(self, index: int) -> str:
+        return self.files[index]
+
+    def read(self, index: int) -> bytes:
+        with open(self.files[index], "rb") as handle:
+            return handle.read()
 
 
 def read_classes(root: Path) -> list[ClassInfo]:

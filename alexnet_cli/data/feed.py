@@ -19,11 +19,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from alexnet_cli.data.sample_readers import FileReader, ShardReader
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 
-# Columns of the per-sample int64 output that describes each batch to the loader.
-EPOCH, STEP, INDEX, PROBLEM, WIDTH, HEIGHT = range(6)
-INFO_COLUMNS = 6
+# Columns of the per-sample int64 output that describes each batch to the loader. OPENED: the files or shards
+# the batch's read opened, on its first row (0 on the others, so that the column sums to the batch's opens).
+EPOCH, STEP, INDEX, PROBLEM, WIDTH, HEIGHT, OPENED = range(7)
+INFO_COLUMNS = 7
 # PROBLEM codes: the sample at INDEX was replaced by another image of its batch because...
 READABLE, UNREADABLE, WRONG_SIZE = 0, 1, 2
 SKIPPED = -1  # the label the loader gives an evaluation sample whose file could not be used
@@ -72,13 +74,11 @@ class SizeRule:
 class BatchFeed:
     """One pipeline's source: batch ``n`` is (epoch, step) = ``start`` advanced by ``n`` batches.
 
-    ``paths`` are bytes after the prefix ``root`` (a compact array pickles fast into each worker,
-    where 1.28 M ``Path`` objects would not); ``steps_per_epoch`` is the loader's epoch length,
-    which may be cut shorter than the plan's.
+    ``reader`` reads a sample's bytes by its index, from its file or its shard (each worker opens its own);
+    ``steps_per_epoch`` is the loader's epoch length, which may be cut shorter than the plan's.
     """
 
-    root: str
-    paths: np.ndarray
+    reader: FileReader | ShardReader
     labels: np.ndarray
     plan: ShardPlan
     augmentation: Augmentation | None
@@ -102,13 +102,15 @@ class BatchFeed:
     def __call__(self, info) -> EvalBatch | TrainBatch:
         epoch, step = self.key(info.iteration)
         indices = self.plan.batch_indices(epoch, step)
+        opened = self.reader.opened
         jpegs, problems = self._read(indices)
         sources = _stand_ins(indices, problems[:, 0])
         jpegs = [jpegs[k] for k in sources]
         count = len(indices)
         batch_info = np.zeros((count, INFO_COLUMNS), np.int64)
         batch_info[:, EPOCH], batch_info[:, STEP], batch_info[:, INDEX] = epoch, step, indices
-        batch_info[:, PROBLEM:] = problems
+        batch_info[:, PROBLEM:OPENED] = problems
+        batch_info[0, OPENED] = self.reader.opened - opened
         labels = self.labels[indices[sources]]
         std = np.tile(self.channel_std, (count, 1))
         if self.augmentation is None:
@@ -122,13 +124,12 @@ class BatchFeed:
                           std=std, batch_info=batch_info)
 
     def _read(self, indices: np.ndarray) -> tuple[list, np.ndarray]:
-        """Each file's bytes and ``[problem, width, height]``: a damaged file or one of a size the
+        """Each sample's bytes and ``[problem, width, height]``: a damaged sample or one of a size the
         pipeline cannot take is found here, from its header, rather than by DALI failing later."""
         jpegs, problems = [], np.zeros((len(indices), 3), np.int64)
         for k, index in enumerate(indices):
-            path = self.root + self.paths[index].decode()
             try:
-                data = np.fromfile(path, dtype=np.uint8)
+                data = self.reader.read(index)
             except OSError:
                 data = np.zeros(0, np.uint8)
             size = jpeg_size(data) if _is_whole_jpeg(data) else None

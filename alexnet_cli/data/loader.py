@@ -10,7 +10,6 @@ the device the pipeline ran on, which is checked at the hand-off.
 """
 
 import gc
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -20,10 +19,11 @@ import torch
 from nvidia.dali.backend import TensorListGPU
 
 from alexnet_cli.data import feed as F
-from alexnet_cli.data.dataset_files import SplitFiles
 from alexnet_cli.data.pipeline_options import PipelineOptions
 from alexnet_cli.data.pipelines import Kind, build_pipeline
+from alexnet_cli.data.sample_readers import ShardMissing
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
+from alexnet_cli.data.splits import Split
 from alexnet_cli.devices import torch_device
 from alexnet_cli.errors import AlexnetError
 
@@ -38,14 +38,15 @@ class DaliLoader:
     pixels (the batch keeps its shape) but gets the label ``feed.SKIPPED``, which every metric ignores.
     """
 
-    def __init__(self, kind: Kind, split: SplitFiles, plan: ShardPlan, options: PipelineOptions, *,
+    def __init__(self, kind: Kind, split: Split, plan: ShardPlan, options: PipelineOptions, *,
                  steps_per_epoch: int | None = None) -> None:
-        self.kind, self.files, self.plan, self.options = kind, split.files, plan, options
+        self.kind, self.split, self.plan, self.options = kind, split, plan, options
         self.steps = plan.steps_per_epoch if steps_per_epoch is None else min(steps_per_epoch, plan.steps_per_epoch)
         self.torch_device = torch_device(options.device, options.device_id or 0)
         self.epoch, self.step = 0, 0  # the next batch to return
-        self.damaged: set[str] = set()  # files stood in for (training) or skipped (evaluation), each reported once
+        self.damaged: set[str] = set()  # samples stood in for (training) or skipped (evaluation), each reported once
         self.pipelines_built = 0
+        self.files_opened = 0  # files (or shards) the batches returned so far opened, in whichever process read
         # Seconds the calling thread spent blocked inside DALI's run(): on a GPU, with the outputs ordered on
         # the training stream, only the host side of the pipeline (file reads, the decoder's CPU stage).
         self.host_wait_seconds = 0.0
@@ -53,7 +54,7 @@ class DaliLoader:
         self._pipe = None
         self._pipe_source: F.BatchFeed | None = None  # what the pipeline's workers were given
         self._due: tuple[int, int] | None = None  # (epoch, step) of the pipeline's next batch
-        self._root, self._paths = _compact(self.files)
+        self._reader = split.reader()  # one per loader: making it costs ~1 s at 1.28 M files
         self._label_array = np.asarray(split.labels, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -83,6 +84,8 @@ class DaliLoader:
             pipe, self._pipe, self._due = self._pipe, None, None
             del pipe
             gc.collect()
+        if self._pipe_source is not None:
+            self._pipe_source.reader.close()  # where the training thread read the shards itself
 
     def seek(self, epoch: int, step: int = 0) -> None:
         """Continue at (epoch, step): the next ``iter()`` resumes that epoch mid-way.
@@ -119,6 +122,7 @@ class DaliLoader:
             raise RuntimeError(f"DALI returned batch (epoch, step) {got} where {wanted} was due")
         self._due = (self.epoch, self.step + 1) if self.step + 1 < len(self) else (self.epoch + 1, 0)
         self._report_problems(info)
+        self.files_opened += int(info[:, F.OPENED].sum())
         labels = hand_off(labels, self.torch_device).reshape(-1)
         unusable = np.flatnonzero(info[:, F.PROBLEM] != F.READABLE)
         if self.kind != "train" and len(unusable):  # rare: the copy of a few indices costs nothing
@@ -132,7 +136,7 @@ class DaliLoader:
         norm = self.options.normalization
         per_pixel = norm.mean_image is not None  # the graph subtracts it; the channel terms are 0 and 1
         source = F.BatchFeed(
-            root=self._root, paths=self._paths, labels=self._label_array, plan=self.plan,
+            reader=self._reader.fresh(), labels=self._label_array, plan=self.plan,
             augmentation=self.options.augmentation,
             channel_mean=np.zeros(3, np.float32) if per_pixel else np.asarray(norm.channel_mean, np.float32),
             channel_std=np.ones(3, np.float32) if per_pixel else np.asarray(norm.channel_std, np.float32),
@@ -156,19 +160,23 @@ class DaliLoader:
         started = time.perf_counter()
         try:
             return self._pipe.run(stream)
+        except ShardMissing as exc:  # read by the training thread itself
+            raise AlexnetError(str(exc)) from None
         except Exception as exc:  # DALI re-raises a worker's error with its own wrapping
+            if said := _worker_error(str(exc)):
+                raise AlexnetError(said) from None
             if "no image of a whole batch" in str(exc):
-                raise AlexnetError(f"no image of a whole batch under {self._root} could be read: check the "
-                                   "dataset's disk, or prepare it again") from None
+                raise AlexnetError(f"no image of a whole batch under {self._reader.location} could be read: check "
+                                   "the dataset's disk, or prepare it again") from None
             raise
         finally:
             self.host_wait_seconds += time.perf_counter() - started
 
     def _report_problems(self, info: np.ndarray) -> None:
         for row in info[info[:, F.PROBLEM] != F.READABLE]:
-            path = self.files[row[F.INDEX]]
+            path = self.split.describe(int(row[F.INDEX]))
             if row[F.PROBLEM] == F.UNREADABLE:
-                problem = f"{path} is unreadable or not a whole JPEG"
+                problem = f"{path} {self._reader.damage}"
             else:
                 width, height = int(row[F.WIDTH]), int(row[F.HEIGHT])
                 rule = self._size_rule()
@@ -200,9 +208,9 @@ def hand_off(output, device: torch.device) -> torch.Tensor:
     return tensor
 
 
-def _compact(files: list[str]) -> tuple[str, np.ndarray]:
-    """(the common folder with its trailing separator, each path after it as a bytes array): what each
-    worker process gets pickled. The shortest and longest strings bound every common prefix."""
-    prefix = os.path.commonprefix([min(files), max(files)]) if files else ""
-    root = prefix[: prefix.rfind(os.sep) + 1]
-    return root, np.array([f[len(root):].encode() for f in files], dtype=bytes)
+def _worker_error(message: str) -> str | None:
+    """The one line a feed raised in a DALI worker, out of DALI's wrapping of it (which quotes the worker's
+    traceback); None for any other error."""
+    marker = f"{ShardMissing.__name__}: "
+    at = message.find(marker)
+    return message[at + len(marker):].splitlines()[0] if at >= 0 else None

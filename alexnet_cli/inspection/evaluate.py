@@ -11,8 +11,9 @@ import torch
 import torch.distributed as dist
 
 from alexnet_cli.data.datamodule import DaliDataModule
-from alexnet_cli.data.dataset_files import list_split, read_classes
+from alexnet_cli.data.dataset_files import read_classes, read_dataset_info
 from alexnet_cli.data.feed import SKIPPED
+from alexnet_cli.data.splits import Split, read_split
 from alexnet_cli.devices import dali_device_id, torch_device
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.inspection.paper_claims import VAL_TOP1_ERROR, VAL_TOP5_ERROR
@@ -84,15 +85,15 @@ def evaluate(data: Path, *, checkpoint: Path | None = None, weights: Path | None
     per_class = {w: float(tally.class_hits[i] / tally.class_seen[i])
                  for i, w in enumerate(loaded.wnids) if tally.class_seen[i]}
     predictions = None
-    files = _split_files(data, split) if with_predictions or tally.skipped else []
+    samples = _split(data, split) if with_predictions or tally.skipped else None
     if with_predictions:
-        predictions = [{"file": str(files[index]), "label": label, "top5": top}
+        predictions = [{"file": samples.name(index), "label": label, "top5": top}
                        for index, label, top in tally.predictions]
     if not seen:
         raise AlexnetError(f"no image of {data}/{split} could be used: prepare the dataset again")
     return EvalResult(seen, tally.top1 / seen, tally.top5 / seen, ten_crop, str(checkpoint or weights),
                       loaded.arch, per_class, seconds, seen / seconds if seconds else 0.0, predictions,
-                      [str(files[index]) for index in sorted(tally.skipped)])
+                      [samples.name(index) for index in sorted(tally.skipped)])
 
 
 @dataclass
@@ -215,9 +216,9 @@ def _shard_totals(job: _EvalJob, rank: int, world: int) -> dict:
     return vars(tally)
 
 
-def _split_files(data: Path, split: str) -> list[str]:
-    """The split's files in the loader's order (class order, then name)."""
-    return list_split(Path(data), split, read_classes(Path(data))).files
+def _split(data: Path, split: str) -> Split:
+    """The split in the loader's order (class order, then name): what names its samples."""
+    return read_split(Path(data), split, read_classes(Path(data)), read_dataset_info(Path(data)))
 
 
 def _probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ stays bounded whatever the number of images.
 """
 
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -25,6 +26,7 @@ from alexnet_cli.atomic import write_atomic, write_text_atomic
 from alexnet_cli.data.datamodule import DaliDataModule
 from alexnet_cli.data.feed import SKIPPED
 from alexnet_cli.data.prepare.convert import to_rgb8
+from alexnet_cli.data.splits import Split
 from alexnet_cli.devices import dali_device_id, require_gpu, torch_device
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.inspection.predict import preprocess
@@ -136,31 +138,33 @@ def penultimate_features(model: torch.nn.Module, images: torch.Tensor) -> torch.
 
 def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *, split: str = "train",
                        batch_size: int = 32, device: Literal["cpu", "gpu"] = "cpu",
-                       progress: Progress | None = None) -> tuple[CodeStore, list[str]]:
-    """fc7 codes of every image of ``split`` in ``<checkpoint>.<split>-fc7.f16``; an interrupted embedding
-    continues where it stopped, a finished one is reused while checkpoint and files are unchanged."""
+                       progress: Progress | None = None) -> tuple[CodeStore, Split]:
+    """fc7 codes of every image of ``split`` in ``<checkpoint>.<split>-fc7.f16``, and the split that names its
+    rows; an interrupted embedding continues where it stopped, a finished one is reused while checkpoint and
+    samples are unchanged."""
     progress = progress or SilentProgress()
     form = loaded.meta.input
     module = DaliDataModule(data, DataConfig(device=device, batch_size=batch_size, num_threads=2,
                                              resize_size=form.resize_size),
                             crop=form.crop, normalization=form.input_normalization())
-    files = module.split(split).files
+    samples = module.split(split)
+    names = [samples.name(i) for i in range(len(samples))]
     width = list(loaded.model.classifier.children())[-1].in_features
     stamp = {"checkpoint_mtime_ns": Path(checkpoint).stat().st_mtime_ns,
-             "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest()}
-    store = CodeStore(codes_prefix(Path(checkpoint), split), len(files), width, stamp)
+             "files_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+    store = CodeStore(codes_prefix(Path(checkpoint), split), len(samples), width, stamp)
     if store.complete:
-        return store, files
+        return store, samples
     model = loaded.model.to(torch_device(device))
     loader = module.loader(split, "val", batch_size=batch_size, shard=(0, 1), device_id=dali_device_id(device))
     loader.seek(0, store.done // batch_size)  # done is a whole number of batches until the end
     row = store.done - store.done % batch_size
-    with progress.task(f"embedding {split} images (fc7)", len(files)) as task, torch.inference_mode():
+    with progress.task(f"embedding {split} images (fc7)", len(samples)) as task, torch.inference_mode():
         task.advance(row)
         for step, (images, labels) in enumerate(loader, start=1):
             codes = penultimate_features(model, images).float().cpu().numpy()
             skipped = (labels == SKIPPED).cpu().numpy()
-            _check_codes(codes[~skipped], [f for f, s in zip(files[row: row + len(codes)], skipped) if not s],
+            _check_codes(codes[~skipped], [f for f, s in zip(names[row: row + len(codes)], skipped) if not s],
                          checkpoint)
             codes[skipped] = np.nan  # a file that could not be read: never a neighbour
             store.write(row, codes)
@@ -170,7 +174,7 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
             task.advance(len(codes))
     loader.close()
     store.mark_done(row)
-    return store, files
+    return store, samples
 
 
 # The largest float16: a code beyond it would be stored as infinity.
@@ -209,7 +213,7 @@ def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int
         batch = preprocess(loaded.meta.input, queries).to(target)
         query_codes = penultimate_features(loaded.model.to(target), batch).float().cpu().numpy()
     _check_codes(query_codes, [str(q) for q in queries], Path(checkpoint))
-    store, files = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
+    store, samples = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
     try:
         indices, distances = nearest(store, query_codes, k=k, device=target)
         if not np.isfinite(distances).any():
@@ -217,19 +221,24 @@ def find_neighbours(checkpoint: Path, data: Path, queries: list[Path], *, k: int
     except DamagedCodes as exc:  # a cache damaged after it was written: embed the training set again
         warnings.warn(f"{exc}; embedding the training images again", stacklevel=2)
         store.index.unlink(missing_ok=True)
-        store, files = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
+        store, samples = embed_training_set(loaded, Path(checkpoint), Path(data), device=device, progress=progress)
         indices, distances = nearest(store, query_codes, k=k, device=target)
         if not np.isfinite(distances).any():
             raise AlexnetError(f"no training image of {data} could be read to search its neighbours") from None
-    results = [NeighbourResult(str(query), [(files[i], float(d)) for i, d in zip(row_i, row_d) if np.isfinite(d)])
-               for query, row_i, row_d in zip(queries, indices, distances)]
+    found = [[(int(i), float(d)) for i, d in zip(row_i, row_d) if np.isfinite(d)] for row_i, row_d in
+             zip(indices, distances)]
+    results = [NeighbourResult(str(query), [(samples.name(i), d) for i, d in row])
+               for query, row in zip(queries, found)]
     if out is not None:
-        save_grid(results, Path(out))
+        images = {str(query): Path(query).read_bytes() for query in queries}
+        images |= {samples.name(i): samples.read(i) for row in found for i, _ in row}
+        save_grid(results, Path(out), images)
     return results
 
 
-def save_grid(results: list[NeighbourResult], out: Path) -> None:
-    """One row per query: the query, then its neighbours, nearest first."""
+def save_grid(results: list[NeighbourResult], out: Path, images: dict[str, bytes]) -> None:
+    """One row per query: the query, then its neighbours, nearest first; ``images`` holds each one's bytes by
+    its name (a neighbour in a packed dataset is no file of its own)."""
     if out.suffix.lower() != ".png":
         raise AlexnetError(f"--out {out}: the grid is written as a .png file")
     columns = 1 + max(len(r.neighbours) for r in results)
@@ -238,7 +247,7 @@ def save_grid(results: list[NeighbourResult], out: Path) -> None:
     for row, result in enumerate(results):
         paths = [result.query] + [path for path, _ in result.neighbours]
         for column, path in enumerate(paths):
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(images[path])) as image:
                 tile = TF.center_crop(to_rgb8(image), min(image.size)).resize((THUMBNAIL, THUMBNAIL))
             x = gap + column * (THUMBNAIL + gap)
             canvas.paste(tile, (x, gap + row * (THUMBNAIL + gap)))

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from alexnet_cli.data import feed as F
+from alexnet_cli.data.sample_readers import FileReader
 from alexnet_cli.data.sampling import Augmentation, ShardPlan
 
 CHANNEL_MEAN = np.array([120.0, 110.0, 100.0], np.float32)
@@ -28,7 +29,7 @@ def jpegs(tmp_path_factory):
 def make_feed(root, *, augmentation: Augmentation | None, train: bool) -> F.BatchFeed:
     paths = np.array([f"{k:02d}.jpg".encode() for k in range(12)], dtype=bytes)
     plan = ShardPlan(12, 5, shard_id=1, num_shards=2, train=train, seed=3)
-    return F.BatchFeed(root=f"{root}/", paths=paths, labels=np.arange(100, 112), plan=plan,
+    return F.BatchFeed(reader=FileReader(f"{root}/", paths), labels=np.arange(100, 112), plan=plan,
                        augmentation=augmentation, channel_mean=CHANNEL_MEAN, channel_std=CHANNEL_STD,
                        sizes=F.SizeRule(), start_epoch=2, start_step=0, steps_per_epoch=plan.steps_per_epoch)
 
