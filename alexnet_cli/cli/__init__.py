@@ -32,8 +32,8 @@ def root(
     debug_tracebacks.set(debug)
 
 
-for name, command in {"prepare-imagenet": data.prepare_imagenet_command, "train": training.train,
-                      "eval": inspection.eval_command, "report": inspection.report,
+for name, command in {"prepare-imagenet": data.prepare_imagenet_command, "pack": data.pack_command,
+                      "train": training.train, "eval": inspection.eval_command, "report": inspection.report,
                       "viz-filters": inspection.viz_filters, "predict": inspection.predict,
                       "neighbors": inspection.neighbors, "summary": inspection.summary, "demo": training.demo}.items():
     app.command(name, cls=HelpFromRegistries, epilog=epilog(name))(command)

@@ -27,6 +27,13 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
                 "the three official ILSVRC2012 files → a prepared dataset, on every core", "imagenet"),
         Example("alexnet prepare-imagenet --source ~/ilsvrc2012 --out /data/in100 --classes 100",
                 "an ImageNet-100 style subset", "imagenet"),
+        Example("alexnet prepare-imagenet --source ~/ilsvrc2012 --out /data/imagenet-packed --pack",
+                "prepared straight into tar shards (see alexnet pack)", "imagenet"),
+    ),
+    "pack": (
+        Example("alexnet pack demo/data --out demo/packed --shard-size 4M", "the demo's dataset in tar shards"),
+        Example("alexnet pack /data/imagenet --out /scratch/imagenet-packed",
+                "ImageNet for a cluster file system: ~140 shards of 1 GB, read by offset", "imagenet"),
     ),
     "train": (
         Example("alexnet train --recipe cpu-demo --data demo/data --out runs/try --set trainer.max_steps=2 "

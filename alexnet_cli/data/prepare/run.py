@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_cli.atomic import out_of_space, write_atomic, write_text_atomic
-from alexnet_cli.data.dataset_files import write_classes
+from alexnet_cli.data.dataset_files import list_split, write_classes
+from alexnet_cli.data.fingerprint import fingerprint_of_files
 from alexnet_cli.data.prepare import official
 from alexnet_cli.data.prepare.convert import BYTES_PER_IMAGE_AT_256, JPEG_QUALITY, BadImage, ResizeMode, convert_image
 from alexnet_cli.data.prepare.sources import SourcePlan, WorkUnit, plan_source
@@ -118,7 +119,7 @@ def _prepare(options: PrepareOptions, progress: Progress | None) -> PrepareSumma
                 workers = options.workers or os.cpu_count() or 1
                 _ensure_open_files(workers)
                 _run_units(todo, options, workers, progress)
-                summary = _finish(options, plan, work)
+                summary = _finish(options, plan, work, progress)
             except BaseException:
                 _forget_if_nothing_done(work)
                 raise
@@ -357,7 +358,7 @@ def _save_partial_stats(path: Path, stats: StatsAccumulator) -> None:
     write_atomic(path, write)
 
 
-def _finish(options: PrepareOptions, plan: SourcePlan, work: Path) -> PrepareSummary:
+def _finish(options: PrepareOptions, plan: SourcePlan, work: Path, progress: Progress) -> PrepareSummary:
     out = options.out
     results = [json.loads((work / "done" / f"{u.unit_id}.json").read_text()) for u in plan.units]
     counts = {split: sum(r["written"] for r in results if r["split"] == split) for split in ("train", "val")}
@@ -395,8 +396,10 @@ def _finish(options: PrepareOptions, plan: SourcePlan, work: Path) -> PrepareSum
         "skipped": skipped, "fixes": dict(sorted(fixes.items())),
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
+    splits = {split: list_split(out, split, plan.classes) for split in ("train", "val") if counts[split]}
     info = {"format": FORMAT_VERSION, "size": options.size, "mode": options.mode,
-            "quality": options.quality, "counts": counts}
+            "quality": options.quality, "counts": counts,
+            "fingerprint": fingerprint_of_files(splits, plan.classes, progress)}
     write_text_atomic(out / "dataset.json", json.dumps(info, indent=1) + "\n")
     # The per-unit statistics (1.5 MB per class, 1.5 GB for ImageNet) are merged into stats.npz now.
     for leftover in ("tmp", "stats"):
