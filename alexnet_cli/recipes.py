@@ -114,6 +114,10 @@ class TrainerConfig:
     logger: str | None = "csv"  # csv, tensorboard or wandb (beside csv)
     limit_val_batches: int | float = 1.0  # 0: no validation
     benchmark: bool | None = None  # cudnn.benchmark
+    # The tool's, not Lightning's: how long a rank waits in a collective for a peer that stopped answering (a
+    # SIGSTOPped node, a hung NFS mount) before the run ends; Lightning's own default is 30 minutes. It must exceed
+    # the longest legitimate wait: rank 0's fsynced 455 MB save, a first compiled step, an uneven validation.
+    collective_timeout_s: float = 600.0
     passed_on: dict[str, Any] = field(default_factory=dict)  # every other lightning.Trainer argument
     written: tuple[str, ...] = ()  # the keys the recipe gave, in its order
 
@@ -126,8 +130,9 @@ class TrainerConfig:
         return {key: self.passed_on[key] if key in self.passed_on else getattr(self, key) for key in self.written}
 
     def lightning_arguments(self) -> dict[str, Any]:
-        """What goes to ``lightning.Trainer`` as written: every key but the tool's own ``logger`` name."""
-        return {key: value for key, value in self.to_dict().items() if key != "logger"}
+        """What goes to ``lightning.Trainer`` as written: every key but the tool's own (``logger``'s name, the
+        collective timeout, which goes to the strategy)."""
+        return {key: value for key, value in self.to_dict().items() if key not in ("logger", *TOOL_TRAINER_KEYS)}
 
 
 # The keys TrainerConfig types: the ones the tool reads.
@@ -326,6 +331,7 @@ _TRAINER_RANGES: dict[str, tuple[Any, str]] = {
     "num_nodes": (lambda v: isinstance(v, int) and v >= 1, "at least 1"),
     "precision": (lambda v: str(v) in _PRECISIONS, "one of 32-true, bf16-mixed, 16-mixed, bf16-true, 16-true, 64-true"),
     "log_every_n_steps": (lambda v: isinstance(v, int) and v >= 1, "at least 1"),
+    "collective_timeout_s": (lambda v: isinstance(v, (int, float)) and v > 0, "a number of seconds above 0"),
 }
 _PRECISIONS = {"32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "64-true", "64", "bf16-true", "16-true",
                "transformer-engine", "transformer-engine-float16"}
@@ -412,6 +418,9 @@ TRAINER_ARGUMENTS = frozenset({
 
 # lightning.Trainer arguments the tool sets itself (training/trainer.trainer_arguments): a recipe's would be
 # silently replaced, so it is refused, saying what to use instead.
+# Keys of the trainer section that are the tool's own, not lightning.Trainer arguments.
+TOOL_TRAINER_KEYS = frozenset({"collective_timeout_s"})
+
 _SET_BY_THE_TOOL = {
     "callbacks": "the tool builds its own (checkpoints, meters, the non-finite stop): use the checkpoint section",
     "default_root_dir": "--out names the run folder",
@@ -433,8 +442,9 @@ def _trainer_section(values: Any, where) -> TrainerConfig:
         if key in _SET_BY_THE_TOOL:
             raise AlexnetError(f"{where('trainer.' + key)}: set by the tool, not by a recipe ({_SET_BY_THE_TOOL[key]})")
     for key in values:
-        if key not in TRAINER_ARGUMENTS:
-            raise AlexnetError(f"{where('trainer.' + key)}: not a lightning.Trainer argument")
+        if key not in TRAINER_ARGUMENTS | TOOL_TRAINER_KEYS:
+            raise AlexnetError(f"{where('trainer.' + key)}: not a lightning.Trainer argument (nor "
+                               f"{', '.join(sorted(TOOL_TRAINER_KEYS))})")
     typed = {key: value for key, value in values.items() if key in _TYPED_TRAINER_KEYS}
     passed_on = {key: value for key, value in values.items() if key not in _TYPED_TRAINER_KEYS}
     return TrainerConfig(**typed, passed_on=passed_on, written=tuple(values))

@@ -269,10 +269,32 @@ def test_the_trainer_section_is_typed_and_written_back_as_the_recipe_wrote_it():
     assert recipe_from_dict(recipe.to_dict()).to_dict() == recipe.to_dict()  # a saved recipe.yaml loads as it was
 
 
-def test_every_trainer_key_the_tool_reads_is_a_lightning_trainer_argument():
+def test_every_trainer_key_the_tool_reads_is_a_lightning_trainer_argument_or_the_tools_own():
     import dataclasses
 
-    from alexnet_cli.recipes import TRAINER_ARGUMENTS, TrainerConfig
+    from alexnet_cli.recipes import TOOL_TRAINER_KEYS, TRAINER_ARGUMENTS, TrainerConfig, load_recipe
 
     typed = {f.name for f in dataclasses.fields(TrainerConfig)} - {"passed_on", "written"}
-    assert typed <= TRAINER_ARGUMENTS
+    assert typed - TOOL_TRAINER_KEYS <= TRAINER_ARGUMENTS
+    assert not TOOL_TRAINER_KEYS & TRAINER_ARGUMENTS
+    # the tool's own keys never reach lightning.Trainer, which would refuse them
+    recipe = load_recipe("ddp", ["trainer.collective_timeout_s=42"])
+    assert recipe.trainer.collective_timeout_s == 42
+    assert recipe.trainer.to_dict()["collective_timeout_s"] == 42
+    assert "collective_timeout_s" not in recipe.trainer.lightning_arguments()
+
+
+def test_the_collective_timeout_reaches_the_strategy_of_every_multi_process_layout(prepared):
+    from datetime import timedelta
+
+    from alexnet_cli.recipes import load_recipe
+    from alexnet_cli.training.plan import plan_run
+    from alexnet_cli.training.trainer import trainer_arguments
+
+    cpu = ["trainer.accelerator=cpu", "data.device=cpu", "trainer.precision=32-true", "trainer.devices=2"]
+    for name in ("ddp", "two-gpu", "weird-trick"):
+        plan = plan_run(load_recipe(name, [*cpu, "trainer.collective_timeout_s=7.5"]))
+        strategy = trainer_arguments(plan, prepared, True, [], print)["strategy"]
+        assert strategy._timeout == timedelta(seconds=7.5), name
+    one = plan_run(load_recipe("cpu-demo", ["trainer.collective_timeout_s=7.5"]))
+    assert trainer_arguments(one, prepared, True, [], print)["strategy"] == "auto"

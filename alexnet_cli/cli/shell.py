@@ -74,11 +74,15 @@ def _print_error(exc: Exception) -> int:
         return _print_error_line(shown(exc), 2)
     if (out_of_memory := _out_of_memory(exc)) is not None:
         return _print_error_line(out_of_memory, 2)
-    from alexnet_cli.parallel.ranks import lost_a_peer
+    from alexnet_cli.parallel.ranks import lost_a_peer, peer_timed_out
 
     message = message_line(exc, limit=300) if str(exc).strip() else ""
     if lost_a_peer(exc):
         message = f"another training process stopped, so this one cannot go on ({message})"
+    elif peer_timed_out(exc):
+        return _print_error_line(f"another training process stopped answering (trainer.collective_timeout_s passed "
+                                 f"in a collective: {shown(message)}); the newest checkpoint is intact: resume with "
+                                 "--resume RUN_DIR once every node is back", 1)
     return _print_error_line(f"{shown(type(exc).__name__)}: {shown(message)} (rerun with --debug for details)", 1)
 
 

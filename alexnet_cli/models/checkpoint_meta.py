@@ -71,6 +71,7 @@ class CheckpointMeta:
     recipe: dict[str, Any] | None = None  # the run's recipe (Recipe.to_dict()); None: not a training run's
     version: str | None = None  # the tool's version that wrote it
     source: str | None = None  # where the weights came from, when not from 'alexnet train'
+    dataset_fingerprint: str | None = None  # data.fingerprint of the training set; None: unknown (older data)
 
     @property
     def wnids(self) -> list[str]:
@@ -84,11 +85,12 @@ class CheckpointMeta:
 
     @classmethod
     def of_run(cls, model: ModelConfig, recipe: dict[str, Any], *, num_classes: int, classes: list[ClassInfo],
-               crop: int, resize_size: int, normalization: Normalization, version: str) -> "CheckpointMeta":
+               crop: int, resize_size: int, normalization: Normalization, version: str,
+               dataset_fingerprint: str | None = None) -> "CheckpointMeta":
         """What a training run writes into each checkpoint."""
         options = {option: getattr(model, option) for option in ARCH_OPTIONS}
         return cls(model.arch, num_classes, list(classes), InputFormat(crop, resize_size, normalization),
-                   model.dropout, options, recipe, version)
+                   model.dropout, options, recipe, version, dataset_fingerprint=dataset_fingerprint)
 
     @classmethod
     def of_torchvision(cls, num_classes: int, classes: list[ClassInfo]) -> "CheckpointMeta":
@@ -102,6 +104,7 @@ class CheckpointMeta:
             "format": FORMAT, "version": self.version, "arch": self.arch, "num_classes": self.num_classes,
             "dropout": self.dropout, **self.arch_options, **self.input.to_dict(),
             "classes": [asdict(c) for c in self.classes], "recipe": self.recipe, "source": self.source,
+            "dataset_fingerprint": self.dataset_fingerprint,
         }
 
     @classmethod
@@ -126,7 +129,8 @@ class CheckpointMeta:
                    classes=_classes(data["classes"], num_classes), dropout=_dropout(data.get("dropout")),
                    arch_options=options, recipe=_field(data, "recipe", dict, optional=True),
                    version=_field(data, "version", str, optional=True),
-                   source=_field(data, "source", str, optional=True))
+                   source=_field(data, "source", str, optional=True),
+                   dataset_fingerprint=_field(data, "dataset_fingerprint", str, optional=True))
 
 
 _KIND_NAMES = {int: "an integer", str: "a string", dict: "a mapping", bool: "true or false"}

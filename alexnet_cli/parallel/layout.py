@@ -6,7 +6,10 @@ data-parallel size, its description, its model check); during the run the Lightn
 ask the running strategy (``ranks.running_layout``), whose sizes come from the same functions.
 """
 
+from datetime import timedelta
 from typing import Any
+
+from lightning.pytorch.strategies import DDPStrategy
 
 
 class Layout:
@@ -25,8 +28,12 @@ class Layout:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
-    def lightning_strategy(self) -> Any:
-        """The ``strategy`` argument of ``lightning.Trainer``: a name, or this tool's ``Strategy`` object."""
+    def lightning_strategy(self, timeout: timedelta | None = None) -> Any:
+        """The ``strategy`` argument of ``lightning.Trainer``: a name, or a ``Strategy`` object. ``timeout``: the
+        process group's collective timeout, for a run of several processes (Lightning's DDP: ``ddp``, and
+        ``auto`` over several devices, as Lightning itself would pick it)."""
+        if timeout is not None and self.name in ("ddp", "auto"):
+            return DDPStrategy(timeout=timeout)
         return self.name
 
     def data_parallel_size(self, devices: int) -> int:

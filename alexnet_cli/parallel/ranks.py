@@ -7,7 +7,15 @@ own strategies are plain data parallelism over every rank. ``running_layout(trai
 that tells them apart.
 """
 
+import os
 import socket
+
+from lightning.fabric.plugins.environments import (
+    LightningEnvironment,
+    LSFEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
 
 from alexnet_cli.data.sampling import trainer_rank
 from alexnet_cli.parallel.layout import Layout
@@ -53,6 +61,25 @@ def data_parallel_shard(trainer) -> tuple[int, int]:
     return running_layout(trainer).data_parallel_shard()
 
 
+# Cluster environments in the order Lightning tries them, and the variable holding the global rank in each.
+_LAUNCHER_RANKS = ((SLURMEnvironment, "SLURM_PROCID"), (TorchElasticEnvironment, "RANK"),
+                   (LSFEnvironment, "JSM_NAMESPACE_RANK"))
+
+
+def launch_rank(devices_per_node: int) -> int:
+    """This process's global rank before the Trainer exists, as Lightning's cluster environment will number it:
+    the launcher's (SLURM_PROCID under srun, RANK under torchrun, LSF's), else Lightning's own launch, where each node
+    is told its NODE_RANK and Lightning starts one process per device (LOCAL_RANK set in those it starts).
+
+    Lightning's ``rank_zero_only.rank``, set at import, reads RANK, LOCAL_RANK and SLURM_PROCID only: under its
+    own multi-node launch it says 0 on every node until the Trainer has set the strategy up."""
+    for environment, variable in _LAUNCHER_RANKS:
+        if environment.detect():
+            return int(os.environ[variable])  # (building the environment would also check its other variables)
+    lightning = LightningEnvironment()
+    return lightning.node_rank() * devices_per_node + lightning.local_rank()
+
+
 def free_port() -> int:
     """A free TCP port on loopback, for the rendezvous of processes this tool spawns itself."""
     with socket.socket() as sock:
@@ -69,3 +96,12 @@ _LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "NC
 def lost_a_peer(exc: BaseException) -> bool:
     """Whether ``exc`` says another process of the run died (a killed or crashed rank)."""
     return any(sign in str(exc) for sign in _LOST_PEER_SIGNS)
+
+
+# A peer alive but silent (stopped, hung on a file system): gloo's words, then NCCL's watchdog's.
+_TIMED_OUT_SIGNS = ("Timed out waiting", "timed out", "Watchdog caught collective operation timeout")
+
+
+def peer_timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` says a collective waited past the process group's timeout for another process."""
+    return any(sign in str(exc) for sign in _TIMED_OUT_SIGNS)

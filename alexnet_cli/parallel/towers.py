@@ -21,6 +21,7 @@ data-parallel group, whose gradients DDP averages.
 """
 
 from collections import OrderedDict
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -110,13 +111,15 @@ def tower_pairs(devices: int) -> int:
     return max(1, devices // TENSOR_PARALLEL)
 
 
-def tower_groups(rank: int, world: int) -> tuple[object, object]:
+def tower_groups(rank: int, world: int, timeout: timedelta | None = None) -> tuple[object, object]:
     """(the pair of ``rank``: ranks 2k and 2k+1 hold one network; its replicas: the ranks of the same tower
     index across pairs, whose gradients are averaged). Every rank must call this, in the same order."""
     if world % TENSOR_PARALLEL:
         raise AlexnetError(f"the two-GPU split needs an even number of devices, not {world}")
-    pairs = [dist.new_group([2 * k, 2 * k + 1]) for k in range(world // TENSOR_PARALLEL)]
-    replicas = [dist.new_group(list(range(tower, world, TENSOR_PARALLEL))) for tower in range(TENSOR_PARALLEL)]
+    # Subgroups get torch's default timeout, not the world group's: each is given the run's.
+    pairs = [dist.new_group([2 * k, 2 * k + 1], timeout=timeout) for k in range(world // TENSOR_PARALLEL)]
+    replicas = [dist.new_group(list(range(tower, world, TENSOR_PARALLEL)), timeout=timeout)
+                for tower in range(TENSOR_PARALLEL)]
     return pairs[rank // TENSOR_PARALLEL], replicas[rank % TENSOR_PARALLEL]
 
 
@@ -134,8 +137,8 @@ class TowerLayout(Layout):
     compiles_model = False  # its forward exchanges activations between the towers
     kind = "towers"
 
-    def lightning_strategy(self) -> "TowerParallelStrategy":
-        return TowerParallelStrategy(layout=self)
+    def lightning_strategy(self, timeout: timedelta | None = None) -> "TowerParallelStrategy":
+        return TowerParallelStrategy(layout=self, **({"timeout": timeout} if timeout is not None else {}))
 
     def data_parallel_size(self, devices: int) -> int:
         return tower_pairs(devices)
@@ -169,7 +172,8 @@ class TowerParallelStrategy(SingleDeviceCheckpoints, DDPStrategy):
 
     def setup_distributed(self) -> None:
         super().setup_distributed()
-        self.tensor_parallel_group, self.data_parallel_group = tower_groups(self.global_rank, self.world_size)
+        self.tensor_parallel_group, self.data_parallel_group = tower_groups(self.global_rank, self.world_size,
+                                                                            self._timeout)
 
     @property
     def tower_index(self) -> int:

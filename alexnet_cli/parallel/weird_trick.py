@@ -19,6 +19,8 @@ overlapping communication) is not implemented. ``WeirdTrickLayout`` names it (``
 ``WeirdTrickStrategy`` runs it under Lightning.
 """
 
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
@@ -109,8 +111,8 @@ class WeirdTrickLayout(Layout):
     collective_forward = True  # every forward gathers: all ranks must run the same number of batches
     kind = "weird-trick"
 
-    def lightning_strategy(self) -> "WeirdTrickStrategy":
-        return WeirdTrickStrategy(layout=self)
+    def lightning_strategy(self, timeout: timedelta | None = None) -> "WeirdTrickStrategy":
+        return WeirdTrickStrategy(layout=self, **({"timeout": timeout} if timeout is not None else {}))
 
     def describe(self, devices: int, batch_size: int) -> str:
         return (f"the 2014 layout: conv layers data-parallel over {devices} devices (each its own batch), every FC "
@@ -126,7 +128,7 @@ class WeirdTrickStrategy(SingleDeviceCheckpoints, DDPStrategy):
     def setup_distributed(self) -> None:
         super().setup_distributed()
         # Every rank scores the whole N×B batch: the metrics' "data-parallel group" is the rank alone.
-        singles = [dist.new_group([rank]) for rank in range(self.world_size)]
+        singles = [dist.new_group([rank], timeout=self._timeout) for rank in range(self.world_size)]
         self.data_parallel_group = singles[self.global_rank]
 
     def setup(self, trainer) -> None:

@@ -90,9 +90,11 @@ def limit_reached(point: ResumePoint, recipe: Recipe) -> str | None:
     return None
 
 
-def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> ResumePoint:
+def check_resumable(checkpoint: Path, recipe: Recipe, classes: list, fingerprint: str | None = None,
+                    data: Path | None = None) -> ResumePoint:
     """Refuse what cannot change across a resume; the checkpoint's step and epoch, and the recipe keys that did
-    change (epochs, lr, batch size... are allowed)."""
+    change (epochs, lr, batch size... are allowed). ``fingerprint``: the dataset's (``data.fingerprint``), which
+    must be the checkpoint's where both are known: a packed twin has its unpacked dataset's."""
     saved = read_file(checkpoint, mmap=True)  # Lightning reads the weights next
     stored = saved.get(META_KEY)
     if not isinstance(stored, dict):
@@ -112,6 +114,10 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list) -> ResumePo
         raise AlexnetError(f"{checkpoint} holds arch {meta.arch!r}; the recipe says {recipe.model.arch!r}")
     if meta.wnids != [c.wnid for c in classes]:
         raise AlexnetError(f"{checkpoint} was trained on other classes than this dataset's")
+    if None not in (meta.dataset_fingerprint, fingerprint) and meta.dataset_fingerprint != fingerprint:
+        raise AlexnetError(f"{checkpoint} was trained on another dataset than {data} (fingerprint "
+                           f"{meta.dataset_fingerprint[:19]}…, {data}'s {fingerprint[:19]}…): resume on the dataset it "
+                           "started on, or on its packed (or unpacked) twin")
     before, after = _named_layout(_flatten(meta.recipe or {})), _named_layout(_flatten(recipe.to_dict()))
     changed = [key for key in sorted(set(before) | set(after))
                if key not in ("name", "description") and before.get(key) != after.get(key)]

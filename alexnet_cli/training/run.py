@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from alexnet_cli.errors import TrainingStopped
 from alexnet_cli.models.checkpoints import read_file
 from alexnet_cli.models.execution import split_groups_note
+from alexnet_cli.parallel.ranks import launch_rank
 from alexnet_cli.progress import Progress, SilentProgress
 from alexnet_cli.recipes import Recipe
 from alexnet_cli.terminal import shown
@@ -36,7 +37,7 @@ from alexnet_cli.training.callbacks import (
 )
 from alexnet_cli.training.lightning_output import quiet_lightning, report_lost_ranks
 from alexnet_cli.training.module import AlexNetModule
-from alexnet_cli.training.preemption import GracefulStop, StopNow, trainer_is_rank_zero
+from alexnet_cli.training.preemption import GracefulStop, StopNow
 from alexnet_cli.training.resume import latest_checkpoint, limit_reached
 from alexnet_cli.training.run_dir import run_lock, start_run_directory, write_run_facts
 from alexnet_cli.training.setup import RunSetup, check_gpu_present, prepare_run
@@ -90,7 +91,7 @@ def _run(recipe: Recipe, data: Path, *, out: Path | None, quiet: bool, resume: P
     check_gpu_present(plan)  # not in prepare_run: a dry run on a login node checks a GPU recipe too
     module = AlexNetModule(setup.model, recipe.optim, num_classes=plan.num_classes, meta=setup.meta,
                            batch_size=plan.batch_size, compile=plan.compile, say=progress.note)
-    rank_zero = trainer_is_rank_zero()
+    rank_zero = launch_rank(plan.devices_per_node) == 0
     if rank_zero:  # run() executes in every rank; rank 0 holds the lock for them all
         held.enter_context(run_lock(setup.run_dir))
         _announce(setup, progress, quiet)

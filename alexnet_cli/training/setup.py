@@ -79,8 +79,10 @@ def prepare_run(recipe: Recipe, data: Path, *, out: Path | None = None, resume: 
     model = build_network(recipe.model, plan.num_classes)
     plan.layout.check_model(model)  # a split layout's needs, refused before its processes start
     check_compiles(recipe, plan.layout)
-    meta = checkpoint_meta(plan, datamodule.normalization)
-    resumes = check_resumable(checkpoint, recipe, datamodule.classes) if checkpoint is not None else None
+    meta = checkpoint_meta(plan, datamodule.normalization, datamodule.fingerprint)
+    resumes = None
+    if checkpoint is not None:
+        resumes = check_resumable(checkpoint, recipe, datamodule.classes, datamodule.fingerprint, data)
     return RunSetup(plan, resumes, run_dir, datamodule, model, meta, replaces_run,
                     Path(resumed_dir) if resumed_dir is not None else None, in_place)
 
@@ -94,10 +96,11 @@ def check_gpu_present(plan: RunPlan) -> None:
         require_gpu("data.device=gpu", "DALI decodes on the CPU with --set data.device=cpu")
 
 
-def checkpoint_meta(plan: RunPlan, normalization: Normalization) -> dict[str, Any]:
+def checkpoint_meta(plan: RunPlan, normalization: Normalization, fingerprint: str | None = None) -> dict[str, Any]:
     """What a checkpoint must carry to be evaluated and checked without the recipe or dataset, in its stored
     form (``CheckpointMeta.to_dict``): the LightningModule saves it into every checkpoint as it is."""
     recipe = plan.recipe
     return CheckpointMeta.of_run(recipe.model, recipe.to_dict(), num_classes=plan.num_classes,
                                  classes=list(plan.classes), crop=plan.crop, resize_size=plan.image_size,
-                                 normalization=normalization, version=__version__).to_dict()
+                                 normalization=normalization, version=__version__,
+                                 dataset_fingerprint=fingerprint).to_dict()

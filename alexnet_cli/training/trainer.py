@@ -43,7 +43,8 @@ def trainer_arguments(plan: RunPlan, run_dir: Path, quiet: bool, extra_callbacks
     # After the tool's other callbacks, as the module's own hooks were: a resume's plateau catch-up at an
     # epoch's end follows what they do there, and precedes Lightning's savers (it runs them last).
     callbacks.append(ResumeRepair(say))
-    args["strategy"] = plan.layout.lightning_strategy()
+    timeout = timedelta(seconds=trainer.collective_timeout_s) if plan.devices > 1 else None
+    args["strategy"] = plan.layout.lightning_strategy(timeout)
     args.setdefault("num_sanity_val_steps", 0)
     args.update(
         default_root_dir=str(run_dir), logger=make_logger(trainer.logger, run_dir), callbacks=callbacks,
