@@ -51,6 +51,20 @@ def prepared(official_source, tmp_path_factory) -> Path:
     return out
 
 
+# Shards of 64 KiB: the tiny dataset's 23 training images fill two, its 12 validation images one.
+SMALL_SHARDS = 1 << 16
+
+
+@pytest.fixture(scope="session")
+def packed(prepared, tmp_path_factory) -> Path:
+    """``prepared`` packed into tar shards (``alexnet pack``'s library call)."""
+    from alexnet_cli.data.prepare.pack import PackOptions, pack_dataset
+
+    out = tmp_path_factory.mktemp("packed") / "packed"
+    pack_dataset(PackOptions(prepared, out, SMALL_SHARDS))
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained_run_once(prepared, tmp_path_factory):
     """``alexnet train`` of ``THREE_STEP_RUN`` on ``prepared``, trained once for the whole session: its folder

@@ -154,6 +154,8 @@ def _pack_split(files: SplitFiles, classes: list[ClassInfo], options: PackOption
     folder, markers = options.out / split, options.out / ".work" / "pack"
     folder.mkdir(parents=True, exist_ok=True)
     markers.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".*.tmp"):  # a killed run's half-written shard: it is written again
+        leftover.unlink()
     keys = sample_keys(files, classes)
     rows = np.zeros(len(files), INDEX_DTYPE)
     start, shard = 0, 0
