@@ -37,6 +37,9 @@ class DataBenchmark:
     repeats: int = 1
     dali_runs: list[float] = field(default_factory=list)
     torchvision_runs: list[float] = field(default_factory=list)
+    packed_img_s: float | None = None  # --packed: the same pipeline on the packed twin
+    packed_runs: list[float] = field(default_factory=list)
+    opens_per_1000: dict[str, float] = field(default_factory=dict)  # files (or shards) opened per 1,000 images
 
 
 class TorchvisionTwin:
@@ -101,10 +104,11 @@ def _cycle(loader):
 
 
 def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, batches: int = 20, warmup: int = 3,
-                   repeats: int = 1, progress: Progress | None = None) -> DataBenchmark:
+                   repeats: int = 1, packed: Path | None = None, progress: Progress | None = None) -> DataBenchmark:
     """img/s of the recipe's DALI training pipeline and of torchvision doing the same work on the same files,
     each run ``repeats`` times, alternating, medians reported. The baseline gets ``baseline_workers``
-    DataLoader workers (default: the recipe's DALI threads)."""
+    DataLoader workers (default: the recipe's DALI threads). ``packed``: ``data``'s packed twin, whose
+    pipeline is timed beside it (same images, same order), with the opens of each."""
     progress = progress or SilentProgress()
     config = recipe.data
     if config.device == "gpu":
@@ -116,12 +120,18 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
         raise AlexnetError(f"{data}/train has fewer than --batch-size {batch_size} images")
     if repeats < 1:
         raise AlexnetError("--repeats must be at least 1")
-    dali_runs, baseline_runs = [], []
+    twin = _packed_twin(module, packed, recipe) if packed is not None else None
+    dali_runs, baseline_runs, packed_runs, opens = [], [], [], {}
     for _ in range(repeats):  # alternate the sides: drift on a shared machine hits both alike
-        with progress.task(f"DALI pipeline, {config.device}", warmup + batches) as task:
-            loader = module.loader("train", "train", shard=(0, 1))
-            dali_runs.append(_images_per_second(loader, batches, warmup, batch_size, task))
-            loader.close()  # before the baseline forks its workers
+        for name, source in (("files", module), ("packed", twin)):
+            if source is None:
+                continue
+            with progress.task(f"DALI pipeline, {config.device}, {name}", warmup + batches) as task:
+                loader = source.loader("train", "train", shard=(0, 1))
+                (dali_runs if name == "files" else packed_runs).append(
+                    _images_per_second(loader, batches, warmup, batch_size, task))
+                loader.close()  # before the baseline forks its workers
+                opens[name] = 1000 * loader.files_opened / ((warmup + batches) * batch_size)
         with progress.task(f"torchvision ImageFolder, {workers} workers", warmup + batches) as task:
             augmentation = loader.augmentation
             twin = TorchvisionTwin(augmentation, module.normalization, module.crop, module.resize_size)
@@ -130,6 +140,19 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
             del baseline_loader  # its workers exit before the next DALI run
     dali, baseline = statistics.median(dali_runs), statistics.median(baseline_runs)
     return DataBenchmark(dali, baseline, dali / baseline, batch_size, dali_workers.threads, dali_workers.readers,
-                         workers, config.device, config.normalize, batches, warmup, repeats, dali_runs, baseline_runs)
+                         workers, config.device, config.normalize, batches, warmup, repeats, dali_runs, baseline_runs,
+                         statistics.median(packed_runs) if packed_runs else None, packed_runs, opens)
+
+
+def _packed_twin(module: DaliDataModule, packed: Path, recipe) -> DaliDataModule:
+    """The packed dataset's module, refused unless it holds ``module``'s samples (its fingerprint)."""
+    twin = DaliDataModule(Path(packed), recipe.data, crop=module.crop, seed=recipe.seed)
+    if not twin.info.get("packed"):
+        raise AlexnetError(f"--packed {packed} is not a packed dataset: make it with 'alexnet pack {module.root} "
+                           f"--out {packed}'")
+    if twin.fingerprint is None or twin.fingerprint != module.fingerprint:
+        raise AlexnetError(f"--packed {packed} does not hold {module.root}'s images (their fingerprints differ): "
+                           f"give {module.root}'s packed twin")
+    return twin
 
 

@@ -42,6 +42,8 @@ def benchmark_data_command(
     batches: int = typer.Option(20, "--batches", help="Timed batches, after the warm-up."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed batches first (worker start-up, caches)."),
     repeats: int = typer.Option(1, "--repeats", help="Run each side this many times, alternating; report medians."),
+    packed: Path | None = typer.Option(None, "--packed", help="DATA's packed twin ([bold]alexnet pack[/]): time "
+                                       "the pipeline on it too, and count each one's opens."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -56,7 +58,7 @@ def benchmark_data_command(
     loaded = load_recipe(recipe, _with_data_keys(set_, batch_size=batch_size, num_threads=threads,
                                                  py_workers=py_workers, device=device))
     result = benchmark_data(data, loaded, baseline_workers=workers, batches=batches, warmup=warmup, repeats=repeats,
-                            progress=progress_for(quiet))
+                            packed=packed, progress=progress_for(quiet))
     console.print(_data_table(result, loaded.name, repeats))
     write_json(json_out, asdict(result))
 
@@ -73,8 +75,14 @@ def _data_table(result, recipe: str, repeats: int) -> Table:
         table.add_column(column, justify="left" if column == "loader" else "right")
     table.add_row("DALI (this tool)", f"{result.dali_threads} threads + {result.dali_py_workers} readers",
                   f"{result.dali_img_s:,.0f}", f"{result.ratio:.2f}×")
+    if result.packed_img_s is not None:
+        table.add_row("DALI, packed twin", f"{result.dali_threads} threads + {result.dali_py_workers} readers",
+                      f"{result.packed_img_s:,.0f}", f"{result.packed_img_s / result.torchvision_img_s:.2f}×")
     table.add_row("torchvision ImageFolder + DataLoader", f"{result.baseline_workers} workers",
                   f"{result.torchvision_img_s:,.0f}", "1.00×")
+    if result.opens_per_1000:
+        table.caption = "opens per 1,000 images: " + ", ".join(f"{name} {count:,.1f}" for name, count in
+                                                               result.opens_per_1000.items())
     return table
 
 

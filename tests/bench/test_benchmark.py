@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
-from conftest import NARROW_FC, invoke_alexnet
+from conftest import NARROW_FC, invoke_alexnet, one_line_error
 
 
-def test_benchmark_data_reports_both_loaders_and_their_workers(prepared, tmp_path):
+def test_benchmark_data_reports_both_loaders_and_their_workers(prepared, packed, tmp_path):
     report = tmp_path / "data.json"
     result = invoke_alexnet("benchmark", "data", "--data", prepared, "--batch-size", "4", "--threads", "1",
                             "--py-workers", "1", "--batches", "2", "--warmup", "1", "--repeats", "2", "--json", report,
-                            "--quiet")
+                            "--quiet", "--packed", packed)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(report.read_text())
     assert data["dali_threads"] == 1 and data["dali_py_workers"] == 1 and data["baseline_workers"] == 1
@@ -20,6 +20,12 @@ def test_benchmark_data_reports_both_loaders_and_their_workers(prepared, tmp_pat
     assert data["dali_img_s"] > 0 and data["torchvision_img_s"] > 0
     assert abs(data["ratio"] - data["dali_img_s"] / data["torchvision_img_s"]) < 1e-9
     assert "torchvision ImageFolder" in result.stdout
+    # the packed twin, timed beside the files: one open per image read against one per shard and reader
+    assert len(data["packed_runs"]) == 2 and data["packed_img_s"] > 0 and "packed twin" in result.stdout
+    assert data["opens_per_1000"]["files"] == 1000
+    assert 0 < data["opens_per_1000"]["packed"] <= 1000 * 2 * 2 / 12  # 2 shards × (1 reader + 1) in 12 images
+    one_line_error(invoke_alexnet("benchmark", "data", "--data", prepared, "--packed", prepared, "--batch-size", "4",
+                                  "--quiet"), "is not a packed dataset")
 
 
 def test_the_torchvision_twin_does_the_pipelines_work_with_the_mean_image(prepared):

@@ -199,3 +199,22 @@ def test_pack_refuses_in_one_line_what_it_cannot_pack(prepared, packed, tmp_path
     one_line_error(invoke_alexnet("pack", prepared, "--out", tmp_path / "y", "--shard-size", "12Q"), "--shard-size")
     one_line_error(invoke_alexnet("pack", prepared, "--out", tmp_path / "y", "--shard-size", "1K"), "too small")
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine" and not (tmp_path / "y").exists()
+
+
+def test_the_fingerprint_is_prepares_and_changes_with_any_images_bytes(prepared, tmp_path):
+    from alexnet_cli.data.fingerprint import fingerprint_of_files
+
+    classes = read_classes(prepared)
+    splits = {split: list_split(prepared, split, classes) for split in ("train", "val")}
+    written = json.loads((prepared / "dataset.json").read_text())["fingerprint"]
+    assert fingerprint_of_files(splits, classes) == written
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    victim = sorted((copy / "val").glob("*/*.JPEG"))[7]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit: same size, same name
+    victim.write_bytes(bytes(data))
+    altered = {split: list_split(copy, split, classes) for split in ("train", "val")}
+    assert fingerprint_of_files(altered, classes) != written
+    renamed = {"train": splits["val"], "val": splits["train"]}  # the same files, counted in another split
+    assert fingerprint_of_files(renamed, classes) != written

@@ -123,3 +123,15 @@ def test_eval_on_two_processes_counts_each_image_once_and_agrees(trained_run, pr
     assert two.images == one.images == 12
     assert two.top1 == one.top1 and two.top5 == one.top5
     assert two.per_class_top1 == one.per_class_top1
+
+
+def test_a_packed_dataset_evaluates_with_ten_crops_exactly_as_its_files(trained_run, prepared, packed):
+    out, _ = trained_run
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    results = [evaluate(data, checkpoint=checkpoint, ten_crop=True, batch_size=5, num_threads=1,
+                        with_predictions=True) for data in (prepared, packed)]
+    files, shards = results
+    assert (files.images, files.top1, files.top5) == (shards.images, shards.top1, shards.top5) == (12, files.top1,
+                                                                                                   files.top5)
+    assert [(p["label"], p["top5"]) for p in files.predictions] == [(p["label"], p["top5"]) for p in shards.predictions]
+    assert shards.predictions[0]["file"].startswith(f"{packed}/val/000000.tar:")  # named by shard and member

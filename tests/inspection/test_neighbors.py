@@ -180,3 +180,21 @@ def test_neighbors_of_a_checkpoint_whose_codes_overflow_float16_is_refused_namin
     assert result.stderr.startswith(f"error: {checkpoint} gives {query} fc7 activations that are NaN, infinite or "
                                     "beyond float16's 65,504: a diverged checkpoint?")
     assert not Path(f"{checkpoint}.train-fc7.f16").exists()
+
+
+def test_neighbours_in_a_packed_dataset_are_its_files_neighbours_named_by_shard(trained_run, prepared, packed,
+                                                                                tmp_path):
+    from alexnet_cli.inspection.neighbors import find_neighbours
+
+    out, _ = trained_run
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    queries = sorted((prepared / "train").glob("*/*.JPEG"))[3:5]
+    in_files = find_neighbours(checkpoint, prepared, queries, k=3)
+    in_shards = find_neighbours(checkpoint, packed, queries, k=3, out=tmp_path / "grid.png")
+    for files, shards in zip(in_files, in_shards):
+        assert [d for _, d in files.neighbours] == [d for _, d in shards.neighbours]
+        # the same images: <wnid>/<stem>.JPEG as the member <wnid>/<stem>.jpg of a shard
+        assert [f"{Path(n).parent.name}/{Path(n).stem}.jpg" for n, _ in files.neighbours] == [
+            n.split(".tar:")[1] for n, _ in shards.neighbours]
+    with Image.open(tmp_path / "grid.png") as image:  # the grid reads the neighbours out of the shards
+        assert image.size == (4 + 4 * (96 + 4), 4 + 2 * (96 + 4))

@@ -29,9 +29,18 @@ def test_the_split_layouts_get_this_tools_strategy(tmp_path, recipe, overrides, 
 
 
 @pytest.mark.parametrize(("recipe", "overrides", "strategy"), [
-    ("ddp", [], "ddp"), ("cpu-demo", [], "auto"), ("ddp", ["trainer.strategy=ddp_spawn"], "ddp_spawn")])
+    ("cpu-demo", ["trainer.devices=1"], "auto"), ("ddp", ["trainer.strategy=ddp_spawn"], "ddp_spawn")])
 def test_lightnings_own_strategies_pass_through_by_name(tmp_path, recipe, overrides, strategy):
     assert trainer_arguments(_plan(load_recipe(recipe, [*CPU, *overrides])), tmp_path, True, [])["strategy"] == strategy
+
+
+def test_lightnings_ddp_gets_the_recipes_collective_timeout(tmp_path):
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = trainer_arguments(_plan(load_recipe("ddp", CPU)), tmp_path, True, [])["strategy"]
+    assert type(strategy) is DDPStrategy and strategy._timeout == timedelta(seconds=600)
 
 
 @pytest.mark.parametrize(("accelerator", "devices", "nodes", "counted"), [
