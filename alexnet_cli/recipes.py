@@ -416,11 +416,11 @@ TRAINER_ARGUMENTS = frozenset({
     "reload_dataloaders_every_n_epochs", "strategy", "sync_batchnorm", "use_distributed_sampler", "val_check_interval",
 })
 
-# lightning.Trainer arguments the tool sets itself (training/trainer.trainer_arguments): a recipe's would be
-# silently replaced, so it is refused, saying what to use instead.
 # Keys of the trainer section that are the tool's own, not lightning.Trainer arguments.
 TOOL_TRAINER_KEYS = frozenset({"collective_timeout_s"})
 
+# lightning.Trainer arguments the tool sets itself (training/trainer.trainer_arguments): a recipe's would be
+# silently replaced, so it is refused, saying what to use instead.
 _SET_BY_THE_TOOL = {
     "callbacks": "the tool builds its own (checkpoints, meters, the non-finite stop): use the checkpoint section",
     "default_root_dir": "--out names the run folder",

@@ -120,10 +120,10 @@ def benchmark_data(data: Path, recipe, *, baseline_workers: int | None = None, b
         raise AlexnetError(f"{data}/train has fewer than --batch-size {batch_size} images")
     if repeats < 1:
         raise AlexnetError("--repeats must be at least 1")
-    twin = _packed_twin(module, packed, recipe) if packed is not None else None
+    packed_module = _packed_twin(module, packed, recipe) if packed is not None else None
     dali_runs, baseline_runs, packed_runs, opens = [], [], [], {}
     for _ in range(repeats):  # alternate the sides: drift on a shared machine hits both alike
-        for name, source in (("files", module), ("packed", twin)):
+        for name, source in (("files", module), ("packed", packed_module)):
             if source is None:
                 continue
             with progress.task(f"DALI pipeline, {config.device}, {name}", warmup + batches) as task:

@@ -51,7 +51,7 @@ def prepare_imagenet_command(
         write_json(json_out, summary_dict(summary))
         return
     packed = prepare_packed(out, lambda staging: _print_summary(_prepare(source, staging, **options)), shard_bytes,
-                            progress)
+                            progress, stored_as={"size": size, "mode": mode})
     _print_pack_summary(packed)
     write_json(json_out, pack_summary_dict(packed))
 
@@ -90,7 +90,8 @@ def parse_bytes(text: str, option: str) -> int:
     number, unit = (cleaned[:-1], cleaned[-1]) if cleaned[-1:] in _UNITS else (cleaned, "")
     try:
         value = float(number) * _UNITS[unit]
-    except ValueError:
+        int(value)  # infinite: refused like any other word
+    except (ValueError, OverflowError):
         raise AlexnetError(f"{option} {text!r} is not a size: give bytes, or a number with K, M or G (e.g. 1G)") \
             from None
     if not value >= 1:

@@ -74,7 +74,7 @@ def _print_error(exc: Exception) -> int:
         return _print_error_line(shown(exc), 2)
     if (out_of_memory := _out_of_memory(exc)) is not None:
         return _print_error_line(out_of_memory, 2)
-    from alexnet_cli.parallel.ranks import lost_a_peer, peer_timed_out
+    from alexnet_cli.parallel.peer_errors import lost_a_peer, peer_timed_out
 
     message = message_line(exc, limit=300) if str(exc).strip() else ""
     if lost_a_peer(exc):

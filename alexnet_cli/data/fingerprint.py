@@ -8,6 +8,7 @@ pack, and into every checkpoint.
 import hashlib
 import os
 import zlib
+from collections.abc import Iterable
 
 from alexnet_cli.data.dataset_files import ClassInfo, SplitFiles
 from alexnet_cli.progress import Progress, SilentProgress
@@ -19,19 +20,20 @@ class Fingerprint:
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
 
+    def add_samples(self, split: str, samples: Iterable[tuple[str, str, int, int]]) -> None:
+        """(wnid, file name, size, crc32) of each of the split's samples, in its order."""
+        self._hash.update("".join(f"{split}\t{wnid}\t{name}\t{size}\t{crc:08x}\n"
+                                  for wnid, name, size, crc in samples).encode())
+
     def add_split(self, split: str, files: SplitFiles, classes: list[ClassInfo], sizes: list[int],
                   crcs: list[int]) -> None:
         """``files``' samples, with each one's size and crc32 (the bytes, wherever they are stored)."""
-        lines = (f"{split}\t{classes[label].wnid}\t{os.path.basename(path)}\t{size}\t{crc:08x}\n"
-                 for path, label, size, crc in zip(files.files, files.labels, sizes, crcs, strict=True))
-        self._hash.update("".join(lines).encode())
+        samples = zip(files.files, files.labels, sizes, crcs, strict=True)
+        self.add_samples(split, ((classes[label].wnid, os.path.basename(path), size, crc)
+                                 for path, label, size, crc in samples))
 
     def hexdigest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
-
-
-def crc32_of(data: bytes) -> int:
-    return zlib.crc32(data)
 
 
 def fingerprint_of_files(splits: dict[str, SplitFiles], classes: list[ClassInfo],
@@ -46,7 +48,7 @@ def fingerprint_of_files(splits: dict[str, SplitFiles], classes: list[ClassInfo]
                 with open(path, "rb") as handle:
                     data = handle.read()
                 sizes.append(len(data))
-                crcs.append(crc32_of(data))
+                crcs.append(zlib.crc32(data))
                 task.advance()
         fingerprint.add_split(split, files, classes, sizes, crcs)
     return fingerprint.hexdigest()

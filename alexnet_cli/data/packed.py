@@ -83,9 +83,20 @@ def read_packed_split(root: Path, split: str, num_classes: int) -> PackedSplit:
     if index["label"].max() >= num_classes:
         raise AlexnetError(f"{path} labels a sample {int(index['label'].max())}, but classes.json lists "
                            f"{num_classes} classes; pack the dataset again")
+    _check_keys(folder / KEYS_FILE, len(index))
     shards = tuple(shard_name(k) for k in range(int(index["shard"].max()) + 1))
     check_shards(folder, shards, index)
     return PackedSplit(ShardReader(f"{folder}{os.sep}", shards, index, str(folder / KEYS_FILE)))
+
+
+def _check_keys(path: Path, samples: int) -> None:
+    """The keys name samples in messages and eval's lists: refused here rather than met missing there."""
+    try:
+        keys = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (FileNotFoundError, ValueError) as exc:
+        raise AlexnetError(f"{path} is missing or damaged ({exc.__class__.__name__}); pack the dataset again") from None
+    if keys.shape != (samples,):
+        raise AlexnetError(f"{path} names {len(keys)} samples where the index holds {samples}; pack the dataset again")
 
 
 def check_shards(folder: Path, shards: tuple[str, ...], index: np.ndarray) -> None:

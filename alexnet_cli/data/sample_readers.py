@@ -6,14 +6,19 @@ needs no seek and no lock). ``opened`` counts the opens, for the loader's tally.
 only: every worker process imports it.
 """
 
+import errno
 import os
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 # A packed split's index: one row per sample, in the unpacked dataset's order (class index, then name).
 INDEX_DTYPE = np.dtype([("shard", "<u4"), ("offset", "<u8"), ("size", "<u4"), ("label", "<u4"), ("crc32", "<u4")])
+# Shards a reader keeps open at once, the least recently read closed first: ImageNet's ~140 shards of 1 GB all stay
+# open, and small shards (--shard-size 16M: thousands) stay within the usual limit of 1,024 open files a process.
+MAX_OPEN_SHARDS = 256
 
 
 class ShardMissing(Exception):
@@ -78,19 +83,23 @@ class ShardReader:
     keys_path: str
     opened: int = 0
     damage = "is cut short, differs from the crc32 its index holds, or is not a whole JPEG"
-    _handles: dict[int, int] = field(default_factory=dict, repr=False)
+    _handles: OrderedDict[int, int] = field(default_factory=OrderedDict, repr=False)
     _keys: np.ndarray | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict:
         # A worker opens its own descriptors; a parent's numbers mean nothing in another process.
-        return {**self.__dict__, "_handles": {}, "_keys": None, "opened": 0}
+        return {**self.__dict__, "_handles": OrderedDict(), "_keys": None, "opened": 0}
+
+    def __del__(self) -> None:
+        if getattr(self, "_handles", None):  # a reader dropped without close() (a loader never closed)
+            self.close()
 
     def __len__(self) -> int:
         return len(self.index)
 
     def fresh(self) -> "ShardReader":
         """A reader of its own for one pipeline: no shard open yet, its count at 0."""
-        return replace(self, _handles={}, opened=0)
+        return replace(self, _handles=OrderedDict(), opened=0)
 
     @property
     def location(self) -> str:
@@ -114,29 +123,36 @@ class ShardReader:
 
     def read(self, index: int) -> np.ndarray:
         """The member's bytes; OSError if they are cut short or differ from the crc32 the index holds (a
-        damaged sample: the loader stands in for it or leaves it out), ``ShardMissing`` if the shard is gone."""
+        damaged sample: the loader stands in for it or leaves it out, and names it with ``describe``),
+        ``ShardMissing`` if the shard is gone."""
         row = self.index[index]
         data = os.pread(self._handle(int(row["shard"]), index), int(row["size"]), int(row["offset"]))
-        if len(data) != row["size"]:
-            raise OSError(f"{self.describe(index)}: {len(data)} of its {int(row['size'])} bytes are in the shard")
-        if zlib.crc32(data) != row["crc32"]:
-            raise OSError(f"{self.describe(index)}: its bytes differ from the crc32 the index holds")
+        if len(data) != row["size"] or zlib.crc32(data) != row["crc32"]:
+            raise OSError("damaged sample")
         return np.frombuffer(data, dtype=np.uint8)
 
     def _handle(self, shard: int, index: int) -> int:
         handle = self._handles.get(shard)
-        if handle is None:
-            try:
-                handle = os.open(self.folder + self.shards[shard], os.O_RDONLY)
-            except OSError as exc:
-                raise ShardMissing(f"{self.folder + self.shards[shard]} cannot be opened ({exc.strerror}) to read "
-                                   f"sample {index} at offset {int(self.index['offset'][index])}: restore the "
-                                   "shard or pack the dataset again") from None
-            self._handles[shard] = handle
-            self.opened += 1
+        if handle is not None:
+            self._handles.move_to_end(shard)
+            return handle
+        if len(self._handles) >= MAX_OPEN_SHARDS:
+            os.close(self._handles.popitem(last=False)[1])
+        path = self.folder + self.shards[shard]
+        try:
+            handle = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise ShardMissing(f"{path} cannot be opened: this process has too many files open; raise the "
+                                   "open-files limit (ulimit -n) or use fewer data.py_workers") from None
+            raise ShardMissing(f"{path} cannot be opened ({exc.strerror}) to read sample {index} at offset "
+                               f"{int(self.index['offset'][index])}: restore the shard or pack the dataset "
+                               "again") from None
+        self._handles[shard] = handle
+        self.opened += 1
         return handle
 
     def close(self) -> None:
-        handles, self._handles = self._handles, {}
+        handles, self._handles = self._handles, OrderedDict()
         for handle in handles.values():
             os.close(handle)

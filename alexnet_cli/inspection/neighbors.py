@@ -148,10 +148,13 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
                                              resize_size=form.resize_size),
                             crop=form.crop, normalization=form.input_normalization())
     samples = module.split(split)
-    names = [samples.name(i) for i in range(len(samples))]
     width = list(loaded.model.classifier.children())[-1].in_features
-    stamp = {"checkpoint_mtime_ns": Path(checkpoint).stat().st_mtime_ns,
-             "files_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+    # The dataset's fingerprint names its samples and their bytes (a packed twin's codes are its files'); a dataset
+    # prepared before fingerprints is named by its files, 1.28 M names hashed.
+    samples_are = ({"dataset": module.fingerprint} if module.fingerprint else
+                   {"files_sha256": hashlib.sha256("\n".join(samples.name(i) for i in range(len(samples))).encode())
+                    .hexdigest()})
+    stamp = {"checkpoint_mtime_ns": Path(checkpoint).stat().st_mtime_ns, **samples_are}
     store = CodeStore(codes_prefix(Path(checkpoint), split), len(samples), width, stamp)
     if store.complete:
         return store, samples
@@ -164,7 +167,7 @@ def embed_training_set(loaded: LoadedCheckpoint, checkpoint: Path, data: Path, *
         for step, (images, labels) in enumerate(loader, start=1):
             codes = penultimate_features(model, images).float().cpu().numpy()
             skipped = (labels == SKIPPED).cpu().numpy()
-            _check_codes(codes[~skipped], [f for f, s in zip(names[row: row + len(codes)], skipped) if not s],
+            _check_codes(codes[~skipped], [samples.name(row + k) for k in range(len(codes)) if not skipped[k]],
                          checkpoint)
             codes[skipped] = np.nan  # a file that could not be read: never a neighbour
             store.write(row, codes)

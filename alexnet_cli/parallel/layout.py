@@ -6,10 +6,11 @@ data-parallel size, its description, its model check); during the run the Lightn
 ask the running strategy (``ranks.running_layout``), whose sizes come from the same functions.
 """
 
+import inspect
 from datetime import timedelta
 from typing import Any
 
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import StrategyRegistry
 
 
 class Layout:
@@ -30,11 +31,15 @@ class Layout:
 
     def lightning_strategy(self, timeout: timedelta | None = None) -> Any:
         """The ``strategy`` argument of ``lightning.Trainer``: a name, or a ``Strategy`` object. ``timeout``: the
-        process group's collective timeout, for a run of several processes (Lightning's DDP: ``ddp``, and
-        ``auto`` over several devices, as Lightning itself would pick it)."""
-        if timeout is not None and self.name in ("ddp", "auto"):
-            return DDPStrategy(timeout=timeout)
-        return self.name
+        process group's collective timeout, for a run of several processes: given to the strategy Lightning's
+        registry builds for the name (``auto`` over several devices is its ``ddp``, as Lightning would pick)."""
+        name = "ddp" if self.name == "auto" else self.name
+        if timeout is None or name not in StrategyRegistry:
+            return self.name
+        entry = StrategyRegistry[name]
+        if "timeout" not in inspect.signature(entry["strategy"].__init__).parameters:
+            return self.name  # no process group of its own (single_device)
+        return entry["strategy"](**entry["init_params"], timeout=timeout)
 
     def data_parallel_size(self, devices: int) -> int:
         """Into how many shards each batch of data is cut over ``devices`` devices: every device its own. The

@@ -61,8 +61,9 @@ def data_parallel_shard(trainer) -> tuple[int, int]:
     return running_layout(trainer).data_parallel_shard()
 
 
-# Cluster environments in the order Lightning tries them, and the variable holding the global rank in each.
-_LAUNCHER_RANKS = ((SLURMEnvironment, "SLURM_PROCID"), (TorchElasticEnvironment, "RANK"),
+# Cluster environments in the order Lightning 2.6 tries them (torchrun first: it may run inside a SLURM job, where
+# every process of a node shares one SLURM_PROCID), and the variable holding the global rank in each.
+_LAUNCHER_RANKS = ((TorchElasticEnvironment, "RANK"), (SLURMEnvironment, "SLURM_PROCID"),
                    (LSFEnvironment, "JSM_NAMESPACE_RANK"))
 
 
@@ -85,23 +86,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-# Neither backend gives a lost peer its own exception type: gloo raises a plain RuntimeError (checked
-# with torch 2.14) and NCCL a DistBackendError for every kind of failure. Only the text tells.
-_LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted",
-                    "Broken pipe")
-
-
-def lost_a_peer(exc: BaseException) -> bool:
-    """Whether ``exc`` says another process of the run died (a killed or crashed rank)."""
-    return any(sign in str(exc) for sign in _LOST_PEER_SIGNS)
-
-
-# A peer alive but silent (stopped, hung on a file system): gloo's words, then NCCL's watchdog's.
-_TIMED_OUT_SIGNS = ("Timed out waiting", "timed out", "Watchdog caught collective operation timeout")
-
-
-def peer_timed_out(exc: BaseException) -> bool:
-    """Whether ``exc`` says a collective waited past the process group's timeout for another process."""
-    return any(sign in str(exc) for sign in _TIMED_OUT_SIGNS)

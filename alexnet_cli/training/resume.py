@@ -1,5 +1,6 @@
 """Continuing a run: which checkpoint, and what a resumed run may and may not change."""
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,11 @@ def check_resumable(checkpoint: Path, recipe: Recipe, classes: list, fingerprint
         raise AlexnetError(f"{checkpoint} holds arch {meta.arch!r}; the recipe says {recipe.model.arch!r}")
     if meta.wnids != [c.wnid for c in classes]:
         raise AlexnetError(f"{checkpoint} was trained on other classes than this dataset's")
-    if None not in (meta.dataset_fingerprint, fingerprint) and meta.dataset_fingerprint != fingerprint:
+    if (meta.dataset_fingerprint is None) != (fingerprint is None):
+        older = f"{checkpoint}" if fingerprint is not None else f"{data}"
+        warnings.warn(f"cannot check that {data} holds the images {checkpoint} was trained on: {older} was written "
+                      "before datasets had fingerprints", stacklevel=2)
+    elif fingerprint is not None and meta.dataset_fingerprint != fingerprint:
         raise AlexnetError(f"{checkpoint} was trained on another dataset than {data} (fingerprint "
                            f"{meta.dataset_fingerprint[:19]}…, {data}'s {fingerprint[:19]}…): resume on the dataset it "
                            "started on, or on its packed (or unpacked) twin")

@@ -2,6 +2,7 @@
 few opens, damaged shards named in one line."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,9 @@ def test_packed_and_unpacked_give_the_same_batches_and_packed_opens_each_shard_o
     assert files_loader.files_opened == 4 * 4  # one open per image read
     shards = len(list((packed / "train").glob("*.tar")))
     assert 1 <= shard_loader.files_opened <= shards * (workers + 1) * shard_loader.pipelines_built
+    # closed with the loader where this process read the shards itself (the workers' go with the workers)
+    links = [f"/proc/self/fd/{fd}" for fd in os.listdir("/proc/self/fd")]
+    assert not [link for link in links if os.path.exists(link) and os.readlink(link).startswith(str(packed))]
 
 
 def test_a_truncated_or_missing_shard_is_refused_at_set_up_naming_it_and_its_first_lost_sample(packed, tmp_path):
@@ -218,3 +222,32 @@ def test_the_fingerprint_is_prepares_and_changes_with_any_images_bytes(prepared,
     assert fingerprint_of_files(altered, classes) != written
     renamed = {"train": splits["val"], "val": splits["train"]}  # the same files, counted in another split
     assert fingerprint_of_files(renamed, classes) != written
+
+
+def test_prepare_imagenet_pack_prepares_straight_into_the_same_shards(official_source, packed, tmp_path):
+    out = tmp_path / "straight"
+    command = ["prepare-imagenet", "--source", official_source, "--out", out, "--workers", "1", "--pack",
+               "--shard-size", "64K", "--quiet"]
+    result = invoke_alexnet(*command)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shards = sorted(p.relative_to(packed) for p in packed.rglob("*") if p.is_file() and p.suffix in (".tar", ".idx"))
+    assert shards and all((out / p).read_bytes() == (packed / p).read_bytes() for p in shards)
+    assert not (out / ".unpacked").exists()  # the unpacked staging is gone
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["fingerprint"] == json.loads((packed / "dataset.json").read_text())["fingerprint"]
+    again = invoke_alexnet(*command)
+    assert again.returncode == 0 and "(already complete)" in " ".join(again.stdout.split())
+    one_line_error(invoke_alexnet(*command[:-3], "--shard-size", "128K", "--quiet"), "holds a finished packed "
+                   "dataset with shard_bytes=65536, not 131072")
+
+
+def test_a_finished_pack_is_never_rewritten_with_other_shards(prepared, packed, tmp_path):
+    out = tmp_path / "done"
+    shutil.copytree(packed, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    one_line_error(invoke_alexnet("pack", prepared, "--out", out, "--shard-size", "128K"),
+                   "holds a finished packed dataset", "choose a new --out")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert invoke_alexnet("pack", prepared, "--out", out, "--shard-size", "64K").returncode == 0  # the same: no-op
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".work" not in p.parts} == {
+        p: b for p, b in before.items() if ".work" not in p.parts}

@@ -28,19 +28,24 @@ def test_the_split_layouts_get_this_tools_strategy(tmp_path, recipe, overrides, 
     assert type(arguments["strategy"]).__name__ == strategy
 
 
-@pytest.mark.parametrize(("recipe", "overrides", "strategy"), [
-    ("cpu-demo", ["trainer.devices=1"], "auto"), ("ddp", ["trainer.strategy=ddp_spawn"], "ddp_spawn")])
-def test_lightnings_own_strategies_pass_through_by_name(tmp_path, recipe, overrides, strategy):
-    assert trainer_arguments(_plan(load_recipe(recipe, [*CPU, *overrides])), tmp_path, True, [])["strategy"] == strategy
+def test_one_process_passes_lightnings_auto_by_name(tmp_path):
+    from dataclasses import replace
+
+    plan = replace(_plan(load_recipe("cpu-demo", [*CPU, "trainer.devices=1"])), devices_per_node=1)
+    assert trainer_arguments(plan, tmp_path, True, [])["strategy"] == "auto"
 
 
-def test_lightnings_ddp_gets_the_recipes_collective_timeout(tmp_path):
+@pytest.mark.parametrize(("recipe", "overrides", "start_method"), [
+    ("ddp", [], "popen"), ("cpu-demo", [], "popen"), ("ddp", ["trainer.strategy=ddp_spawn"], "spawn")])
+def test_lightnings_own_strategies_get_the_recipes_collective_timeout(tmp_path, recipe, overrides, start_method):
     from datetime import timedelta
 
     from lightning.pytorch.strategies import DDPStrategy
 
-    strategy = trainer_arguments(_plan(load_recipe("ddp", CPU)), tmp_path, True, [])["strategy"]
-    assert type(strategy) is DDPStrategy and strategy._timeout == timedelta(seconds=600)
+    recipe = load_recipe(recipe, [*CPU, *overrides, "trainer.collective_timeout_s=45"])
+    strategy = trainer_arguments(_plan(recipe), tmp_path, True, [])["strategy"]
+    assert type(strategy) is DDPStrategy and strategy._timeout == timedelta(seconds=45)
+    assert strategy._start_method == start_method  # as Lightning's registry builds the name
 
 
 @pytest.mark.parametrize(("accelerator", "devices", "nodes", "counted"), [

@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,9 @@ import numpy as np
 
 from alexnet_cli.atomic import out_of_space, write_atomic, write_text_atomic
 from alexnet_cli.data.dataset_files import ClassInfo, SplitFiles, list_split, read_classes, read_dataset_info
-from alexnet_cli.data.fingerprint import Fingerprint, crc32_of
+from alexnet_cli.data.fingerprint import Fingerprint
 from alexnet_cli.data.packed import INDEX_FILE, KEYS_FILE, PACK_FORMAT, dali_index_name, shard_name
+from alexnet_cli.data.prepare.run import remove_tree
 from alexnet_cli.data.sample_readers import INDEX_DTYPE
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.locks import ExclusiveLock
@@ -66,7 +68,7 @@ def pack_dataset(options: PackOptions, progress: Progress | None = None) -> Pack
     started = time.perf_counter()
     with ExclusiveLock(work / "lock", f"another alexnet pack is writing {options.out}"):
         config = {"format": PACK_FORMAT, "source": str(options.data.resolve()), "shard_bytes": options.shard_bytes}
-        if _finished(options.out, config):
+        if _finished(options.out, config, info):
             return _summary(options.out, already_done=True)
         _check_config(work / "pack.json", config, options.out)
         written = {}
@@ -119,8 +121,18 @@ def _finished_layout(out: Path) -> bool:
     return bool(read_dataset_info(out).get("packed"))
 
 
-def _finished(out: Path, config: dict) -> bool:
-    return read_dataset_info(out).get("packed") == config
+def _finished(out: Path, config: dict, source_info: dict) -> bool:
+    """OUT is this pack, done (a rerun is a no-op); a finished pack of other samples or shards is refused: packing
+    over it would rewrite shards that its index, still complete, describes."""
+    done = read_dataset_info(out)
+    if not done.get("packed"):
+        return False
+    same_samples = (done.get("fingerprint") == source_info["fingerprint"] if source_info.get("fingerprint")
+                    else done["packed"].get("source") == config["source"])
+    if same_samples and done["packed"].get("shard_bytes") == config["shard_bytes"]:
+        return True
+    raise AlexnetError(f"--out {out} holds a finished packed dataset of {done['packed'].get('source')} in shards of "
+                       f"{done['packed'].get('shard_bytes')} bytes: choose a new --out (or remove it to pack again)")
 
 
 def _check_config(path: Path, config: dict, out: Path) -> None:
@@ -193,7 +205,7 @@ def _write_shard(files: SplitFiles, keys: list[str], start: int, shard: int, fol
                 if rows and position + len(member) + 2 * BLOCK > limit:
                     break
                 tar.write(member)
-                rows.append((shard, position + BLOCK, len(data), files.labels[number], crc32_of(data)))
+                rows.append((shard, position + BLOCK, len(data), files.labels[number], zlib.crc32(data)))
                 position += len(member)
                 task.advance()
             tar.write(bytes(2 * BLOCK))  # the end-of-archive marker
@@ -247,9 +259,20 @@ def _finish(options: PackOptions, classes: list[ClassInfo], info: dict, config: 
         if (options.data / name).is_file():
             write_atomic(options.out / name, lambda tmp, source=options.data / name: shutil.copyfile(source, tmp))
     dataset = {**info, "counts": counts, "packed": config, "fingerprint": fingerprint.hexdigest()}
+    for folder in [options.out / split for split in counts] + [options.out]:
+        _sync_folder(folder)  # every shard's and index's rename on disk before dataset.json says they are there
     write_text_atomic(options.out / "dataset.json", json.dumps(dataset, indent=1) + "\n")
+    _sync_folder(options.out)
     shutil.rmtree(options.out / ".work" / "pack", ignore_errors=True)
     (options.out / ".work" / "pack.json").unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _summary(out: Path, *, already_done: bool = False) -> PackSummary:
@@ -260,22 +283,33 @@ def _summary(out: Path, *, already_done: bool = False) -> PackSummary:
 
 
 STAGING = ".unpacked"  # prepare-imagenet --pack prepares here, inside OUT, then packs into OUT
+TRASH = ".unpacked.removing"
 
 
 def prepare_packed(out: Path, prepare: Callable[[Path], object], shard_bytes: int = DEFAULT_SHARD_BYTES,
-                   progress: Progress | None = None) -> PackSummary:
+                   progress: Progress | None = None, *, stored_as: dict | None = None) -> PackSummary:
     """``prepare-imagenet --pack``: ``prepare(OUT/.unpacked)`` (resumable), pack that into OUT, then remove it.
-    A rerun after a crash continues the step it was in; after the end it finds OUT complete."""
+    A rerun after a crash continues the step it was in; after the end it finds OUT complete, if it was prepared
+    as asked (``stored_as``: dataset.json's size and mode) in shards of ``shard_bytes``."""
     out = Path(out)
+    remove_tree(out / TRASH)  # a removal of the staging that a crash cut short
     if _finished_layout(out) and not (out / STAGING).exists():
+        done = read_dataset_info(out)
+        asked = {**(stored_as or {}), "shard_bytes": shard_bytes}
+        found = {**{key: done.get(key) for key in stored_as or {}}, "shard_bytes": done["packed"].get("shard_bytes")}
+        if found != asked:
+            key = next(key for key in asked if asked[key] != found[key])
+            raise AlexnetError(f"--out {out} holds a finished packed dataset with {key}={found[key]!r}, not "
+                               f"{asked[key]!r}: choose a new --out")
         return _summary(out, already_done=True)
-    check_pack_out(out, (STAGING,))
+    check_pack_out(out, (STAGING, TRASH))
     staging, created = out / STAGING, not out.exists()
     try:
         prepare(staging)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a first attempt that failed at once leaves no empty folder behind
-    summary = pack_dataset(PackOptions(staging, out, shard_bytes, own_entries=(STAGING,)), progress)
-    shutil.rmtree(staging)
+    summary = pack_dataset(PackOptions(staging, out, shard_bytes, own_entries=(STAGING, TRASH)), progress)
+    os.replace(staging, out / TRASH)  # at once: a rerun never finds a staging half removed
+    remove_tree(out / TRASH)
     return summary

@@ -16,6 +16,7 @@ import resource
 import shutil
 import signal
 import time
+import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ import numpy as np
 
 from alexnet_cli.atomic import out_of_space, write_atomic, write_text_atomic
 from alexnet_cli.data.dataset_files import list_split, write_classes
-from alexnet_cli.data.fingerprint import fingerprint_of_files
+from alexnet_cli.data.fingerprint import Fingerprint, fingerprint_of_files
 from alexnet_cli.data.prepare import official
 from alexnet_cli.data.prepare.convert import BYTES_PER_IMAGE_AT_256, JPEG_QUALITY, BadImage, ResizeMode, convert_image
 from alexnet_cli.data.prepare.sources import SourcePlan, WorkUnit, plan_source
@@ -281,6 +282,7 @@ def process_unit(unit: WorkUnit, options: PrepareOptions) -> dict:
     remove_tree(tmp)  # leftovers of a killed run: any left would be moved into place with this unit's images
     stats = StatsAccumulator((options.size, options.size) if options.mode == "paper" else None)
     skipped, fixes, written = [], Counter(), 0
+    records: dict[str, dict[str, list[int]]] = {}  # wnid → written name → [size, crc32], for the fingerprint
     handles: dict[str, object] = {}
     try:
         for name, wnid, ref in unit.files:
@@ -294,6 +296,7 @@ def process_unit(unit: WorkUnit, options: PrepareOptions) -> dict:
             target = tmp / wnid / (Path(name).stem + ".JPEG")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(converted.jpeg)
+            records.setdefault(wnid, {})[target.name] = [len(converted.jpeg), zlib.crc32(converted.jpeg)]
             fixes.update(converted.fixes)
             if unit.split == "train":
                 stats.add(converted.rgb)
@@ -304,7 +307,8 @@ def process_unit(unit: WorkUnit, options: PrepareOptions) -> dict:
     _move_into_place(unit, tmp, options.out / unit.split)
     if unit.split == "train":
         _save_partial_stats(work / "stats" / f"{unit.unit_id}.npz", stats)
-    result = {"unit": unit.unit_id, "split": unit.split, "written": written, "skipped": skipped, "fixes": dict(fixes)}
+    result = {"unit": unit.unit_id, "split": unit.split, "written": written, "skipped": skipped, "fixes": dict(fixes),
+              "records": records}
     write_text_atomic(work / "done" / f"{unit.unit_id}.json", json.dumps(result))
     remove_tree(tmp)
     return result
@@ -396,15 +400,31 @@ def _finish(options: PrepareOptions, plan: SourcePlan, work: Path, progress: Pro
         "skipped": skipped, "fixes": dict(sorted(fixes.items())),
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
-    splits = {split: list_split(out, split, plan.classes) for split in ("train", "val") if counts[split]}
     info = {"format": FORMAT_VERSION, "size": options.size, "mode": options.mode,
             "quality": options.quality, "counts": counts,
-            "fingerprint": fingerprint_of_files(splits, plan.classes, progress)}
+            "fingerprint": _fingerprint(results, plan.classes, out, [s for s in ("train", "val") if counts[s]],
+                                        progress)}
     write_text_atomic(out / "dataset.json", json.dumps(info, indent=1) + "\n")
     # The per-unit statistics (1.5 MB per class, 1.5 GB for ImageNet) are merged into stats.npz now.
     for leftover in ("tmp", "stats"):
         remove_tree(work / leftover)
     return _summary_from_report(out)
+
+
+def _fingerprint(results: list[dict], classes: list, out: Path, splits: list[str], progress: Progress) -> str:
+    """``data.fingerprint`` of what the units wrote, from the sizes and crc32s they recorded; where a unit was
+    finished by a version that recorded none, from the files, read again."""
+    if any("records" not in result for result in results):
+        return fingerprint_of_files({split: list_split(out, split, classes) for split in splits}, classes, progress)
+    written: dict[str, dict[str, dict[str, list[int]]]] = {split: {} for split in splits}
+    for result in results:
+        for wnid, names in result["records"].items():
+            written[result["split"]].setdefault(wnid, {}).update(names)
+    fingerprint = Fingerprint()
+    for split in splits:  # the order list_split gives: class index, then file name
+        fingerprint.add_samples(split, ((c.wnid, name, *written[split][c.wnid][name]) for c in classes
+                                        for name in sorted(written[split].get(c.wnid, {}))))
+    return fingerprint.hexdigest()
 
 
 def _summary_from_report(out: Path) -> PrepareSummary:
