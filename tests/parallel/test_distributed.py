@@ -63,7 +63,7 @@ def test_a_killed_rank_makes_the_run_fail_fast_with_a_clear_message(prepared, tm
 TWO_NODES = ["--set", "trainer.accelerator=cpu", "--set", "trainer.num_nodes=2", "--set", "trainer.devices=1",
              "--set", "trainer.precision=32-true", "--set", "data.device=cpu", "--set", "data.batch_size=2",
              "--set", "data.num_threads=1", "--set", "data.py_workers=1", "--set", "data.normalize=channel",
-             "--set", "trainer.log_every_n_steps=1", *NARROW_FC]
+             "--set", "trainer.log_every_n_steps=1", "--set", "trainer.collective_timeout_s=60", *NARROW_FC]
 
 
 def _train_on_two_nodes(data, out, launch, *extra, logs=None):
@@ -87,7 +87,11 @@ def _train_on_two_nodes(data, out, launch, *extra, logs=None):
                                       **output))
     if logs is not None:
         return nodes
-    results = [node.communicate(timeout=600) for node in nodes]
+    try:  # a node that waits for a peer which never comes fails within the 60 s timeout, not at the test's
+        results = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
     for node, (_, stderr) in zip(nodes, results):
         assert node.returncode == 0, stderr[-3000:]
     return results
