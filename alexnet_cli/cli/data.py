@@ -1,6 +1,5 @@
 """Commands that make datasets: prepare-imagenet, pack."""
 
-from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -53,7 +52,7 @@ def prepare_imagenet_command(
     packed = prepare_packed(out, lambda staging: _print_summary(_prepare(source, staging, **options)), shard_bytes,
                             progress, stored_as={"size": size, "mode": mode})
     _print_pack_summary(packed)
-    write_json(json_out, pack_summary_dict(packed))
+    write_json(json_out, summary_dict(packed))
 
 
 @user_errors
@@ -75,10 +74,11 @@ def pack_command(
     check_writable(out, "--out", folder=True)
     check_writable(json_out, "--json")
     from alexnet_cli.data.prepare.pack import PackOptions, pack_dataset
+    from alexnet_cli.data.prepare.run import summary_dict
 
     summary = pack_dataset(PackOptions(data, out, parse_bytes(shard_size, "--shard-size")), progress_for(quiet))
     _print_pack_summary(summary)
-    write_json(json_out, pack_summary_dict(summary))
+    write_json(json_out, summary_dict(summary))
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -97,12 +97,6 @@ def parse_bytes(text: str, option: str) -> int:
     if not value >= 1:
         raise AlexnetError(f"{option} {text!r} must be a positive size (e.g. 1G)")
     return int(value)
-
-
-def pack_summary_dict(summary) -> dict:
-    data = asdict(summary)
-    data["out"] = str(summary.out)
-    return data
 
 
 def _print_pack_summary(summary) -> None:

@@ -23,7 +23,7 @@ from alexnet_cli.atomic import out_of_space, write_atomic, write_text_atomic
 from alexnet_cli.data.dataset_files import ClassInfo, SplitFiles, list_split, read_classes, read_dataset_info
 from alexnet_cli.data.fingerprint import Fingerprint
 from alexnet_cli.data.packed import INDEX_FILE, KEYS_FILE, PACK_FORMAT, dali_index_name, shard_name
-from alexnet_cli.data.prepare.run import remove_tree
+from alexnet_cli.data.prepare.run import check_started_with, remove_tree
 from alexnet_cli.data.sample_readers import INDEX_DTYPE
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.locks import ExclusiveLock
@@ -70,18 +70,18 @@ def pack_dataset(options: PackOptions, progress: Progress | None = None) -> Pack
         config = {"format": PACK_FORMAT, "source": str(options.data.resolve()), "shard_bytes": options.shard_bytes}
         if _finished(options.out, config, info):
             return _summary(options.out, already_done=True)
-        _check_config(work / "pack.json", config, options.out)
+        check_started_with(work / "pack.json", config, options.out)
+        splits = {split: list_split(options.data, split, classes) for split in _splits(info)}
         written = {}
         try:
-            for split in _splits(info):
-                written[split] = _pack_split(list_split(options.data, split, classes), classes, options, split,
-                                             progress)
+            for split, files in splits.items():
+                written[split] = _pack_split(files, classes, options, split, progress)
         except OSError as exc:
             if not out_of_space(exc):
                 raise
             raise AlexnetError(f"could not write under {options.out}: the disk is full; free space there and run "
                                "the same command again (it continues where it stopped)") from None
-        _finish(options, classes, info, config)
+        _finish(options, splits, classes, info, config)
     summary = _summary(options.out)
     summary.seconds = time.perf_counter() - started
     summary.written = written
@@ -133,18 +133,6 @@ def _finished(out: Path, config: dict, source_info: dict) -> bool:
         return True
     raise AlexnetError(f"--out {out} holds a finished packed dataset of {done['packed'].get('source')} in shards of "
                        f"{done['packed'].get('shard_bytes')} bytes: choose a new --out (or remove it to pack again)")
-
-
-def _check_config(path: Path, config: dict, out: Path) -> None:
-    stored = json.loads(path.read_text()) if path.is_file() else None
-    if stored is None:
-        write_text_atomic(path, json.dumps(config, indent=1))
-        return
-    changed = [key for key in config if stored.get(key) != config[key]]
-    if changed:
-        key = changed[0]
-        raise AlexnetError(f"{out} was started with {key}={stored.get(key)!r}, not {config[key]!r}: rerun with the "
-                           "same options to resume, or choose a new --out")
 
 
 def sample_keys(files: SplitFiles, classes: list[ClassInfo]) -> list[str]:
@@ -199,7 +187,7 @@ def _write_shard(files: SplitFiles, keys: list[str], start: int, shard: int, fol
         nonlocal position
         with open(tmp, "wb") as tar:
             for number in range(start, len(files)):
-                data = Path(files.files[number]).read_bytes()
+                data = files.read(number)
                 label = str(files.labels[number]).encode()
                 member = _member(keys[number], ".jpg", data) + _member(keys[number], ".cls", label)
                 if rows and position + len(member) + 2 * BLOCK > limit:
@@ -247,11 +235,11 @@ def _save(path: Path, array: np.ndarray) -> None:
     write_atomic(path, write)
 
 
-def _finish(options: PackOptions, classes: list[ClassInfo], info: dict, config: dict) -> None:
+def _finish(options: PackOptions, splits: dict[str, SplitFiles], classes: list[ClassInfo], info: dict,
+            config: dict) -> None:
     fingerprint = Fingerprint()
     counts = {}
-    for split in _splits(info):
-        files = list_split(options.data, split, classes)
+    for split, files in splits.items():
         rows = np.load(options.out / split / INDEX_FILE)
         fingerprint.add_split(split, files, classes, rows["size"].tolist(), rows["crc32"].tolist())
         counts[split] = len(rows)

@@ -183,20 +183,29 @@ def _config(options: PrepareOptions) -> dict:
 
 
 def _stored_config(work: Path) -> dict | None:
-    path = work / "config.json"
+    return _stored(work / "config.json")
+
+
+def _stored(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _check_config(work: Path, config: dict) -> None:
-    stored = _stored_config(work)
+    check_started_with(work / "config.json", config, work.parent)
+
+
+def check_started_with(path: Path, config: dict, out: Path) -> None:
+    """Record ``config`` at ``path`` for a first attempt at ``out``; refuse a resume asking for anything else
+    (prepare's and pack's: a rerun continues only what the same options started)."""
+    stored = _stored(path)
     if stored is None:
-        write_text_atomic(work / "config.json", json.dumps(config, indent=1))
+        write_text_atomic(path, json.dumps(config, indent=1))
         return
     changed = [key for key in config if stored.get(key) != config[key]]
     if changed:
         key = changed[0]
         raise AlexnetError(
-            f"{work.parent} was started with {key}={stored.get(key)!r}, not {config[key]!r}: "
+            f"{out} was started with {key}={stored.get(key)!r}, not {config[key]!r}: "
             "rerun with the same options to resume, or choose a new --out"
         )
 
@@ -433,7 +442,8 @@ def _summary_from_report(out: Path) -> PrepareSummary:
                           source_kind=report.get("source_kind", "official"))
 
 
-def summary_dict(summary: PrepareSummary) -> dict:
+def summary_dict(summary) -> dict:
+    """A summary as JSON writes it (prepare's or pack's: both say where they wrote, ``out``)."""
     data = asdict(summary)
     data["out"] = str(summary.out)
     return data
